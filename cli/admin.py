@@ -1,0 +1,153 @@
+"""`pkbs`: the local stack (up/down/status), results (fetch), and access (login, token)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.parse
+from pathlib import Path
+
+import click
+
+from pkbs import clientconfig
+from pkbs.errors import exit_code
+
+from .client import ApiError, Client
+
+
+def _home() -> Path:
+    return clientconfig.pkbs_home()
+
+
+def _client() -> Client:
+    try:
+        return Client()
+    except clientconfig.NoConfig as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _api_fail(err: ApiError) -> None:
+    click.echo(f"pkbs: {err.text()}", err=True)
+    sys.exit(exit_code(err.pbs_errno))
+
+
+@click.group(context_settings={"auto_envvar_prefix": "PKBS", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pkbs")
+def main() -> None:
+    """pkbs: a PBS-compatible batch queue. Jobs are submitted with qsub."""
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes (default: min(2, CPUs)).")
+@click.option("--slots", type=click.IntRange(1), default=None,
+              help="CPU slots per worker (default: CPUs / workers).")
+@click.option("--server-name", default="pkbs", show_default=True, help="Server part of job ids.")
+def up(workers: int | None, slots: int | None, server_name: str) -> None:
+    """Start the local stack: nats-server, WebDAV, dispatcher and workers."""
+    from pkbs import local
+
+    cpus = os.cpu_count() or 1
+    workers = workers or min(2, cpus)
+    slots = slots or max(1, cpus // workers)
+    config = local.StackConfig(_home(), workers, slots, server_name)
+    try:
+        state = local.up(config, lambda line: click.echo(f"  {line}", err=True))
+    except local.StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"pkbs is up: {state['endpoint']} (state in {config.home})")
+    click.echo("Try: echo 'hostname' | qsub -N hello; qstat -x; pkbs fetch <job id>")
+
+
+@main.command()
+def down() -> None:
+    """Stop exactly the processes `pkbs up` started (running jobs are handed back)."""
+    from pkbs import local
+
+    try:
+        stopped = local.down(_home(), lambda line: click.echo(f"  {line}", err=True))
+    except local.StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("pkbs is down" if stopped else "pkbs was not running")
+
+
+@main.command()
+def status() -> None:
+    """Each process of the local stack: pid, port, health, restarts."""
+    from pkbs import local
+
+    rows = local.status(_home())
+    if not rows:
+        click.echo("pkbs is not running")
+        sys.exit(1)
+    click.echo(f"{'process':<14} {'pid':>7} {'port':>6} {'health':<9} restarts")
+    for row in rows:
+        health = "ok" if row["healthy"] else ("dead" if not row["alive"] else "unhealthy")
+        port = row.get("port") or "-"
+        click.echo(f"{row['name']:<14} {row['pid'] or '-':>7} {port:>6} {health:<9} {row['restarts']}")
+    if not all(r["healthy"] for r in rows):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=".")
+def fetch(job_id: str, dest: Path) -> None:
+    """Download a finished job's results (.o/.e and the files it wrote) into DEST."""
+    client = _client()
+    quoted = urllib.parse.quote(job_id, safe="")
+    try:
+        listing = client.request("GET", f"/jobs/{quoted}/files")
+        dest.mkdir(parents=True, exist_ok=True)
+        for item in listing["files"]:
+            target = (dest / item["name"]).resolve()
+            if dest.resolve() not in target.parents:
+                raise click.ClickException(f"refusing to write outside {dest}: {item['name']}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            size = int(item["size"])
+            path = f"/jobs/{quoted}/files/{urllib.parse.quote(item['name'])}"
+            if size == 0:
+                target.write_bytes(b"")
+            elif size > 1024 * 1024:
+                with click.progressbar(length=size, label=item["name"], file=sys.stderr) as bar:
+                    client.download(path, target, bar.update)
+            else:
+                client.download(path, target, None)
+            click.echo(str(target))
+    except ApiError as err:
+        _api_fail(err)
+
+
+@main.command()
+@click.option("--endpoint", required=True, help="Dispatcher URL, e.g. http://127.0.0.1:8000")
+@click.option("--token", required=True, help="Bearer token (from the cluster's Secret)")
+def login(endpoint: str, token: str) -> None:
+    """Point the CLI at a dispatcher (a cluster's, via port-forward, LoadBalancer or Ingress)."""
+    config = clientconfig.ClientConfig(endpoint.rstrip("/"), token)
+    try:
+        info = Client(config).request("GET", "/server")
+    except ApiError as err:
+        _api_fail(err)
+        return
+    clientconfig.save(clientconfig.login_file(), clientconfig.ClientConfig(
+        config.endpoint, token, info["name"]))
+    click.echo(f"logged in to {info['name']} at {endpoint}")
+
+
+@main.group()
+def token() -> None:
+    """Manage user tokens (admin)."""
+
+
+@token.command("create")
+@click.argument("user")
+@click.option("--admin", is_flag=True, help="Give the token the operator role.")
+def token_create(user: str, admin: bool) -> None:
+    """Create a token for USER and print it."""
+    try:
+        result = _client().request("POST", "/tokens",
+                                   {"user": user, "role": "admin" if admin else "user"})
+    except ApiError as err:
+        _api_fail(err)
+        return
+    click.echo(result["token"])

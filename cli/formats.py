@@ -1,0 +1,905 @@
+"""qstat's output formats, reproduced from OpenPBS `src/cmds/qstat.c`.
+
+Standard library only: qstat must start fast (no pydantic, no pkbs.models).
+
+Every function takes the wire structure the dispatcher serves (GET /v1/jobs):
+a sequence of ``(id, attributes)`` pairs, where attributes is the ordered dict
+built by `pkbs.pbsattrs` (flattened resource names such as
+``"Resource_List.ncpus"``, times as epoch ints, Variable_List as a dict), and
+returns the exact text qstat prints, newlines included.
+
+Widths count characters; OpenPBS counts bytes (they differ only for non-ASCII).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
+
+Attributes: TypeAlias = Mapping[str, Any]
+Record: TypeAlias = tuple[str, Attributes]
+
+# Must equal pkbs.pbsattrs.TIME_ATTRIBUTES (a test checks); copied so that this
+# module imports nothing from pkbs.
+TIME_ATTRIBUTES = frozenset(
+    {
+        "ctime",
+        "etime",
+        "stime",
+        "obittime",
+        "mtime",
+        "qtime",
+        "Execution_Time",
+        "reserve_start",
+        "reserve_end",
+        "credential_validity",
+        "estimated.start_time",
+    }
+)
+
+CHAR_LINE_LIMIT = 78  # qstat.c: wrap limit of `-f` lines
+TRUNC = "*"  # DISPLAY_TRUNC_CHAR
+ESC_CHAR = "\\"
+BLANK = " -- "  # altdsp_statjob's value for a missing field
+JSON_STRING_ATTRIBUTES = frozenset({"Job_Name", "project", "Account_Name"})
+
+
+def jobs_from_wire(payload: Mapping[str, Any]) -> list[Record]:
+    """`{"jobs": [{"id": .., "attributes": {..}}]}` → [(id, attributes)]."""
+    return [(str(j["id"]), j.get("attributes") or {}) for j in payload.get("jobs") or []]
+
+
+# ---------------------------------------------------------------------------
+# Values
+
+
+def ctime(epoch: int) -> str:
+    """ctime(3) in local time without the newline: `Fri Nov 11 17:57:05 2016`."""
+    return time.ctime(epoch)
+
+
+def _escape_commas(value: str) -> str:
+    return value.replace(",", "\\,")
+
+
+def variable_list(variables: Mapping[str, Any]) -> str:
+    """`K=V,K2=V2` with commas inside values escaped as `\\,` (qsub.c)."""
+    return ",".join(f"{k}={_escape_commas(_text(v))}" for k, v in variables.items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _value_text(name: str, value: Any) -> str:
+    if name in TIME_ATTRIBUTES:
+        try:
+            epoch = int(value)
+        except (TypeError, ValueError):
+            return _text(value)
+        if epoch == 0 and name == "estimated.start_time":
+            return "UNKNOWN"
+        return ctime(epoch)
+    if isinstance(value, Mapping):
+        return variable_list(value)
+    return _text(value)
+
+
+def entries(attrs: Attributes) -> list[tuple[str, str | None, str]]:
+    """(name, resource or None, printable value) in order; None values are unset.
+
+    Flattened `Resource_List.ncpus` splits at the first dot; a nested mapping under a
+    resource attribute name is flattened too.
+    """
+    out: list[tuple[str, str | None, str]] = []
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and key != "Variable_List":
+            for res, val in value.items():
+                if val is not None:
+                    out.append((key, str(res), _value_text(f"{key}.{res}", val)))
+            continue
+        name, dot, res = key.partition(".")
+        out.append((name, res if dot else None, _value_text(key, value)))
+    return out
+
+
+def show_nonprint(text: str) -> str:
+    """Control characters other than newline and tab as `^X` (show_nonprint_chars)."""
+    if not any(ord(c) < 32 for c in text):
+        return text
+    return "".join(f"^{chr(ord(c) + 64)}" if ord(c) < 32 and c not in "\n\t" else c for c in text)
+
+
+def _feed_chars(text: str) -> str:
+    """Newline and form feed as `\\n` / `\\f` (convert_feed_chars)."""
+    return text.replace("\n", "\\n").replace("\f", "\\f")
+
+
+def _trunc(value: str, width: int) -> str:
+    """Longer than width → width-1 characters + `*`."""
+    return value if len(value) <= width else value[: width - 1] + TRUNC
+
+
+# ---------------------------------------------------------------------------
+# -f
+
+
+def attribute_line(name: str, resource: str | None, value: str, wide: bool = False) -> str:
+    """One `    name = value` line of `qstat -f` without its final newline (prt_attr)."""
+    label = f"{name}.{resource}" if resource is not None else name
+    if wide:
+        buf = _feed_chars(value)
+        return f"    {label} = {buf if resource is not None else show_nonprint(buf)}"
+    parts = [f"    {label} = "]
+    start = len(label) + 7
+    tokens = [t for t in value.split(",") if t]  # strtok: empty tokens vanish
+    first = True
+    for i, token in enumerate(tokens):
+        if len(token) + start < CHAR_LINE_LIMIT:
+            parts.append(show_nonprint(token))
+            start += len(token)
+        else:
+            if not first:
+                parts.append("\n\t")
+                start = 9
+            for ch in token:
+                parts.append(show_nonprint(ch))
+                start += 1
+                if start > CHAR_LINE_LIMIT:
+                    start = 8
+                    parts.append("\n\t")
+        if i + 1 < len(tokens):
+            first = False
+            parts.append(",")  # not counted in the line length, as in qstat.c
+    return "".join(parts)
+
+
+def _full_record(label: str, ident: str, attrs: Attributes, wide: bool) -> str:
+    lines = [attribute_line(n, r, v, wide) for n, r, v in entries(attrs)]
+    return f"{label}: {ident}\n" + "\n".join(lines) + "\n\n"
+
+
+def full(jobs: Iterable[Record], wide: bool = False) -> str:
+    """`qstat -f [-w]`: `Job Id: X`, attribute lines, a blank line after each job."""
+    return "".join(_full_record("Job Id", jid, attrs, wide) for jid, attrs in jobs)
+
+
+def queue_full(queues: Iterable[Record], wide: bool = False) -> str:
+    """`qstat -Q -f`."""
+    return "".join(_full_record("Queue", name, attrs, wide) for name, attrs in queues)
+
+
+def server_full(name: str, attrs: Attributes, wide: bool = False) -> str:
+    """`qstat -B -f`: `Server: <name>`, attribute lines, a blank line."""
+    lines = [attribute_line(n, r, v, wide) + "\n" for n, r, v in entries(attrs)]
+    return f"Server: {name}\n" + "".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# -F dsv
+
+
+def escape_delimiter(value: str, delimiter: str) -> str:
+    """Backslash before the delimiter and before a backslash not followed by `'`, `"`
+    or `,` (misc_utils.c escape_delimiter)."""
+    if not value or not delimiter:
+        return value
+    out: list[str] = []
+    i = 0
+    n = len(delimiter)
+    while i < len(value):
+        ch = value[i]
+        nxt = value[i + 1] if i + 1 < len(value) else ""
+        if (ch == ESC_CHAR and nxt not in ("'", '"', ",")) or (n == 1 and ch == delimiter):
+            out.append(ESC_CHAR + ch)
+            i += 1
+        elif value.startswith(delimiter, i):
+            out.append(ESC_CHAR + delimiter)
+            i += n
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _dsv_record(label: str, ident: str, attrs: Attributes, delimiter: str) -> str:
+    fields = []
+    for name, res, value in entries(attrs):
+        buf = show_nonprint(_feed_chars(escape_delimiter(value, delimiter)))
+        fields.append(f"{name}.{res}={buf}" if res is not None else f"{name}={buf}")
+    return f"{label}: {ident}{delimiter}" + delimiter.join(fields) + "\n"
+
+
+def dsv_full(jobs: Iterable[Record], delimiter: str = "|") -> str:
+    """`qstat -f -F dsv [-D delim]`: one line per job, `Job Id: X|name=value|...`."""
+    return "".join(_dsv_record("Job Id", jid, attrs, delimiter) for jid, attrs in jobs)
+
+
+def dsv_queues(queues: Iterable[Record], delimiter: str = "|") -> str:
+    return "".join(_dsv_record("Queue", name, attrs, delimiter) for name, attrs in queues)
+
+
+def dsv_server(name: str, attrs: Attributes, delimiter: str = "|") -> str:
+    return _dsv_record("Server", name, attrs, delimiter)
+
+
+# ---------------------------------------------------------------------------
+# -F json: cJSON semantics (parse each value with cJSON_ParseWithOpts, print with
+# cJSON_Print: tabs for indentation, `"key":<TAB>value`).
+
+
+class JNumber(float):
+    """A number as cJSON holds it (a double)."""
+
+
+class JObject(list[tuple[str, Any]]):
+    """An ordered object that, like cJSON, may hold a key twice."""
+
+
+_NO_VALUE = object()
+_NUMBER_CHARS = frozenset("0123456789+-eE.")
+_STRTOD_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_STRING_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n"}
+_STRING_ESCAPES.update({"r": "\r", "t": "\t"})
+
+
+class _CJSONParser:
+    """The subset of cJSON's parser that decides what a value becomes."""
+
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.i = 0
+
+    def ws(self) -> None:
+        while self.i < len(self.s) and ord(self.s[self.i]) <= 32:
+            self.i += 1
+
+    def value(self, depth: int = 0) -> Any:
+        s, i = self.s, self.i
+        if depth > 1000:
+            raise ValueError("too deep")
+        for word, val in (("null", None), ("false", False), ("true", True)):
+            if s.startswith(word, i):
+                self.i += len(word)
+                return val
+        ch = s[i] if i < len(s) else ""
+        if ch == '"':
+            return self.string()
+        if ch == "-" or "0" <= ch <= "9":
+            return self.number()
+        if ch == "[":
+            return self.array(depth)
+        if ch == "{":
+            return self.object(depth)
+        raise ValueError("not a value")
+
+    def number(self) -> JNumber:
+        j = self.i
+        while j < len(self.s) and self.s[j] in _NUMBER_CHARS:
+            j += 1
+        m = _STRTOD_RE.match(self.s, self.i, j)
+        if m is None:
+            raise ValueError("not a number")
+        self.i = m.end()
+        return JNumber(float(m.group()))
+
+    def string(self) -> str:
+        s = self.s
+        i = self.i + 1
+        out: list[str] = []
+        while True:
+            if i >= len(s):
+                raise ValueError("unterminated string")
+            ch = s[i]
+            if ch == '"':
+                self.i = i + 1
+                return "".join(out)
+            if ch != "\\":
+                out.append(ch)
+                i += 1
+                continue
+            esc = s[i + 1] if i + 1 < len(s) else ""
+            if esc in _STRING_ESCAPES:
+                out.append(_STRING_ESCAPES[esc])
+                i += 2
+            elif esc == "u":
+                code, i = self._utf16(i)
+                out.append(chr(code))
+            else:
+                raise ValueError("bad escape")
+
+    def _utf16(self, i: int) -> tuple[int, int]:
+        hex1 = self.s[i + 2 : i + 6]
+        if len(hex1) != 4 or not all(c in "0123456789abcdefABCDEF" for c in hex1):
+            raise ValueError("bad \\u escape")
+        code = int(hex1, 16)
+        i += 6
+        if 0xDC00 <= code <= 0xDFFF or code == 0:
+            raise ValueError("bad \\u escape")
+        if 0xD800 <= code <= 0xDBFF:
+            hex2 = self.s[i + 2 : i + 6]
+            if self.s[i : i + 2] != "\\u" or len(hex2) != 4:
+                raise ValueError("bad surrogate")
+            low = int(hex2, 16)
+            if not 0xDC00 <= low <= 0xDFFF:
+                raise ValueError("bad surrogate")
+            code = 0x10000 + ((code & 0x3FF) << 10 | (low & 0x3FF))
+            i += 6
+        return code, i
+
+    def array(self, depth: int) -> list[Any]:
+        self.i += 1
+        self.ws()
+        items: list[Any] = []
+        if self.s.startswith("]", self.i):
+            self.i += 1
+            return items
+        while True:
+            self.ws()
+            items.append(self.value(depth + 1))
+            self.ws()
+            if self.s.startswith(",", self.i):
+                self.i += 1
+                continue
+            if self.s.startswith("]", self.i):
+                self.i += 1
+                return items
+            raise ValueError("bad array")
+
+    def object(self, depth: int) -> JObject:
+        self.i += 1
+        self.ws()
+        obj = JObject()
+        if self.s.startswith("}", self.i):
+            self.i += 1
+            return obj
+        while True:
+            self.ws()
+            if not self.s.startswith('"', self.i):
+                raise ValueError("bad key")
+            key = self.string()
+            self.ws()
+            if not self.s.startswith(":", self.i):
+                raise ValueError("missing colon")
+            self.i += 1
+            self.ws()
+            obj.append((key, self.value(depth + 1)))
+            self.ws()
+            if self.s.startswith(",", self.i):
+                self.i += 1
+                continue
+            if self.s.startswith("}", self.i):
+                self.i += 1
+                return obj
+            raise ValueError("bad object")
+
+
+def cjson_parse(text: str) -> Any:
+    """What `cJSON_ParseWithOpts(text, NULL, 1)` yields, or the text itself when it is
+    not JSON (pbs_json_insert_parsed falls back to a string)."""
+    p = _CJSONParser(text[1:] if text.startswith("\ufeff") else text)
+    try:
+        p.ws()
+        value = p.value()
+        p.ws()
+    except (ValueError, IndexError):
+        return text
+    return value if p.i >= len(p.s) else text
+
+
+_INT_MAX = 2**31 - 1
+_INT_MIN = -(2**31)
+
+
+def _cjson_number(d: float) -> str:
+    if d != d or d in (float("inf"), float("-inf")):
+        return "null"
+    valueint = _INT_MAX if d >= _INT_MAX else _INT_MIN if d <= _INT_MIN else int(d)
+    if d == valueint:
+        return str(valueint)
+    text = f"{d:1.15g}"
+    test = float(text)
+    if abs(test - d) > max(abs(test), abs(d)) * 2.220446049250313e-16:
+        text = f"{d:1.17g}"
+    return text
+
+
+def _cjson_string(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ord(ch) < 32:
+            named = {"\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}.get(ch)
+            out.append(f"\\{named}" if named else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def cjson_print(value: Any, depth: int = 0) -> str:
+    """cJSON_Print (formatted) of a value made of JObject, list, str, numbers, bools,
+    None."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (int, float)):
+        return _cjson_number(float(value))
+    if isinstance(value, str):
+        return _cjson_string(value)
+    if isinstance(value, (JObject, Mapping)):
+        pairs = list(value) if isinstance(value, JObject) else list(value.items())
+        inner = "\t" * (depth + 1)
+        body = "".join(
+            f"{inner}{_cjson_string(k)}:\t{cjson_print(v, depth + 1)}"
+            + ("," if n + 1 < len(pairs) else "")
+            + "\n"
+            for n, (k, v) in enumerate(pairs)
+        )
+        return "{\n" + body + "\t" * depth + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(cjson_print(v, depth + 1) for v in value) + "]"
+    return _cjson_string(str(value))
+
+
+def _json_variable_list(value: str) -> JObject:
+    """Variable_List → object, split at unescaped commas, key/value at the first `=`."""
+    obj = JObject()
+    i = 0
+    while i < len(value):
+        key: list[str] = []
+        val: list[str] | None = None
+        while i < len(value) and value[i] != ",":
+            if value[i] == ESC_CHAR and value[i + 1 : i + 2] == ",":
+                i += 1
+            if val is None and value[i] == "=":
+                val = []
+            elif val is None:
+                key.append(value[i])
+            else:
+                val.append(value[i])
+            i += 1
+        obj.append(("".join(key), cjson_parse("".join(val)) if val is not None else ""))
+        if i < len(value):
+            i += 1
+    return obj
+
+
+def json_object(attrs: Attributes) -> JObject:
+    """One job's (queue's, server's) JSON object as prt_attr builds it."""
+    obj = JObject()
+    prev_resc: str | None = None
+    current: JObject | None = None
+    for name, res, value in entries(attrs):
+        if res is not None:
+            if prev_resc != name or current is None:
+                current = JObject()
+                obj.append((name, current))
+                prev_resc = name
+            current.append((res, cjson_parse(value)))
+        elif name == "Variable_List":
+            obj.append((name, _json_variable_list(value)))
+        else:
+            prev_resc, current = None, None
+            obj.append((name, value if name in JSON_STRING_ATTRIBUTES else cjson_parse(value)))
+    return obj
+
+
+def _json_document(
+    key: str, items: Iterable[Record], server: str, timestamp: int, version: str
+) -> str:
+    root = JObject(
+        [
+            ("timestamp", JNumber(timestamp)),
+            ("pbs_version", version),
+            ("pbs_server", server),
+        ]
+    )
+    records = list(items)
+    if records:  # the key is absent when nothing matched
+        root.append((key, JObject((ident, json_object(attrs)) for ident, attrs in records)))
+    return cjson_print(root) + "\n"
+
+
+def json_full(jobs: Iterable[Record], server: str, timestamp: int, version: str) -> str:
+    """`qstat -f -F json`; no "Jobs" key when there are no jobs."""
+    return _json_document("Jobs", jobs, server, timestamp, version)
+
+
+def json_queues(queues: Iterable[Record], server: str, timestamp: int, version: str) -> str:
+    """`qstat -Q -f -F json`."""
+    return _json_document("Queue", queues, server, timestamp, version)
+
+
+def json_server(name: str, attrs: Attributes, server: str, timestamp: int, version: str) -> str:
+    """`qstat -B -f -F json`."""
+    return _json_document("Server", [(name, attrs)], server, timestamp, version)
+
+
+# ---------------------------------------------------------------------------
+# Default job table
+
+
+def _get(attrs: Attributes, key: str) -> str | None:
+    value = attrs.get(key)
+    if value is None:
+        prefix, dot, res = key.partition(".")
+        nested = attrs.get(prefix) if dot else None
+        if isinstance(nested, Mapping):
+            value = nested.get(res)
+    return None if value is None else _text(value)
+
+
+def default_table(
+    jobs: Sequence[Record],
+    wide: bool = False,
+    comment: str | None = None,
+    long_ids: bool = False,
+) -> str:
+    """`qstat` with no options (or -x/-t/-J): header and one row per job; "" if none.
+
+    `comment` is the server's comment, printed first; `long_ids` is the 22-wide id
+    column used when max_job_sequence_id > 9,999,999.
+    """
+    if not jobs:
+        return ""
+    out: list[str] = []
+    if comment is not None:
+        out.append(show_nonprint(comment) + "\n")
+    if wide:
+        out.append(
+            "Job id                         Name            User             Time Use S Queue\n"
+            "-----------------------------  --------------- ---------------  -------- - "
+            "---------------\n"
+        )
+        id_w, name_w, user_w, queue_w = 30, 15, 15, 15
+    elif long_ids:
+        out.append(
+            "Job id                 Name             User              Time Use S Queue\n"
+            "---------------------  ---------------- ----------------  -------- - -----\n"
+        )
+        id_w, name_w, user_w, queue_w = 22, 16, 16, 16
+    else:
+        out.append(
+            "Job id            Name             User              Time Use S Queue\n"
+            "----------------  ---------------- ----------------  -------- - -----\n"
+        )
+        id_w, name_w, user_w, queue_w = 17, 16, 16, 16
+    for jid, attrs in jobs:
+        parts = jid.split(".")
+        short = ".".join(parts[:2])  # cut at the second dot
+        name = _get(attrs, "Job_Name") or ""
+        if len(name) >= name_w:  # >= : a name of exactly the width is cut too
+            name = name[: name_w - 1] + TRUNC
+        owner = _trunc((_get(attrs, "Job_Owner") or "").split("@", 1)[0], user_w)
+        used = _get(attrs, "resources_used.cput")
+        timeu = "0" if used is None else _trunc(used, 8)
+        state = _trunc(_get(attrs, "job_state") or "", 1)
+        queue = _trunc((_get(attrs, "queue") or "").split("@", 1)[0], queue_w)
+        out.append(
+            f"{_trunc(short, id_w):<{id_w}} {name:<{name_w}} {owner:<{user_w}}  "
+            f"{timeu:>8} {state:>1} {queue:<{queue_w}}\n"
+        )
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Alternate job table (-a -n -s -1 -u -H -i -r -G -M)
+
+_SUFFIX_LETTERS = " kmgtp?"
+
+
+def cnv_size(value: str, unit: str | None = None) -> str:
+    """A size as the alternate table's Memory column shows it (qstat.c cnv_size).
+
+    unit: None (keep the magnitude), "mw" (-M) or "gb" (-G).
+    """
+    m = re.match(r"\s*[+-]?\d+", value)
+    nval = int(m.group()) if m else 0
+    if nval < 0:
+        nval %= 2**64
+    rest = value[m.end() :] if m else value
+    c0 = rest[:1]
+    mag_in = {"k": 1, "m": 2, "g": 3, "t": 4}.get(c0, 0)
+    suffix2 = "b"
+    if c0 == "w" or (c0 and rest[1:2] == "w"):
+        nval <<= 3
+        suffix2 = "w"
+    if unit in ("mb", "mw"):
+        out = 2
+        suffix2 = "w" if unit == "mw" else "b"
+    elif unit == "gb":
+        out = 3
+        suffix2 = "b"
+    else:
+        out = mag_in
+    sft = 10 * (mag_in - out)
+    if sft < 0:
+        nval = (nval + (1 << -sft) - 1) >> -sft
+    elif sft > 0:
+        nval <<= sft
+    if suffix2 == "w":
+        nval = (nval + 7) >> 3
+    while nval > 9999:
+        nval = (nval + 1023) >> 10
+        out += 1
+    return f"{nval}{_SUFFIX_LETTERS[min(out, 6)]}{suffix2}"
+
+
+def _short_host(token: str) -> str:
+    pieces = [p for p in token.split("/") if p]
+    subtoken = pieces[0] if pieces else ""
+    chunk = token[len(subtoken) :]
+    if _is_ipv4(subtoken):
+        return subtoken + chunk
+    return next((p for p in subtoken.split(".") if p), "") + chunk
+
+
+_IPV4_PART = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
+def _is_ipv4(text: str) -> bool:
+    """inet_pton(AF_INET): four decimal parts 0-255, no leading zeros."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        _IPV4_PART.fullmatch(p) is not None and int(p) <= 255 for p in parts
+    )
+
+
+def nodes_text(nodes: str, one_line: bool = False) -> str:
+    """exec_host with domains stripped, lines broken at `+` (qstat.c prt_nodes)."""
+    if not nodes:
+        return ""
+    out: list[str] = []
+    line = ""
+    for token in (t for t in nodes.split("+") if t):
+        name = _short_host(token)
+        if len(line) + len(name) < CHAR_LINE_LIMIT - 1:
+            line += name + "+"
+        else:
+            out.append(show_nonprint(line) if one_line else f"   {show_nonprint(line)}\n")
+            line = name + "+"
+    if line:
+        line = line[:-1]
+        out.append(f"{show_nonprint(line)}\n" if one_line else f"   {show_nonprint(line)}\n")
+    elif one_line:
+        out.append("\n")
+    return "".join(out)
+
+
+def _alt_comment(comment: str, wide: bool) -> str:
+    if len(comment) > 74:  # COMMENTLENSCOPE_SHORT
+        if not wide:
+            return comment[:70] + "..."  # pbs_strncpy(buf, c, 71) keeps 70
+        if len(comment) > 114:  # COMMENTLENSCOPE_WIDE
+            return comment[:110] + "..."
+    return comment
+
+
+def alternate(
+    jobs: Sequence[Record],
+    server: str,
+    comment: str | None = None,
+    show_nodes: bool = False,
+    show_comment: bool = False,
+    one_line: bool = False,
+    wide: bool = False,
+    long_ids: bool = False,
+    size_unit: str | None = None,
+) -> str:
+    """`qstat -a` and friends (-n nodes, -s comment, -1 same line, -w wide); "" if no
+    jobs. `comment` is the server's comment; size_unit is None, "mw" (-M) or "gb" (-G).
+    """
+    if one_line and not (show_nodes or show_comment):
+        raise ValueError("-1 is legal only with -n or -s")
+    if not jobs:
+        return ""
+    out = [f"\n{server}: {show_nonprint(comment or '')}"]
+    if wide:
+        widths = (30, 15, 15, 15, 8, 4, 5)
+        names = ("Job ID", "Username", "Queue", "Jobname", "SessID", "NDS", "TSK")
+        out.append("\n" + " " * (sum(widths) + len(widths)) + "Req'd  Req'd   Elap\n")
+        out.append(" ".join(f"{n:<{w}.{w}}" for n, w in zip(names, widths, strict=True)))
+        out.append(" Memory Time  S Time\n")
+        out.append(" ".join("-" * w for w in widths) + " ------ ----- - -----\n")
+    elif long_ids:
+        out.append("\n" + " " * 65 + "Req'd  Req'd   Elap\n")
+        out.append(
+            "Job ID               Username Queue    Jobname    SessID NDS TSK Memory Time  S Time\n"
+            "-------------------- -------- -------- ---------- ------ --- --- ------ ----- - "
+            "-----\n"
+        )
+    else:
+        out.append("\n" + " " * 60 + "Req'd  Req'd   Elap\n")
+        out.append(
+            "Job ID          Username Queue    Jobname    SessID NDS TSK Memory Time  S Time\n"
+            "--------------- -------- -------- ---------- ------ --- --- ------ ----- - -----\n"
+        )
+    for jid, attrs in jobs:
+        out.append(_alt_row(jid, attrs, wide, long_ids, size_unit))
+        out.append(" " if one_line else "\n")
+        if show_nodes:
+            out.append(nodes_text(_get(attrs, "exec_host") or BLANK, one_line))
+        if show_comment:
+            text = _get(attrs, "comment")
+            text = BLANK if text is None else _alt_comment(text, wide)
+            if text:
+                out.append(f"   {show_nonprint(text)}\n")
+    return "".join(out)
+
+
+def _alt_row(jid: str, attrs: Attributes, wide: bool, long_ids: bool, size_unit: str | None) -> str:
+    def field(key: str, width: int, wide_width: int) -> str:
+        value = _get(attrs, key)
+        return BLANK if value is None else _trunc(value, wide_width if wide else width)
+
+    user_raw = _get(attrs, "Job_Owner")
+    user = BLANK if user_raw is None else _trunc(user_raw.split("@", 1)[0], 15 if wide else 8)
+    queue = field("queue", 8, 15)
+    jobn = field("Job_Name", 10, 15)
+    sess = field("session_id", 6, 8)
+    nodect = field("Resource_List.nodect", 3, 4)
+    ncpus = _get(attrs, "Resource_List.ncpus")
+    tasks = BLANK if ncpus in (None, "0") else _trunc(ncpus or "", 5 if wide else 3)
+    mem = _get(attrs, "Resource_List.mem")
+    rqmem = BLANK if mem is None else cnv_size(mem, size_unit)
+    usecput = _get(attrs, "Resource_List.cput") is not None
+    kind = "cput" if usecput else "walltime"
+    req = _get(attrs, f"Resource_List.{kind}") or BLANK
+    elap = _get(attrs, f"resources_used.{kind}") or BLANK
+    state = _get(attrs, "job_state") or BLANK
+    if wide:
+        ident = _trunc(jid, 30)
+        return (
+            f"{ident:<30.30} {user:<15.15} {queue:<15.15} {jobn:<15.15} "
+            f"{sess:>8.8} {nodect:>4.4} {tasks:>5.5} "
+            f"{rqmem:>6.6} {req:>5.5} {state:>1} {elap:>5.5}"
+        )
+    id_w = 20 if long_ids else 15
+    ident = _trunc(jid, id_w)
+    return (
+        f"{ident:<{id_w}.{id_w}} {user:<8.8} {queue:<8.8} {jobn:<10.10} "
+        f"{sess:>6.6} {nodect:>3.3} {tasks:>3.3} "
+        f"{rqmem:>6.6} {req:>5.5} {state:>1.1} {elap:>5.5}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Queues (-Q, -q) and servers (-B)
+
+
+def _istrue(value: str | None) -> bool:
+    return value in ("TRUE", "True", "true", "1")
+
+
+def _state_counts(value: str, width: int = 5) -> dict[str, str]:
+    """Parse `Transit:0 Queued:1 ...` as qstat.c states() does (values cut to width)."""
+    known = ("Queued", "Running", "Held", "Waiting", "Transit", "Exiting")
+    found: dict[str, str] = {}
+    s = value
+    i = 0
+    while i < len(s) and s[i].isspace():
+        i += 1
+    while i < len(s):
+        colon = s.find(":", i)
+        if colon < 0:
+            break
+        name = s[i:colon]
+        i = colon + 1
+        end = s.find(" ", i)
+        end = len(s) if end < 0 else end
+        if name in known:
+            found[name] = _trunc(s[i:end], width)
+            i = end + 1 if end < len(s) else end
+        else:
+            i = end  # qstat.c does not skip the space after an unknown name
+    return found
+
+
+def queue_table(queues: Sequence[Record]) -> str:
+    """`qstat -Q`; "" when there are no queues."""
+    if not queues:
+        return ""
+    out = [
+        "Queue              Max   Tot Ena Str   Que   Run   Hld   Wat   Trn   Ext Type\n"
+        "---------------- ----- ----- --- --- ----- ----- ----- ----- ----- ----- ----\n"
+    ]
+    for name, attrs in queues:
+        counts = _state_counts(_get(attrs, "state_count") or "")
+        qtype = _get(attrs, "queue_type")
+        row = (
+            _trunc(name, 16),
+            _trunc(_get(attrs, "max_running") or "0", 5),
+            _trunc(_get(attrs, "total_jobs") or "0", 5),
+            "yes" if _istrue(_get(attrs, "enabled")) else "no",
+            "yes" if _istrue(_get(attrs, "started")) else "no",
+            *(counts.get(k, "0") for k in ("Queued", "Running", "Held", "Waiting")),
+            *(counts.get(k, "0") for k in ("Transit", "Exiting")),
+            "not defined" if qtype is None else _trunc(qtype, 4),
+        )
+        out.append(
+            "{:<16} {:>5} {:>5} {:>3} {:>3} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:<4}\n".format(
+                *row
+            )
+        )
+    return "".join(out)
+
+
+def _atoi(text: str) -> int:
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def _ct(value: str) -> tuple[int, int]:
+    """(queued + held + waiting, running) from state_count: the numbers after the 2nd to
+    5th colons (qstat.c get_ct)."""
+    nums = [_atoi(part) for part in value.split(":")[1:6]]
+    nums += [0] * (5 - len(nums))
+    return nums[1] + nums[2] + nums[3], nums[4]
+
+
+def queue_summary(server: str, queues: Sequence[Record], size_unit: str | None = None) -> str:
+    """`qstat -q`; "" when there are no queues."""
+    if not queues:
+        return ""
+    out = [
+        f"\nserver: {server}\n\n"
+        "Queue            Memory CPU Time Walltime Node   Run   Que   Lm  State\n"
+        "---------------- ------ -------- -------- ---- ----- ----- ----  -----\n"
+    ]
+    tot_run = tot_que = 0
+    for name, attrs in queues:
+        mem = _get(attrs, "resources_max.mem")
+        rmem = "--  " if mem is None else cnv_size(mem, size_unit)
+        cput = _get(attrs, "resources_max.cput") or "  --   "
+        wall = _get(attrs, "resources_max.walltime") or "  --   "
+        nodect = _get(attrs, "resources_max.nodect") or "-- "
+        jmax = _get(attrs, "max_running") or "  --   "
+        que, run = _ct(_get(attrs, "state_count") or "")
+        tot_que += que
+        tot_run += run
+        enabled = "E" if (_get(attrs, "enabled") or "").startswith("T") else "D"
+        started = "R" if (_get(attrs, "started") or "").startswith("T") else "S"
+        out.append(
+            f"{name:<16.16} {rmem:>6.6} {cput:>8.8} {wall:>8.8} {nodect:>4.4} "
+            f"{run:>5d} {que:>5d} {jmax:>4.4}   {enabled} {started}\n"
+        )
+    out.append(" " * 47 + "----- -----\n")
+    out.append(" " * 47 + f"{tot_run:>5d} {tot_que:>5d}\n")
+    return "".join(out)
+
+
+def server_table(servers: Sequence[Record]) -> str:
+    """`qstat -B`; "" when there is no server."""
+    if not servers:
+        return ""
+    out = [
+        "Server             Max   Tot   Que   Run   Hld   Wat   Trn   Ext Status\n"
+        "---------------- ----- ----- ----- ----- ----- ----- ----- ----- -----------\n"
+    ]
+    for name, attrs in servers:
+        counts = _state_counts(_get(attrs, "state_count") or "")
+        row = (
+            _trunc(name, 16),
+            _trunc(_get(attrs, "max_running") or "0", 5),
+            _trunc(_get(attrs, "total_jobs") or "0", 5),
+            *(counts.get(k, "0") for k in ("Queued", "Running", "Held", "Waiting")),
+            *(counts.get(k, "0") for k in ("Transit", "Exiting")),
+            _trunc(_get(attrs, "server_state") or "", 10),
+        )
+        out.append("{:<16} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:<10}\n".format(*row))
+    return "".join(out)

@@ -1,0 +1,175 @@
+"""qstat: show jobs, queues and the server in OpenPBS's formats.
+
+Standard library only (formats.py and the stdlib HTTP client).
+"""
+
+from __future__ import annotations
+
+import getopt
+import sys
+import urllib.parse
+from typing import Any
+
+from pkbs.errors import EXIT_USAGE, PBSE_HISTJOBID, exit_code
+
+from . import formats
+from .client import ApiError, Client, connect
+
+USAGE = """usage:
+qstat [-f] [-F json|dsv] [-D delim] [-J] [-p] [-t] [-x] [-w]
+\t[ job_identifier... | destination... ]
+qstat [-a|-i|-r|-H|-T] [-J] [-t] [-u user] [-n] [-s] [-G|-M] [-1] [-w]
+\t[ job_identifier... | destination... ]
+qstat -Q [-f] [-F json|dsv] [-D delim] [-w] [ destination... ]
+qstat -q [-G|-M] [ destination... ]
+qstat -B [-f] [-F json|dsv] [-D delim] [-w] [ server_name... ]
+qstat --version
+"""
+FINISHED_HINT = "Job has finished, use -x or -H to obtain historical job information"
+ALTERNATE_FLAGS = set("airHTnsGMu")
+
+
+def _usage() -> None:
+    sys.stderr.write(USAGE)
+    sys.exit(EXIT_USAGE)
+
+
+def _is_job_id(operand: str) -> bool:
+    return operand[:1].isdigit()
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        from pkbs import __version__
+
+        print(f"pbs_version = pkbs {__version__}")
+        return
+    try:
+        pairs, operands = getopt.gnu_getopt(args, "1aBD:fF:GHiJMnpqQrsTtu:wxz")
+    except getopt.GetoptError as exc:
+        sys.stderr.write(f"qstat: {exc.msg}\n")
+        _usage()
+        return
+    opts: dict[str, str] = {}
+    for flag, value in pairs:
+        opts[flag[1]] = value
+    fmt = opts.get("F", "").lower()
+    if fmt and fmt not in ("json", "dsv"):
+        sys.stderr.write("qstat: invalid -F value\n")
+        _usage()
+    if "1" in opts and not ({"n", "s"} & opts.keys()):
+        sys.stderr.write("qstat: conflicting options.\n")
+        _usage()
+    client = connect("qstat")
+    try:
+        if "B" in opts:
+            _server(client, opts)
+        elif "Q" in opts or "q" in opts:
+            _queues(client, opts)
+        else:
+            sys.exit(_jobs(client, opts, operands))
+    except ApiError as err:
+        sys.stderr.write(f"qstat: {err.text()}\n")
+        sys.exit(exit_code(err.pbs_errno))
+
+
+def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
+    history = "x" in opts or "H" in opts
+    status = 0
+    records: list[formats.Record] = []
+    server = client.config.server
+    timestamp = 0
+    ids = [o for o in operands if _is_job_id(o)]
+    destinations = [o for o in operands if not _is_job_id(o)]
+    query: dict[str, Any] = {"history": "true" if history else "false"}
+    if "u" in opts:
+        query["user"] = [u.split("@")[0] for u in opts["u"].split(",") if u]
+    if not ids or destinations:
+        payload = client.request("GET", "/jobs", query=query)
+        server, timestamp = payload["server"], payload["timestamp"]
+        queues = {d.split("@")[0] for d in destinations if d.split("@")[0]}
+        for job_id, attrs in formats.jobs_from_wire(payload):
+            if queues and attrs.get("queue") not in queues:
+                continue
+            if "H" in opts and attrs.get("job_state") != "F":
+                continue
+            records.append((job_id, attrs))
+    for job_id in ids:
+        try:
+            payload = client.request("GET", "/jobs/" + urllib.parse.quote(job_id, safe=""))
+        except ApiError as err:
+            sys.stderr.write(f"qstat: {err.text()}\n")
+            status = exit_code(err.pbs_errno)
+            continue
+        server, timestamp = payload["server"], payload["timestamp"]
+        for found_id, attrs in formats.jobs_from_wire(payload):
+            if attrs.get("job_state") == "F" and not history:
+                sys.stderr.write(f"qstat: {found_id} {FINISHED_HINT}\n")
+                status = exit_code(PBSE_HISTJOBID)
+                continue
+            records.append((found_id, attrs))
+    _print(_render_jobs(records, opts, server, timestamp))
+    return status
+
+
+def _render_jobs(records: list[formats.Record], opts: dict[str, str], server: str,
+                 timestamp: int) -> str:
+    wide = "w" in opts
+    fmt = opts.get("F", "").lower()
+    if "f" in opts or fmt:
+        if fmt == "json":
+            from pkbs import __version__
+
+            return formats.json_full(records, server, timestamp, __version__)
+        if fmt == "dsv":
+            return formats.dsv_full(records, opts.get("D", "|"))
+        return formats.full(records, wide)
+    if ALTERNATE_FLAGS & opts.keys():
+        if not records:
+            return ""
+        return formats.alternate(records, server, show_nodes="n" in opts,
+                                 show_comment="s" in opts, one_line="1" in opts, wide=wide)
+    return formats.default_table(records, wide)
+
+
+def _queues(client: Client, opts: dict[str, str]) -> None:
+    payload = client.request("GET", "/queues")
+    queues = [(q["name"], q["attributes"]) for q in payload["queues"]]
+    fmt = opts.get("F", "").lower()
+    if "q" in opts:
+        _print(formats.queue_summary(payload["server"], queues))
+    elif fmt == "json":
+        from pkbs import __version__
+
+        _print(formats.json_queues(queues, payload["server"], payload["timestamp"], __version__))
+    elif fmt == "dsv":
+        _print(formats.dsv_queues(queues, opts.get("D", "|")))
+    elif "f" in opts:
+        _print(formats.queue_full(queues, "w" in opts))
+    else:
+        _print(formats.queue_table(queues))
+
+
+def _server(client: Client, opts: dict[str, str]) -> None:
+    payload = client.request("GET", "/queues")
+    name, attrs = payload["server"], payload["server_attributes"]
+    fmt = opts.get("F", "").lower()
+    if fmt == "json":
+        from pkbs import __version__
+
+        _print(formats.json_server(name, attrs, name, payload["timestamp"], __version__))
+    elif fmt == "dsv":
+        _print(formats.dsv_server(name, attrs, opts.get("D", "|")))
+    elif "f" in opts:
+        _print(formats.server_full(name, attrs, "w" in opts))
+    else:
+        _print(formats.server_table([(name, attrs)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""qsub: submit a job. Prints only the job id; errors as `qsub: <message>`.
+
+Standard library only on this path (no pydantic, nats or http libraries): qsub
+must start about as fast as Python itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from pkbs import pbs
+from pkbs.constants import DEFAULT_QUEUE
+from pkbs.errors import EXIT_SCRIPT, EXIT_USAGE, PkbsError, exit_code
+
+from .client import ApiError, Client, connect, fail
+
+USAGE = """usage: qsub [-a date_time] [-A account_string] [-c interval]
+\t[-C directive_prefix] [-e path] [-f ] [-h ] [-I [-X]] [-j oe|eo] [-J X-Y[:Z]]
+\t[-k keep] [-l resource_list] [-m mail_options] [-M user_list]
+\t[-N jobname] [-o path] [-p priority] [-P project] [-q queue] [-r y|n]
+\t[-R o|e|oe] [-S path] [-u user_list] [-W otherattributes=value...]
+\t[-v variable_list] [-V ] [-z] [script | -- command [arg1 ...]]
+       qsub --version
+"""
+EXIT_OPEN_SCRIPT = 8  # OpenPBS: the script file cannot be opened
+STDIN_NAME = "STDIN"
+RUN_SH = "run.sh"
+# Not yet carried out by pkbs: refused rather than silently ignored.
+UNSUPPORTED = {
+    "array": "job arrays (-J)",
+    "exec_time": "deferred execution (-a)",
+}
+UNSUPPORTED_W = {"depend": "dependencies (-W depend=)", "stagein": "-W stagein",
+                 "stageout": "-W stageout"}
+
+
+class Source:
+    """What is being submitted and the script text its directives come from."""
+
+    def __init__(self, kind: str, entrypoint: str, default_name: str, script: str,
+                 payload: bytes) -> None:
+        self.kind = kind
+        self.entrypoint = entrypoint
+        self.default_name = default_name
+        self.script = script
+        self.payload = payload
+
+
+def _usage_error(message: str | None = None, show_usage: bool = True) -> None:
+    if message:
+        sys.stderr.write(f"qsub: {message}\n")
+    if show_usage:
+        sys.stderr.write(USAGE)
+    sys.exit(EXIT_USAGE)
+
+
+def _read_source(operands: list[str]) -> Source:
+    from pkbs import payload
+
+    if operands[:1] == ["--"]:
+        import shlex
+
+        script = "exec " + " ".join(shlex.quote(a) for a in operands[1:]) + "\n"
+        data = script.encode()
+        return Source("stdin", STDIN_NAME, STDIN_NAME, "",
+                      payload.build_from_script(data, STDIN_NAME))
+    if not operands or operands == ["-"]:
+        if sys.stdin.isatty():
+            sys.stderr.write("Job script will be read from standard input. "
+                             "Submit with CTRL+D.\n")
+        data = sys.stdin.buffer.read()
+        if not data.strip():
+            fail("qsub", "script file is empty (nothing on standard input)", EXIT_SCRIPT)
+        return Source("stdin", STDIN_NAME, STDIN_NAME, _text(data),
+                      payload.build_from_script(data, STDIN_NAME))
+    path = operands[0]
+    base = os.path.basename(path.rstrip("/")) or path
+    if os.path.isdir(path):
+        run_sh = os.path.join(path, RUN_SH)
+        if not os.path.isfile(run_sh):
+            fail("qsub", f"directory {path} has no {RUN_SH} at its top level",
+                 EXIT_SCRIPT)
+        with open(run_sh, "rb") as fh:
+            script = _text(fh.read())
+        return Source("dir", RUN_SH, base, script, payload.build_from_directory(path))
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        sys.stderr.write(f"qsub: could not open script file {path}: {exc.strerror}\n")
+        sys.exit(EXIT_OPEN_SCRIPT)
+    if not data.strip():
+        fail("qsub", f"script file {path} is empty", EXIT_SCRIPT)
+    if os.access(path, os.X_OK):
+        return Source("file", base, base, _text(data), payload.build_from_file(path))
+    if b"\0" in data:
+        fail("qsub", f"{path} is not executable and not a job script "
+             "(chmod +x it to run it as the job)", EXIT_SCRIPT)
+    # A plain job script, as PBS takes it: run by the job's shell.
+    return Source("stdin", base, base, _text(data), payload.build_from_script(data, base))
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _variables(options: pbs.QsubOptions, workdir: str) -> dict[str, str]:
+    env = os.environ
+    variables: dict[str, str] = {}
+    if options.export_env:
+        variables.update({k: v for k, v in env.items() if not k.startswith("PBS_O_")})
+    for name, value in (options.variables or {}).items():
+        if name.startswith("PBS_O_"):
+            continue
+        variables[name] = env.get(name, "") if value is None else value
+    for name in ("HOME", "LANG", "LOGNAME", "PATH", "MAIL", "SHELL", "TZ"):
+        if name in env:
+            variables[f"PBS_O_{name}"] = env[name]
+    variables["PBS_O_SYSTEM"] = os.uname().sysname
+    variables["PBS_O_WORKDIR"] = workdir
+    variables["PBS_O_HOST"] = socket.getfqdn()
+    return variables
+
+
+def _workdir() -> str:
+    pwd = os.environ.get("PWD")
+    try:
+        if pwd and os.path.samestat(os.stat(pwd), os.stat(".")):
+            return pwd
+    except OSError:
+        pass
+    return os.getcwd()
+
+
+def _attributes(options: pbs.QsubOptions) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for key, value in (
+        ("Account_Name", options.account),
+        ("project", options.project),
+        ("Mail_Points", options.mail_points),
+        ("Mail_Users", options.mail_users),
+        ("Priority", None if options.priority is None else str(options.priority)),
+        ("Checkpoint", options.checkpoint),
+        ("User_List", options.user_list),
+        ("Remove_Files", options.remove_files),
+    ):
+        if value is not None:
+            attrs[key] = value
+    for key, value in options.attributes.items():
+        attrs[key] = value
+    return attrs
+
+
+def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> dict[str, object]:
+    import base64
+
+    queue = DEFAULT_QUEUE
+    if options.destination:
+        queue = pbs.parse_destination(options.destination)[0] or DEFAULT_QUEUE
+    spec = {
+        "name": options.name or source.default_name,
+        "queue": queue,
+        "kind": source.kind,
+        "entrypoint": source.entrypoint,
+        "shell": options.shell,
+        "resources": dict(options.resources),
+        "variables": _variables(options, _workdir()),
+        "output_path": options.output_path,
+        "error_path": options.error_path,
+        "join": options.join or "n",
+        "keep": options.keep or "n",
+        "hold": options.hold,
+        "rerunnable": True if options.rerunnable is None else options.rerunnable,
+        "submit_host": socket.gethostname(),
+        "attributes": _attributes(options),
+        "submit_args": " ".join(argv),
+    }
+    return {
+        "submit_id": os.urandom(16).hex(),
+        "spec": spec,
+        "payload_b64": base64.b64encode(source.payload).decode(),
+    }
+
+
+def _check_supported(options: pbs.QsubOptions) -> None:
+    for field, what in UNSUPPORTED.items():
+        if getattr(options, field) is not None:
+            _usage_error(f"{what} not supported yet by pkbs", show_usage=False)
+    for name, what in UNSUPPORTED_W.items():
+        if name in options.attributes:
+            _usage_error(f"{what} not supported yet by pkbs", show_usage=False)
+
+
+def _block(client: Client, job_id: str) -> int:
+    import urllib.parse
+
+    path = "/jobs/" + urllib.parse.quote(job_id, safe="") + "/wait"
+    while True:
+        try:
+            result = client.request("GET", path, query={"timeout": 300})
+        except KeyboardInterrupt:
+            sys.stderr.write(f"qsub: wait for job {job_id} interrupted by signal 2\n")
+            return EXIT_USAGE
+        attrs = result["jobs"][0]["attributes"]
+        if attrs.get("job_state") == "F":
+            status = attrs.get("Exit_status")
+            if status is None:
+                sys.stderr.write(f"qsub: {job_id} Job deleted before it ran\n")
+                return 3
+            return int(status) & 0xFF
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        from pkbs import __version__
+
+        print(f"pbs_version = pkbs {__version__}")
+        return
+    try:
+        cmdline, operands = pbs.parse_qsub_args(args)
+        source = _read_source(operands)
+        prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
+        options = pbs.merge(pbs.parse_script_options(source.script, prefix), cmdline)
+    except pbs.UsageError as exc:
+        _usage_error(exc.message, exc.show_usage)
+        return
+    except pbs.DirectiveError as exc:
+        fail("qsub", exc.message, EXIT_SCRIPT)
+    except PkbsError as exc:
+        fail("qsub", exc.message, exit_code(exc.pbs_errno))
+    _check_supported(options)
+    body = build_request(options, source, args)
+    client = connect("qsub")
+    try:
+        result = client.request("POST", "/jobs", body)
+    except ApiError as err:
+        fail("qsub", err.text(), exit_code(err.pbs_errno))
+    job_id = result["job_id"]
+    if not options.quiet:
+        sys.stdout.write(job_id + "\n")
+        sys.stdout.flush()
+    if options.block:
+        try:
+            sys.exit(_block(client, job_id))
+        except ApiError as err:
+            fail("qsub", err.text(), exit_code(err.pbs_errno))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The dispatcher's HTTP API. Stateless: every replica serves every request from
+JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
+
+import pkbs
+from pkbs import constants as C
+from pkbs.errors import (
+    BadState,
+    FinishedJob,
+    InvalidRequest,
+    PayloadTooLarge,
+    PkbsError,
+    Unauthorized,
+    UnknownJob,
+    UnknownQueue,
+)
+from pkbs.jobstore import Identity, JobStore
+from pkbs.models import (
+    JobRecord,
+    ServerInfo,
+    SubmitRequest,
+    SubmitResponse,
+    TokenRequest,
+    TokenResponse,
+)
+from pkbs.payload import check_size
+from pkbs.pbs import parse_job_id
+from pkbs.pbsattrs import job_attributes, queue_attributes, server_attributes
+from pkbs.results import ResultStore, job_results_path
+from pkbs.settings import Settings, get_settings
+from pkbs.states import JobEvent, JobState, can, is_active, is_final
+
+from . import metrics
+from .auth import authenticate, bearer_token, check_owner
+
+
+def _store(request: Request) -> JobStore:
+    result: JobStore = request.app.state.store
+    return result
+
+
+async def _identity(request: Request) -> Identity:
+    settings: Settings = request.app.state.settings
+    return await authenticate(bearer_token(request), settings, _store(request))
+
+
+# Module level: FastAPI resolves these annotations by name.
+Caller = Annotated[Identity, Depends(_identity)]
+Store = Annotated[JobStore, Depends(_store)]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = await JobStore.open(settings, f"dispatcher-{settings.dispatcher_port}")
+        app.state.results = ResultStore.from_settings(settings)
+        yield
+        await app.state.results.aclose()
+        await app.state.store.close()
+
+    app = FastAPI(
+        title="pkbs dispatcher",
+        version=pkbs.__version__,
+        description="PBS-compatible batch queue: submit, query and control jobs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(PkbsError)
+    async def pkbs_error(request: Request, exc: PkbsError) -> JSONResponse:
+        metrics.REJECTED.labels(type(exc).__name__).inc()
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > C.MAX_SUBMIT_BODY_BYTES:
+            err = PayloadTooLarge(
+                f"Request body of {int(length)} bytes exceeds the limit; "
+                f"job payloads may be at most {C.MAX_PAYLOAD_BYTES // 1024} KiB zipped"
+            )
+            return JSONResponse({"error": err.to_dict()}, status_code=413)
+        response: Response = await call_next(request)
+        return response
+
+    def number_of(job_id: str) -> int:
+        return parse_job_id(job_id, settings.server_name).number
+
+    async def owned(st: JobStore, who: Identity, job_id: str) -> JobRecord:
+        record, _ = await st.get(number_of(job_id))
+        check_owner(who, record)
+        return record
+
+    def wire(records: list[JobRecord]) -> dict[str, Any]:
+        return {
+            "server": settings.server_name,
+            "timestamp": int(time.time()),
+            "jobs": [{"id": r.job_id, "attributes": job_attributes(r)} for r in records],
+        }
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(st: Store) -> JSONResponse:
+        ok = st.nc.is_connected
+        return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(f"{C.API_PREFIX}/server", response_model=ServerInfo)
+    async def server_info(who: Caller) -> ServerInfo:
+        return ServerInfo(name=settings.server_name, version=pkbs.__version__, queues=settings.queues)
+
+    @app.post(f"{C.API_PREFIX}/jobs", response_model=SubmitResponse, status_code=201)
+    async def submit(body: SubmitRequest, who: Caller, st: Store) -> SubmitResponse:
+        if body.spec.queue not in settings.queues:
+            raise UnknownQueue()
+        try:
+            payload = base64.b64decode(body.payload_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("payload_b64 is not valid base64") from None
+        check_size(payload)
+        owner = who.user
+        record, duplicate = await st.submit(owner, body.spec, payload, body.submit_id)
+        if not duplicate:
+            metrics.SUBMITTED.labels(body.spec.queue).inc()
+        return SubmitResponse(job_id=record.job_id, duplicate=duplicate)
+
+    @app.get(f"{C.API_PREFIX}/jobs")
+    async def list_jobs(
+        who: Caller,
+        st: Store,
+        history: bool = False,
+        user: Annotated[list[str] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """The caller's jobs (an operator's: everybody's), finished ones with history."""
+        records = []
+        async for record in st.iter_records():
+            if is_final(record.state) and not history:
+                continue
+            if user and record.owner not in user:
+                continue
+            if not who.is_admin and record.owner != who.user:
+                continue
+            records.append(record)
+        records.sort(key=lambda r: r.number)
+        return wire(records)
+
+    @app.get(f"{C.API_PREFIX}/jobs/{{job_id}}")
+    async def get_job(job_id: str, who: Caller, st: Store) -> dict[str, Any]:
+        return wire([await owned(st, who, job_id)])
+
+    @app.get(f"{C.API_PREFIX}/queues")
+    async def list_queues(who: Caller, st: Store) -> dict[str, Any]:
+        """Queues with their job counts, and the server's attributes (qstat -Q/-q/-B)."""
+        counts: dict[str, Counter[str]] = {q: Counter() for q in settings.queues}
+        async for record in st.iter_records():
+            if not is_final(record.state) and record.spec.queue in counts:
+                counts[record.spec.queue][record.state.value] += 1
+        total: Counter[str] = sum(counts.values(), Counter())
+        return {
+            "server": settings.server_name,
+            "timestamp": int(time.time()),
+            "queues": [{"name": q, "attributes": queue_attributes(q, counts[q])}
+                       for q in settings.queues],
+            "server_attributes": server_attributes(
+                settings.server_name, settings.queues, total, host=socket.gethostname()
+            ),
+        }
+
+    @app.delete(f"{C.API_PREFIX}/jobs/{{job_id}}", status_code=204)
+    async def delete_job(job_id: str, who: Caller, st: Store) -> Response:
+        record = await owned(st, who, job_id)
+        if is_final(record.state):
+            raise FinishedJob(job_id=record.job_id)
+        if can(record.state, JobEvent.DELETE):
+
+            def mark(r: JobRecord) -> None:
+                r.deleted_by = who.user
+                r.obittime = time.time()
+                r.comment = f"Job deleted by {who.user} before it ran"
+
+            try:
+                await st.transition(record.number, JobEvent.DELETE, mark)
+            except Exception:
+                # It started meanwhile: fall through to killing the run.
+                record, _ = await st.get(record.number)
+                if not is_active(record.state):
+                    raise
+            else:
+                metrics.DELETED.inc()
+                return Response(status_code=204)
+        if is_active(record.state):
+
+            def request_kill(r: JobRecord) -> JobRecord | None:
+                if not is_active(r.state):
+                    return None
+                new = r.model_copy(deep=True)
+                new.delete_requested = True
+                new.deleted_by = who.user
+                return new
+
+            await st.update(record.number, request_kill)
+            await st.nc.publish(f"{C.KILL_SUBJECT_PREFIX}.{record.number}", b"qdel")
+            metrics.DELETED.inc()
+            return Response(status_code=204)
+        raise BadState(job_id=record.job_id)
+
+    @app.post(f"{C.API_PREFIX}/tokens", response_model=TokenResponse, status_code=201)
+    async def create_token(body: TokenRequest, who: Caller, st: Store) -> TokenResponse:
+        if not who.is_admin:
+            raise Unauthorized("Only operators create tokens")
+        token = secrets.token_urlsafe(32)
+        await st.add_token(token, Identity(body.user, body.role))
+        return TokenResponse(user=body.user, role=body.role, token=token)
+
+    @app.get(f"{C.API_PREFIX}/jobs/{{job_id}}/files")
+    async def list_files(job_id: str, who: Caller, st: Store) -> dict[str, Any]:
+        record = await owned(st, who, job_id)
+        return {"job_id": record.job_id, "results_url": record.results_url,
+                "files": [f.model_dump() for f in record.results]}
+
+    @app.get(f"{C.API_PREFIX}/jobs/{{job_id}}/files/{{name:path}}")
+    async def get_file(job_id: str, name: str, who: Caller, st: Store) -> Response:
+        record = await owned(st, who, job_id)
+        if name not in {f.name for f in record.results}:
+            raise UnknownJob(f"No result file {name!r} for job", job_id=record.job_id)
+        base = job_results_path(settings.webdav_base, record.owner, record.job_id)
+        results: ResultStore = app.state.results
+        upstream = await results.open_read(base + name)
+        headers = {}
+        if "content-length" in upstream.headers:
+            headers["Content-Length"] = upstream.headers["content-length"]
+        return StreamingResponse(
+            upstream.aiter_bytes(256 * 1024),
+            media_type="application/octet-stream",
+            headers=headers,
+            background=BackgroundTask(upstream.aclose),
+        )
+
+    @app.get(f"{C.API_PREFIX}/jobs/{{job_id}}/wait")
+    async def wait_job(
+        job_id: str, who: Caller, st: Store, timeout: float = Query(60.0, gt=0, le=3600)
+    ) -> dict[str, Any]:
+        """Return once the job is finished or after `timeout` seconds (long poll)."""
+        number = number_of(job_id)
+        done = asyncio.Event()
+
+        async def on_event(msg: Any) -> None:
+            done.set()
+
+        sub = await st.nc.subscribe(f"{C.EVENTS_SUBJECT_PREFIX}.{number}", cb=on_event)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                record, _ = await st.get(number)
+                check_owner(who, record)
+                left = deadline - time.monotonic()
+                if record.state == JobState.FINISHED or left <= 0:
+                    return wire([record])
+                done.clear()
+                try:
+                    await asyncio.wait_for(done.wait(), timeout=min(left, 5.0))
+                except TimeoutError:
+                    pass
+        finally:
+            await sub.unsubscribe()
+
+    return app

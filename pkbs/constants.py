@@ -1,0 +1,47 @@
+"""Every name pkbs uses on the wire: streams, buckets, subjects, keys, headers.
+
+Nothing here imports anything; the CLI, dispatcher and worker all read it.
+"""
+
+from __future__ import annotations
+
+# JetStream stream holding one message per submission. Its sequence number is the
+# job's number, and `Nats-Msg-Id` (the client's submit id) makes a retried submit
+# return the same number. The message body is the job's zipped payload.
+SUBMIT_STREAM = "PKBS_SUBMIT"
+SUBMIT_SUBJECT = "pkbs.submit"
+
+# JetStream work-queue stream: one small message per runnable job, consumed by workers.
+WORK_STREAM = "PKBS_WORK"
+WORK_SUBJECT_PREFIX = "pkbs.work"  # pkbs.work.<queue>
+WORKER_CONSUMER = "workers"
+
+# KV bucket with one record per job (key: JOB_KEY_PREFIX + number).
+JOBS_BUCKET = "PKBS_JOBS"
+JOB_KEY_PREFIX = "j."
+
+# KV bucket mapping sha256(token) -> identity (user, role, expiry).
+TOKENS_BUCKET = "PKBS_TOKENS"
+
+# Core NATS subjects.
+EVENTS_SUBJECT_PREFIX = "pkbs.events"  # pkbs.events.<number>: every state change
+KILL_SUBJECT_PREFIX = "pkbs.kill"  # pkbs.kill.<number>: ask the running worker to stop it
+
+# Headers.
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+# Payload limits. The zipped payload may be 1 MiB; NATS max_payload must leave room
+# for headers and the message envelope on top of that.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+NATS_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
+# The HTTP body carries the payload base64-encoded inside JSON.
+MAX_SUBMIT_BODY_BYTES = MAX_PAYLOAD_BYTES * 4 // 3 + 256 * 1024
+
+# Environment variables the CLI reads (the server side uses pkbs.settings).
+ENV_HOME = "PKBS_HOME"
+ENV_ENDPOINT = "PKBS_ENDPOINT"
+ENV_TOKEN = "PKBS_TOKEN"
+
+DEFAULT_SERVER_NAME = "pkbs"
+DEFAULT_QUEUE = "workq"
+API_PREFIX = "/v1"

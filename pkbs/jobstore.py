@@ -1,0 +1,318 @@
+"""The JetStream/KV access layer: submissions, the work queue and job records.
+
+- PKBS_SUBMIT keeps each submission's payload; its sequence is the job number
+  and `Nats-Msg-Id` (the client's submit id) makes retried submits idempotent.
+- PKBS_WORK is a work queue of small WorkItem messages, one per runnable job.
+- PKBS_JOBS (KV) holds one JobRecord per job; every change is compare-and-set on
+  the revision, runs through pkbs.states, and is announced on pkbs.events.<n>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as jsapi
+from nats.js import errors as jserr
+from nats.js.kv import KeyValue
+
+from pkbs import constants as C
+from pkbs.errors import Conflict, ServiceUnavailable, UnknownJob
+from pkbs.models import JobRecord, JobSpec, WorkItem
+from pkbs.settings import Settings
+from pkbs.states import JobEvent, JobState, next_state
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 50
+
+
+def job_key(number: int) -> str:
+    return f"{C.JOB_KEY_PREFIX}{number}"
+
+
+def token_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    role: str = "user"  # "user" | "admin" | "job"
+    job: int | None = None  # set for job-scoped tokens
+    expires: float | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+async def connect_nats(settings: Settings, name: str) -> NATS:
+    async def on_error(err: Exception) -> None:
+        log.warning("nats error: %s", err)
+
+    options: dict[str, Any] = {
+        "servers": [settings.nats_url],
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "error_cb": on_error,
+        "connect_timeout": 5,
+    }
+    if settings.nats_user and settings.nats_password:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password.get_secret_value()
+    return await nats.connect(**options)
+
+
+class JobStore:
+    def __init__(self, nc: NATS, js: JetStreamContext, jobs: KeyValue, tokens: KeyValue,
+                 settings: Settings) -> None:
+        self.nc = nc
+        self.js = js
+        self.jobs = jobs
+        self.tokens = tokens
+        self.settings = settings
+
+    @classmethod
+    async def open(cls, settings: Settings, name: str) -> JobStore:
+        nc = await connect_nats(settings, name)
+        js = nc.jetstream(timeout=10)
+        jobs, tokens = await ensure_layout(js, settings)
+        return cls(nc, js, jobs, tokens, settings)
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+    # -- records -----------------------------------------------------------
+
+    async def get(self, number: int) -> tuple[JobRecord, int]:
+        try:
+            entry = await self.jobs.get(job_key(number))
+        except (jserr.KeyNotFoundError, jserr.KeyDeletedError):
+            raise UnknownJob(job_id=f"{number}.{self.settings.server_name}") from None
+        assert entry.value is not None and entry.revision is not None
+        return JobRecord.model_validate_json(entry.value), entry.revision
+
+    async def update(
+        self, number: int, change: Callable[[JobRecord], JobRecord | None]
+    ) -> JobRecord | None:
+        """Compare-and-set loop. `change` returns the new record, or None to leave it."""
+        for _ in range(CAS_ATTEMPTS):
+            record, revision = await self.get(number)
+            new = change(record)
+            if new is None:
+                return None
+            new.mtime = time.time()
+            try:
+                await self.jobs.update(job_key(number), new.model_dump_json().encode(), last=revision)
+            except jserr.KeyWrongLastSequenceError:
+                continue
+            await self.announce(new)
+            return new
+        raise Conflict(job_id=f"{number}.{self.settings.server_name}")
+
+    async def put_if_revision(self, record: JobRecord, revision: int) -> int:
+        """One compare-and-set; raises Conflict if someone else wrote first."""
+        record.mtime = time.time()
+        try:
+            new_rev = await self.jobs.update(
+                job_key(record.number), record.model_dump_json().encode(), last=revision
+            )
+        except jserr.KeyWrongLastSequenceError:
+            raise Conflict(job_id=record.job_id) from None
+        await self.announce(record)
+        return int(new_rev)
+
+    async def announce(self, record: JobRecord) -> None:
+        event = {"job": record.job_id, "state": record.state.value, "exit_status": record.exit_status}
+        await self.nc.publish(f"{C.EVENTS_SUBJECT_PREFIX}.{record.number}", json.dumps(event).encode())
+
+    async def iter_records(self) -> AsyncIterator[JobRecord]:
+        """Latest value of every job record (one ordered pass over the KV, no replay)."""
+        watcher = await self.jobs.watch(f"{C.JOB_KEY_PREFIX}>", ignore_deletes=True)
+        try:
+            while True:
+                entry = await watcher.updates(timeout=10)
+                if entry is None:
+                    return
+                if entry.value:
+                    yield JobRecord.model_validate_json(entry.value)
+                if entry.delta == 0:
+                    return
+        finally:
+            await watcher.stop()
+
+    # -- submission ----------------------------------------------------------
+
+    async def submit(
+        self, owner: str, spec: JobSpec, payload: bytes, submit_id: str
+    ) -> tuple[JobRecord, bool]:
+        """Store the payload, create the record, queue it. Idempotent per submit_id."""
+        try:
+            ack = await self.js.publish(
+                C.SUBMIT_SUBJECT, payload, headers={C.MSG_ID_HEADER: submit_id}
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise ServiceUnavailable("job store unavailable, retry") from exc
+        number = ack.seq
+        initial = JobState.HELD if spec.hold else JobState.QUEUED
+        record = JobRecord(
+            number=number,
+            server=self.settings.server_name,
+            owner=owner,
+            spec=spec,
+            state=initial,
+            submit_id=submit_id,
+            hold_types="u" if spec.hold else "n",
+        )
+        duplicate = False
+        try:
+            await self.jobs.create(job_key(number), record.model_dump_json().encode())
+        except jserr.KeyWrongLastSequenceError:
+            duplicate = True
+            record, _ = await self.get(number)
+            if record.submit_id != submit_id:
+                raise Conflict("job number already taken") from None
+        if record.state == JobState.QUEUED:
+            # Re-publishing on a retry is safe: the message id deduplicates it.
+            await self.enqueue(record)
+        if not duplicate:
+            await self.announce(record)
+        return record, duplicate or bool(ack.duplicate)
+
+    async def enqueue(self, record: JobRecord) -> None:
+        item = WorkItem(number=record.number, queue=record.spec.queue)
+        await self.js.publish(
+            f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}",
+            item.model_dump_json().encode(),
+            headers={C.MSG_ID_HEADER: f"{record.number}-{record.run_count}-{record.qtime}"},
+        )
+
+    async def payload(self, number: int) -> bytes:
+        msg = await self.js.get_msg(C.SUBMIT_STREAM, number)
+        return bytes(msg.data or b"")
+
+    async def transition(self, number: int, event: JobEvent,
+                         edit: Callable[[JobRecord], None] | None = None) -> JobRecord:
+        """Apply a state-machine event with compare-and-set; raises InvalidTransition."""
+
+        def change(record: JobRecord) -> JobRecord:
+            new = record.model_copy(deep=True)
+            new.state = next_state(record.state, event)
+            if edit is not None:
+                edit(new)
+            return new
+
+        result = await self.update(number, change)
+        assert result is not None
+        return result
+
+    # -- tokens --------------------------------------------------------------
+
+    async def add_token(self, token: str, identity: Identity) -> None:
+        data = {"user": identity.user, "role": identity.role, "job": identity.job,
+                "expires": identity.expires}
+        await self.tokens.put(token_key(token), json.dumps(data).encode())
+
+    async def remove_token(self, token: str) -> None:
+        try:
+            await self.tokens.delete(token_key(token))
+        except jserr.KeyNotFoundError:
+            pass
+
+    async def identity(self, token: str) -> Identity | None:
+        try:
+            entry = await self.tokens.get(token_key(token))
+        except (jserr.KeyNotFoundError, jserr.KeyDeletedError):
+            return None
+        if not entry.value:
+            return None
+        data = json.loads(entry.value)
+        ident = Identity(data["user"], data.get("role", "user"), data.get("job"), data.get("expires"))
+        if ident.expires is not None and ident.expires < time.time():
+            return None
+        return ident
+
+
+async def ensure_layout(js: JetStreamContext, settings: Settings) -> tuple[KeyValue, KeyValue]:
+    """Create (or update) the streams, buckets and the workers' consumer."""
+    replicas = settings.stream_replicas
+    streams = [
+        jsapi.StreamConfig(
+            name=C.SUBMIT_STREAM,
+            subjects=[C.SUBMIT_SUBJECT],
+            retention=jsapi.RetentionPolicy.LIMITS,
+            storage=jsapi.StorageType.FILE,
+            max_msg_size=C.MAX_PAYLOAD_BYTES + 64 * 1024,
+            duplicate_window=600.0,
+            num_replicas=replicas,
+        ),
+        jsapi.StreamConfig(
+            name=C.WORK_STREAM,
+            subjects=[f"{C.WORK_SUBJECT_PREFIX}.>"],
+            retention=jsapi.RetentionPolicy.WORK_QUEUE,
+            storage=jsapi.StorageType.FILE,
+            duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+    ]
+    for config in streams:
+        await _add_or_update_stream(js, config)
+    jobs = await _bucket(js, C.JOBS_BUCKET, replicas)
+    tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
+    consumer = jsapi.ConsumerConfig(
+        durable_name=C.WORKER_CONSUMER,
+        ack_policy=jsapi.AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_seconds,
+        max_deliver=-1,
+        max_ack_pending=-1,
+        filter_subject=f"{C.WORK_SUBJECT_PREFIX}.>",
+    )
+    try:
+        await js.add_consumer(C.WORK_STREAM, consumer)
+    except jserr.BadRequestError:
+        log.info("workers consumer exists with another config; keeping it")
+    return jobs, tokens
+
+
+async def _add_or_update_stream(js: JetStreamContext, config: jsapi.StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except jserr.BadRequestError:
+        await js.update_stream(config)
+
+
+async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:
+    try:
+        return await js.key_value(name)
+    except jserr.BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(
+            bucket=name, history=1, replicas=replicas, storage=jsapi.StorageType.FILE
+        )
+    except jserr.BadRequestError:
+        return await js.key_value(name)
+
+
+async def wait_connected(settings: Settings, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            nc = await connect_nats(settings, "probe")
+            await nc.close()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -1,0 +1,389 @@
+"""The embedded local stack: `pkbs up` / `pkbs down` / `pkbs status`.
+
+`pkbs up` starts a supervisor (`python -m pkbs.local`) in the background. It runs
+nats-server (JetStream, store under $PKBS_HOME/nats), the built-in WebDAV server,
+one dispatcher and the workers, all on loopback; restarts any of them that dies,
+as a Kubernetes Deployment would; and on SIGTERM stops exactly what it started.
+Its state file ($PKBS_HOME/run/stack.json) lists every process and port.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pkbs import clientconfig, servers
+
+STATE_FILE = "run/stack.json"
+SECRETS_FILE = "secrets.json"
+RESTART_BACKOFF_MAX = 10.0
+
+
+def home_dir() -> Path:
+    return clientconfig.pkbs_home()
+
+
+def state_path(home: Path) -> Path:
+    return home / STATE_FILE
+
+
+def load_secrets(home: Path) -> dict[str, str]:
+    """Generated once per $PKBS_HOME; kept 0600 beside the data they protect."""
+    path = home / SECRETS_FILE
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    data = {
+        "nats_user": "pkbs",
+        "nats_password": secrets.token_urlsafe(24),
+        "webdav_user": "pkbs",
+        "webdav_password": secrets.token_urlsafe(24),
+        "admin_token": secrets.token_urlsafe(32),
+        "job_token_secret": secrets.token_urlsafe(32),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    return data
+
+
+def read_state(home: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(state_path(home).read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    port: int | None = None
+    health_url: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    backoff: float = 0.5
+    started_at: float = 0.0
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pid": self.proc.pid if self.proc else None,
+            "port": self.port,
+            "health_url": self.health_url,
+            "restarts": self.restarts,
+            "log": str(self.log),
+        }
+
+
+@dataclass
+class StackConfig:
+    home: Path
+    workers: int
+    slots: int
+    server_name: str = "pkbs"
+    user: str = field(default_factory=getpass.getuser)
+
+
+class Supervisor:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.home = config.home
+        self.stopping = False
+        self.children: list[Child] = []
+
+    def plan(self) -> None:
+        home = self.home
+        for sub in ("nats", "webdav", "logs", "run", "jobs"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        sec = load_secrets(home)
+        nats_port, monitor_port = servers.free_port(), servers.free_port()
+        dav_port, api_port = servers.free_port(), servers.free_port()
+        servers.write_nats_config(
+            home / "run" / "nats.conf",
+            port=nats_port,
+            store_dir=home / "nats",
+            user=sec["nats_user"],
+            password=sec["nats_password"],
+            monitor_port=monitor_port,
+        )
+        self.endpoint = f"http://127.0.0.1:{api_port}"
+        common = {
+            "PKBS_HOME": str(home),
+            "PKBS_SERVER_NAME": self.config.server_name,
+            "PKBS_NATS_URL": f"nats://127.0.0.1:{nats_port}",
+            "PKBS_NATS_USER": sec["nats_user"],
+            "PKBS_NATS_PASSWORD": sec["nats_password"],
+            "PKBS_WEBDAV_URL": f"http://127.0.0.1:{dav_port}",
+            "PKBS_WEBDAV_USER": sec["webdav_user"],
+            "PKBS_WEBDAV_PASSWORD": sec["webdav_password"],
+            "PKBS_JOB_TOKEN_SECRET": sec["job_token_secret"],
+            "PKBS_JOB_ENDPOINT": self.endpoint,
+        }
+        logs = home / "logs"
+        py = sys.executable
+        self.children = [
+            Child("nats-server", [servers.nats_server_binary(), "-c", str(home / "run/nats.conf")],
+                  {}, logs / "nats-server.log", nats_port,
+                  f"http://127.0.0.1:{monitor_port}/healthz"),
+            Child("webdav", [py, "-m", "pkbs.webdav"],
+                  {**common, "PKBS_WEBDAV_ROOT": str(home / "webdav"),
+                   "PKBS_WEBDAV_LISTEN_PORT": str(dav_port)},
+                  logs / "webdav.log", dav_port),
+            Child("dispatcher", [py, "-m", "pkbs.dispatcher"],
+                  {**common, "PKBS_DISPATCHER_PORT": str(api_port),
+                   "PKBS_ADMIN_TOKEN": sec["admin_token"],
+                   "PKBS_ADMIN_USER": self.config.user},
+                  logs / "dispatcher.log", api_port, f"{self.endpoint}/readyz"),
+        ]
+        for i in range(1, self.config.workers + 1):
+            self.children.append(
+                Child(f"worker-{i}", [py, "-m", "pkbs.worker"],
+                      {**common, "PKBS_WORKER_NAME": f"{os.uname().nodename}-w{i}",
+                       "PKBS_WORKER_SLOTS": str(self.config.slots),
+                       "PKBS_WORKER_DIR": str(home / "jobs")},
+                      logs / f"worker-{i}.log")
+            )
+        clientconfig.save(
+            home / clientconfig.CLIENT_FILE,
+            clientconfig.ClientConfig(self.endpoint, sec["admin_token"], self.config.server_name),
+        )
+
+    def write_state(self, status: str) -> None:
+        path = state_path(self.home)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({
+            "status": status,
+            "supervisor_pid": os.getpid(),
+            "endpoint": self.endpoint,
+            "processes": [c.describe() for c in self.children],
+        }, indent=2))
+        os.replace(tmp, path)
+
+    def start_all(self, progress: Callable[[str], None]) -> None:
+        for child in self.children:
+            progress(f"starting {child.name}")
+            child.start()
+            assert child.proc is not None
+            if child.port is not None:
+                servers.wait_for_port("127.0.0.1", child.port, 30, child.proc)
+            if child.health_url:
+                wait_http(child.health_url, 30, child.proc)
+            self.write_state("starting")
+        self.write_state("running")
+
+    def supervise(self) -> None:
+        while not self.stopping:
+            now = time.monotonic()
+            changed = False
+            for child in self.children:
+                if child.proc is None or child.proc.poll() is None:
+                    continue
+                if child.next_start == 0.0:
+                    # Back off if it died young; reset once it ran a while.
+                    ran = now - child.started_at
+                    child.backoff = 0.5 if ran > 30 else min(child.backoff * 2, RESTART_BACKOFF_MAX)
+                    child.next_start = now + child.backoff
+                elif now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    child.start()
+                    changed = True
+            if changed:
+                self.write_state("running")
+            time.sleep(0.2)
+
+    def stop_all(self) -> None:
+        self.write_state("stopping")
+        # Workers first (they drain), then the dispatcher, WebDAV, NATS last.
+        for group in (
+            [c for c in self.children if c.name.startswith("worker")],
+            [c for c in self.children if c.name == "dispatcher"],
+            [c for c in self.children if c.name == "webdav"],
+            [c for c in self.children if c.name == "nats-server"],
+        ):
+            for child in group:
+                if child.proc and child.proc.poll() is None:
+                    child.proc.terminate()
+            for child in group:
+                if child.proc:
+                    try:
+                        child.proc.wait(timeout=40)
+                    except subprocess.TimeoutExpired:
+                        child.proc.kill()
+                        child.proc.wait()
+        state_path(self.home).unlink(missing_ok=True)
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        if http_ok(url, timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+def run_supervisor(config: StackConfig) -> None:
+    """Entry of the background supervisor process."""
+    sup = Supervisor(config)
+
+    def on_term(signum: int, frame: object) -> None:
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    sup.plan()
+    try:
+        sup.start_all(lambda msg: print(msg, flush=True))
+        print("ready", flush=True)
+        sup.supervise()
+    finally:
+        sup.stop_all()
+
+
+# -- the commands' side -------------------------------------------------------
+
+
+class StackError(Exception):
+    pass
+
+
+def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90) -> dict[str, Any]:
+    """Start the supervisor in the background and wait until the stack is ready."""
+    home = config.home
+    state = read_state(home)
+    if state and pid_alive(int(state["supervisor_pid"])):
+        progress("already running")
+        return state
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    log = home / "logs" / "supervisor.log"
+    argv = [sys.executable, "-m", "pkbs.local", str(home), str(config.workers),
+            str(config.slots), config.server_name]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines()
+        for line in lines[seen:]:
+            progress(line)
+        seen = len(lines)
+        state = read_state(home)
+        if state and state.get("status") == "running" and state["supervisor_pid"] == proc.pid:
+            return state
+        if proc.poll() is not None:
+            raise StackError(f"the stack failed to start; see {log}")
+        time.sleep(0.1)
+    proc.terminate()
+    raise StackError(f"the stack did not become ready in {timeout}s; see {log}")
+
+
+def down(home: Path, progress: Callable[[str], None], timeout: float = 120) -> bool:
+    state = read_state(home)
+    if not state or not pid_alive(int(state["supervisor_pid"])):
+        state_path(home).unlink(missing_ok=True)
+        return False
+    pid = int(state["supervisor_pid"])
+    os.kill(pid, signal.SIGTERM)
+    progress("stopping workers (running jobs drain), dispatcher, webdav, nats-server")
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if _is_zombie(pid):
+            break
+    if pid_alive(pid) and not _is_zombie(pid):
+        raise StackError(f"supervisor {pid} did not stop within {timeout}s")
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def status(home: Path) -> list[dict[str, Any]]:
+    """Each process of the stack with its pid, whether it lives and is healthy."""
+    state = read_state(home)
+    if not state:
+        return []
+    rows = [{"name": "supervisor", "pid": state["supervisor_pid"], "port": None,
+             "restarts": 0, "alive": pid_alive(int(state["supervisor_pid"]))}]
+    for proc in state["processes"]:
+        alive = proc["pid"] is not None and pid_alive(int(proc["pid"]))
+        row = {**proc, "alive": alive}
+        if alive and proc.get("health_url"):
+            row["healthy"] = http_ok(proc["health_url"])
+        elif alive and proc.get("port"):
+            row["healthy"] = _port_open(int(proc["port"]))
+        else:
+            row["healthy"] = alive
+        rows.append(row)
+    rows[0]["healthy"] = rows[0]["alive"]
+    return rows
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    home_arg, workers_arg, slots_arg, server_arg = sys.argv[1:5]
+    run_supervisor(StackConfig(Path(home_arg), int(workers_arg), int(slots_arg), server_arg))

@@ -1,0 +1,130 @@
+"""Job models: what a client submits and what the KV store keeps per job."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pkbs.constants import DEFAULT_QUEUE
+from pkbs.states import JobState
+
+PayloadKind = Literal["stdin", "file", "dir"]
+
+
+class JobSpec(BaseModel):
+    """A job as qsub describes it: PBS options plus how to start the payload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=236)
+    queue: str = DEFAULT_QUEUE
+    kind: PayloadKind
+    # Path, inside the unpacked payload, of the file that is run.
+    entrypoint: str = Field(min_length=1, max_length=255)
+    shell: str | None = None
+    resources: dict[str, str] = Field(default_factory=dict)
+    variables: dict[str, str] = Field(default_factory=dict)
+    output_path: str | None = None
+    error_path: str | None = None
+    join: str = "n"
+    keep: str = "n"
+    hold: bool = False
+    rerunnable: bool = True
+    submit_host: str = "localhost"
+    # Other PBS attributes recorded as given (Account_Name, project, Mail_Points...).
+    attributes: dict[str, str] = Field(default_factory=dict)
+    submit_args: str | None = None
+
+
+class SubmitRequest(BaseModel):
+    """Body of POST /v1/jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    submit_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    spec: JobSpec
+    payload_b64: str
+
+
+class SubmitResponse(BaseModel):
+    job_id: str
+    duplicate: bool = False
+
+
+class ResultFile(BaseModel):
+    """A file the job produced. Empty files are recorded but not uploaded."""
+
+    name: str
+    size: int
+
+
+class JobRecord(BaseModel):
+    """One KV record per job. Changes are compare-and-set on the KV revision."""
+
+    number: int
+    server: str
+    owner: str
+    spec: JobSpec
+    state: JobState
+    submit_id: str
+    ctime: float = Field(default_factory=time.time)
+    qtime: float = Field(default_factory=time.time)
+    mtime: float = Field(default_factory=time.time)
+    stime: float | None = None
+    obittime: float | None = None
+    hold_types: str = "n"
+    run_count: int = 0
+    # Fences a run: only the worker holding this token may record its outcome.
+    run_token: str | None = None
+    worker: str | None = None
+    exec_host: str | None = None
+    session_id: int | None = None
+    exit_status: int | None = None
+    resources_used: dict[str, str] = Field(default_factory=dict)
+    delete_requested: bool = False
+    deleted_by: str | None = None
+    results_url: str | None = None
+    results: list[ResultFile] = Field(default_factory=list)
+    comment: str | None = None
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.number}.{self.server}"
+
+    @property
+    def output_name(self) -> str:
+        return f"{self.spec.name}.o{self.number}"
+
+    @property
+    def error_name(self) -> str:
+        return f"{self.spec.name}.e{self.number}"
+
+
+class WorkItem(BaseModel):
+    """Body of a work-queue message: which job to run. Never credentials or payload."""
+
+    number: int
+    queue: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobRecord]
+
+
+class ServerInfo(BaseModel):
+    name: str
+    version: str
+    queues: list[str]
+
+
+class TokenRequest(BaseModel):
+    user: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
+    role: Literal["user", "admin"] = "user"
+
+
+class TokenResponse(BaseModel):
+    user: str
+    role: str
+    token: str

@@ -1,0 +1,622 @@
+"""A job's, a queue's and the server's PBS attributes, as `qstat -f` shows them.
+
+The dispatcher serves these dicts (GET /v1/jobs); `pkbs.cli.formats` prints them.
+Names and order follow OpenPBS: the job attribute table
+(`src/lib/Libattr/master_job_attr_def.xml`), resources sorted by name without
+regard to case (`add_resource_entry`), and only attributes that are set.
+
+Wire conventions:
+- resources are flattened: ``"Resource_List.ncpus": "4"``;
+- times (TIME_ATTRIBUTES) are int epoch seconds; the client prints them with ctime;
+- session_id, Exit_status, run_count, Priority, queue_rank, substate are ints;
+- Variable_List is a dict; everything else is a str.
+
+Import-light: only the standard library at run time (the models are for typing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pkbs.models import JobRecord
+
+# Attributes the client prints with ctime(3) (qstat.c display_statjob).
+TIME_ATTRIBUTES = frozenset(
+    {
+        "ctime",
+        "etime",
+        "stime",
+        "obittime",
+        "mtime",
+        "qtime",
+        "Execution_Time",
+        "reserve_start",
+        "reserve_end",
+        "credential_validity",
+        "estimated.start_time",
+    }
+)
+
+# Attributes whose values are ints on the wire.
+INT_ATTRIBUTES = frozenset(
+    {"session_id", "Exit_status", "run_count", "Priority", "queue_rank", "substate"}
+)
+
+# OpenPBS job attribute table order (master_job_attr_def.xml). Resource attributes
+# (Resource_List, resources_used, estimated) stand for all their flattened entries.
+JOB_ATTRIBUTE_ORDER: tuple[str, ...] = (
+    "Job_Name",
+    "Job_Owner",
+    "resources_used",
+    "job_state",
+    "queue",
+    "server",
+    "Account_Name",
+    "Checkpoint",
+    "ctime",
+    "depend",
+    "Error_Path",
+    "exec_host",
+    "exec_vnode",
+    "Execution_Time",
+    "group_list",
+    "Hold_Types",
+    "interactive",
+    "Join_Path",
+    "Keep_Files",
+    "Mail_Points",
+    "Mail_Users",
+    "mtime",
+    "Output_Path",
+    "Priority",
+    "qtime",
+    "Remove_Files",
+    "Rerunable",
+    "Resource_List",
+    "schedselect",
+    "stime",
+    "obittime",
+    "session_id",
+    "Shell_Path_List",
+    "sandbox",
+    "jobdir",
+    "stagein",
+    "stageout",
+    "substate",
+    "User_List",
+    "Variable_List",
+    "euser",
+    "egroup",
+    "hashname",
+    "hop_count",
+    "queue_rank",
+    "queue_type",
+    "sched_hint",
+    "comment",
+    "alt_id",
+    "etime",
+    "umask",
+    "block",
+    "run_count",
+    "accounting_id",
+    "eligible_time",
+    "accrue_type",
+    "job_kill_delay",
+    "Stageout_status",
+    "Exit_status",
+    "Submit_arguments",
+    "executable",
+    "argument_list",
+    "array",
+    "array_id",
+    "array_index",
+    "array_state_count",
+    "array_indices_submitted",
+    "array_indices_remaining",
+    "estimated",
+    "history_timestamp",
+    "project",
+    "Submit_Host",
+    "credential_id",
+    "credential_validity",
+    "max_run_subjobs",
+)
+_ORDER_INDEX = {name: i for i, name in enumerate(JOB_ATTRIBUTE_ORDER)}
+# pkbs-specific attributes, printed after all PBS ones.
+PKBS_ATTRIBUTES: tuple[str, ...] = ("results_url",)
+_RESOURCE_ATTRIBUTES = frozenset({"resources_used", "Resource_List", "estimated"})
+
+# The attributes the default and alternate (-a -n -s) tables need.
+SUMMARY_ATTRIBUTES = frozenset(
+    {
+        "Job_Name",
+        "Job_Owner",
+        "resources_used.cput",
+        "resources_used.walltime",
+        "job_state",
+        "queue",
+        "session_id",
+        "Resource_List.nodect",
+        "Resource_List.ncpus",
+        "Resource_List.mem",
+        "Resource_List.walltime",
+        "Resource_List.cput",
+        "exec_host",
+        "comment",
+    }
+)
+
+DEFAULT_PROJECT = "_pbs_project_default"
+DEFAULT_MAIL_POINTS = "a"
+DEFAULT_CHECKPOINT = "u"
+
+# Resources whose values are durations / sizes (normalized the way the server encodes).
+DURATION_RESOURCES = frozenset(
+    {"walltime", "cput", "pcput", "min_walltime", "max_walltime", "soft_walltime"}
+)
+SIZE_RESOURCES = frozenset({"mem", "vmem", "pmem", "pvmem", "file", "hbmem", "accelerator_memory"})
+# Host-level resources that go into a select built from job-wide ones (ATR_DFLAG_CVTSLT).
+HOST_LEVEL_RESOURCES = frozenset(
+    {
+        "mem",
+        "vmem",
+        "ncpus",
+        "ngpus",
+        "naccelerators",
+        "arch",
+        "nchunk",
+        "vntype",
+        "mpiprocs",
+        "ompthreads",
+        "host",
+        "vnode",
+        "aoe",
+        "eoe",
+        "accelerator",
+        "accelerator_model",
+        "accelerator_memory",
+        "accelerator_group",
+        "hbmem",
+    }
+)
+# Consumable resources the server sums over the select chunks (set_chunk_sum).
+_SUMMED_COUNTS = ("ncpus", "ngpus", "naccelerators", "mpiprocs")
+_SUMMED_SIZES = ("mem", "vmem")
+
+# PBS substates (src/include/job.h) for each pkbs state letter.
+_SUBSTATES = {"Q": 10, "H": 20, "W": 30, "R": 42, "E": 50, "F": 92, "B": 70, "X": 69}
+_SUBSTATE_TERMINATED = 91
+_SUBSTATE_FAILED = 93
+
+# state_count as the server encodes it (req_stat.c update_state_ct): trailing space.
+STATE_COUNT_NAMES: tuple[tuple[str, str], ...] = (
+    ("Transit", "T"),
+    ("Queued", "Q"),
+    ("Held", "H"),
+    ("Waiting", "W"),
+    ("Running", "R"),
+    ("Exiting", "E"),
+    ("Begun", "B"),
+)
+
+
+# ---------------------------------------------------------------------------
+# Value normalizers (what the server's decode + encode functions produce)
+
+
+def format_duration(seconds: int) -> str:
+    """`HH:MM:SS` as encode_time prints it (hours may exceed 99)."""
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+_DURATION_RE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?(?:\.(\d*))?$")
+
+
+def parse_duration(text: str) -> int | None:
+    """`[[hh:]mm:]ss[.ms]` → seconds (ms ≥ 500 rounds up, as decode_time); None if bad."""
+    m = _DURATION_RE.match(text.strip())
+    if m is None:
+        return None
+    parts = [int(p) for p in m.group(1, 2, 3) if p is not None]
+    total = 0
+    for p in parts:
+        total = total * 60 + p
+    frac = (m.group(4) or "")[:3].ljust(3, "0")
+    if int(frac) >= 500:
+        total += 1
+    return total
+
+
+def normalize_duration(text: str) -> str:
+    seconds = parse_duration(text)
+    return text if seconds is None else format_duration(seconds)
+
+
+_SIZE_RE = re.compile(r"^(\d+)([kmgtp]?)([bw]?)$", re.IGNORECASE)
+_SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
+
+
+def parse_size(text: str) -> int | None:
+    """`<int>[k|m|g|t|p][b|w]` (any case) → bytes; None if bad."""
+    m = _SIZE_RE.match(text.strip())
+    if m is None:
+        return None
+    num = int(m.group(1)) << _SHIFTS[m.group(2).lower()]
+    return num * 8 if m.group(3).lower() == "w" else num
+
+
+def normalize_size(text: str) -> str:
+    """`1GB` → `1gb`, `1024` → `1024b`, as to_size + from_size; bad values unchanged."""
+    m = _SIZE_RE.match(text.strip())
+    if m is None:
+        return text
+    unit = "w" if m.group(3).lower() == "w" else "b"
+    return f"{int(m.group(1))}{m.group(2).lower()}{unit}"
+
+
+def format_size(nbytes: int) -> str:
+    """Bytes in the largest unit that divides them exactly (`1536mb`, `2gb`)."""
+    for suffix, shift in (("p", 50), ("t", 40), ("g", 30), ("m", 20), ("k", 10)):
+        if nbytes and nbytes % (1 << shift) == 0:
+            return f"{nbytes >> shift}{suffix}b"
+    return f"{nbytes}b"
+
+
+def normalize_resource(name: str, value: str) -> str:
+    key = name.lower()
+    if key in DURATION_RESOURCES:
+        return normalize_duration(value)
+    if key in SIZE_RESOURCES:
+        return normalize_size(value)
+    return value
+
+
+# ---------------------------------------------------------------------------
+# select
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    cur: list[str] = []
+    quote = ""
+    for ch in text:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+            cur.append(ch)
+        elif ch == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_select(select: str) -> list[tuple[int, dict[str, str]]]:
+    """`2:ncpus=4:mem=1gb+1:ncpus=1` → [(2, {...}), (1, {...})]; ValueError if bad."""
+    chunks: list[tuple[int, dict[str, str]]] = []
+    for chunk in _split_outside_quotes(select, "+"):
+        elems = _split_outside_quotes(chunk, ":")
+        count = 1
+        if elems and elems[0].strip().isdigit():
+            count = int(elems.pop(0))
+        res: dict[str, str] = {}
+        for elem in elems:
+            key, eq, val = elem.partition("=")
+            if not eq or not key.strip():
+                raise ValueError(f"bad select chunk {chunk!r}")
+            val = val.strip()
+            if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
+                val = val[1:-1]
+            res[key.strip()] = val
+        if count <= 0:
+            raise ValueError(f"bad select chunk {chunk!r}")
+        chunks.append((count, res))
+    return chunks
+
+
+def _select_value(value: str) -> str:
+    # set_select_and_place quotes values holding select syntax characters.
+    if any(c in value for c in "\"'+:=()"):
+        quote = "'" if '"' in value else '"'
+        return f"{quote}{value}{quote}"
+    return value
+
+
+def resource_list(resources: Mapping[str, str]) -> dict[str, str]:
+    """Resource_List as the server completes it: normalized values, select/place/nodect
+    and chunk sums filled in (svr_jobfunc.c set_resc_deflt / set_chunk_sum)."""
+    res = {k: normalize_resource(k, v) for k, v in resources.items()}
+    if "select" in res:
+        try:
+            chunks = parse_select(res["select"])
+        except ValueError:
+            chunks = []
+        if chunks:
+            res["nodect"] = str(sum(n for n, _ in chunks))
+            for name in _SUMMED_COUNTS:
+                default = "1" if name == "ncpus" else None  # default_chunk.ncpus = 1
+                values = [(n, c.get(name, default)) for n, c in chunks]
+                if all(v is None or v.isdigit() for _, v in values) and any(
+                    v is not None for _, v in values
+                ):
+                    res[name] = str(sum(n * int(v) for n, v in values if v is not None))
+            for name in _SUMMED_SIZES:
+                sizes = [(n, c[name]) for n, c in chunks if name in c]
+                parsed = [(n, parse_size(v)) for n, v in sizes]
+                if parsed and all(b is not None for _, b in parsed):
+                    res[name] = format_size(sum(n * (b or 0) for n, b in parsed))
+        res.setdefault("place", "free")
+    else:
+        res.setdefault("ncpus", "1")
+        host = sorted((k for k in res if k.lower() in HOST_LEVEL_RESOURCES), key=str.lower)
+        res["select"] = ":".join(["1"] + [f"{k}={_select_value(res[k])}" for k in host])
+        res.setdefault("place", "pack")
+        res.setdefault("nodect", "1")
+    return res
+
+
+# ---------------------------------------------------------------------------
+# Jobs
+
+
+def _sorted_resources(prefix: str, resources: Mapping[str, str]) -> dict[str, object]:
+    return {f"{prefix}.{k}": resources[k] for k in sorted(resources, key=str.lower)}
+
+
+def _epoch(value: float | str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def _int_or_none(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _std_path(record: JobRecord, given: str | None, letter: str) -> str:
+    spec = record.spec
+    if given:
+        # qsub prefixes a path without a host with the submit host.
+        if ":" not in given.split("/", 1)[0]:
+            return f"{spec.submit_host}:{given}"
+        return given
+    workdir = spec.variables.get("PBS_O_WORKDIR") or spec.variables.get("PBS_O_HOME")
+    name = f"{spec.name}.{letter}{record.number}"
+    if not workdir:
+        return f"{spec.submit_host}:{name}"
+    return f"{spec.submit_host}:{workdir.rstrip('/')}/{name}"
+
+
+def _exec_host(hosts: str, ncpus: str) -> str:
+    """`host/0*N` per host (`host/0` for one cpu) unless already in that form."""
+    if "/" in hosts:
+        return hosts
+    slot = "0" if ncpus in ("", "1") else f"0*{ncpus}"
+    return "+".join(f"{host}/{slot}" for host in hosts.split("+") if host)
+
+
+def _exec_vnode(exec_host: str, resources: Mapping[str, str]) -> str:
+    chunks = []
+    for part in exec_host.split("+"):
+        host = part.split("/", 1)[0]
+        spec = f"{host}:ncpus={resources.get('ncpus', '1')}"
+        if "mem" in resources:
+            spec += f":mem={resources['mem']}"
+        chunks.append(f"({spec})")
+    return "+".join(chunks)
+
+
+def _substate(record: JobRecord) -> int:
+    letter = record.state.value
+    if letter == "F":
+        if record.deleted_by or record.delete_requested:
+            return _SUBSTATE_TERMINATED
+        if record.exit_status not in (None, 0):
+            return _SUBSTATE_FAILED
+    return _SUBSTATES.get(letter, 10)
+
+
+def job_attributes(record: JobRecord) -> dict[str, object]:
+    """The job's PBS attributes, in OpenPBS order, only those that are set."""
+    spec = record.spec
+    extra = dict(spec.attributes)
+    owner = record.owner if "@" in record.owner else f"{record.owner}@{spec.submit_host}"
+    euser = record.owner.split("@", 1)[0]
+    resources = resource_list(spec.resources)
+    state = record.state.value
+
+    values: dict[str, object | None] = {}
+    # Attributes recorded as given come first so that pkbs's own values win.
+    for key, val in extra.items():
+        if key in TIME_ATTRIBUTES:
+            values[key] = _epoch(val)
+        elif key in INT_ATTRIBUTES:
+            values[key] = _int_or_none(val)
+        else:
+            values[key] = val
+    variables = dict(spec.variables)
+    variables.setdefault("PBS_O_QUEUE", spec.queue)
+    variables.setdefault("PBS_O_HOST", spec.submit_host)
+    eligible = state not in ("H", "W") or record.stime is not None
+    values.update(
+        {
+            "Job_Name": spec.name,
+            "Job_Owner": owner,
+            "job_state": state,
+            "queue": spec.queue,
+            "server": record.server,
+            "Checkpoint": extra.get("Checkpoint", DEFAULT_CHECKPOINT),
+            "ctime": _epoch(record.ctime),
+            "Error_Path": _std_path(record, spec.error_path, "e"),
+            "Hold_Types": record.hold_types,
+            "Join_Path": spec.join,
+            "Keep_Files": spec.keep,
+            "Mail_Points": extra.get("Mail_Points", DEFAULT_MAIL_POINTS),
+            "mtime": _epoch(record.mtime),
+            "Output_Path": _std_path(record, spec.output_path, "o"),
+            "Priority": _int_or_none(extra.get("Priority", "0")) or 0,
+            "qtime": _epoch(record.qtime),
+            "Rerunable": "True" if spec.rerunnable else "False",
+            "stime": _epoch(record.stime),
+            "obittime": _epoch(record.obittime),
+            "session_id": record.session_id,
+            "Shell_Path_List": spec.shell or extra.get("Shell_Path_List"),
+            "substate": _substate(record),
+            "Variable_List": variables,
+            "euser": euser,
+            "queue_rank": _int_or_none(extra.get("queue_rank")) or record.number,
+            "queue_type": "E",
+            "comment": record.comment,
+            "etime": _epoch(record.qtime) if eligible else None,
+            # Set once the job has been run (absent from a job that never ran).
+            "run_count": record.run_count or None,
+            "Exit_status": record.exit_status,
+            "Submit_arguments": spec.submit_args,
+            "project": extra.get("project", DEFAULT_PROJECT),
+            "Submit_Host": spec.submit_host,
+        }
+    )
+    if record.exec_host:
+        host = _exec_host(record.exec_host, resources.get("ncpus", "1"))
+        values["exec_host"] = host
+        values["exec_vnode"] = extra.get("exec_vnode") or _exec_vnode(host, resources)
+
+    used = {k: normalize_resource(k, v) for k, v in record.resources_used.items()}
+    out: dict[str, object] = {}
+    for name in JOB_ATTRIBUTE_ORDER:
+        if name == "resources_used":
+            out.update(_sorted_resources("resources_used", used))
+        elif name == "Resource_List":
+            out.update(_sorted_resources("Resource_List", resources))
+        elif name == "estimated":
+            for key in sorted((k for k in values if k.startswith("estimated.")), key=str.lower):
+                if values[key] is not None:
+                    out[key] = values[key]
+        elif values.get(name) is not None:
+            out[name] = values[name]
+    # Attributes pkbs does not know, as given, after the known ones (PBS's "_other_").
+    for name, value in values.items():
+        prefix = name.split(".", 1)[0]
+        if name in out or name in PKBS_ATTRIBUTES or prefix in _RESOURCE_ATTRIBUTES:
+            continue
+        if name not in _ORDER_INDEX and value is not None:
+            out[name] = value
+    if record.results_url:
+        out["results_url"] = record.results_url
+    return out
+
+
+def job_summary(record: JobRecord) -> dict[str, object]:
+    """The subset of job_attributes the default and alternate tables print."""
+    return {k: v for k, v in job_attributes(record).items() if k in SUMMARY_ATTRIBUTES}
+
+
+def job_entry(record: JobRecord, *, full: bool = True) -> dict[str, object]:
+    """One element of GET /v1/jobs' "jobs" list."""
+    attrs = job_attributes(record) if full else job_summary(record)
+    return {"id": record.job_id, "attributes": attrs}
+
+
+# ---------------------------------------------------------------------------
+# Queues and the server
+
+
+def state_count(counts: Mapping[str, int]) -> str:
+    """`Transit:0 Queued:1 Held:0 Waiting:0 Running:2 Exiting:0 Begun:0 ` (state letter
+    → count; the trailing space is the server's)."""
+    return "".join(f"{name}:{int(counts.get(letter, 0))} " for name, letter in STATE_COUNT_NAMES)
+
+
+def _total_jobs(counts: Mapping[str, int]) -> int:
+    return sum(int(counts.get(letter, 0)) for _, letter in STATE_COUNT_NAMES)
+
+
+def queue_attributes(
+    name: str,
+    counts: Mapping[str, int],
+    *,
+    enabled: bool = True,
+    started: bool = True,
+    max_running: int | None = None,
+    resources_max: Mapping[str, str] | None = None,
+    resources_default: Mapping[str, str] | None = None,
+    resources_assigned: Mapping[str, str] | None = None,
+    comment: str | None = None,
+) -> dict[str, object]:
+    """A queue's attributes for `qstat -Q [-f]` and `qstat -q` (name is not included)."""
+    out: dict[str, object] = {
+        "queue_type": "Execution",
+        "total_jobs": _total_jobs(counts),
+        "state_count": state_count(counts),
+    }
+    if max_running is not None:
+        out["max_running"] = max_running
+    out.update(_sorted_resources("resources_max", resources_max or {}))
+    out.update(_sorted_resources("resources_default", resources_default or {}))
+    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
+    if comment:
+        out["comment"] = comment
+    out["hasnodes"] = "True"
+    out["enabled"] = "True" if enabled else "False"
+    out["started"] = "True" if started else "False"
+    return out
+
+
+def server_attributes(
+    name: str,
+    queues: Iterable[str],
+    counts: Mapping[str, int],
+    *,
+    version: str | None = None,
+    default_queue: str | None = None,
+    host: str | None = None,
+    comment: str | None = None,
+    resources_assigned: Mapping[str, str] | None = None,
+    max_job_sequence_id: int = 9999999,
+) -> dict[str, object]:
+    """The server's attributes for `qstat -B [-f]` (name is printed as `Server: <name>`)."""
+    if version is None:
+        from pkbs import __version__ as version
+    queue_list = list(queues)
+    if default_queue is None:
+        from pkbs.constants import DEFAULT_QUEUE
+
+        default_queue = (
+            DEFAULT_QUEUE if not queue_list or DEFAULT_QUEUE in queue_list else (queue_list[0])
+        )
+    out: dict[str, object] = {
+        "server_state": "Active",
+        "server_host": host or name,
+        "scheduling": "True",
+        "total_jobs": _total_jobs(counts),
+        "state_count": state_count(counts),
+        "default_queue": default_queue,
+    }
+    if comment:
+        out["comment"] = comment
+    out["resources_default.ncpus"] = "1"
+    out["default_chunk.ncpus"] = "1"
+    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
+    out["query_other_jobs"] = "True"
+    out["flatuid"] = "True"
+    out["pbs_version"] = version
+    out["job_history_enable"] = "True"
+    out["max_job_sequence_id"] = max_job_sequence_id
+    return out

@@ -1,0 +1,77 @@
+"""The one settings object of the server side (dispatcher, worker, local stack).
+
+Every field is read from the environment with the prefix `PKBS_` (e.g.
+`PKBS_NATS_URL`). The CLI does not import this module: it only needs an endpoint
+and a token (see pkbs.clientconfig).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pkbs.constants import DEFAULT_QUEUE, DEFAULT_SERVER_NAME
+
+
+def default_home() -> Path:
+    return Path(os.path.expanduser("~/.local/share/pkbs"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PKBS_", extra="ignore")
+
+    # General
+    home: Path = Field(default_factory=default_home, description="State directory")
+    server_name: str = Field(DEFAULT_SERVER_NAME, description="PBS server name in job ids")
+    queues: list[str] = Field(default=[DEFAULT_QUEUE], description="Queues jobs may name")
+    log_level: str = "INFO"
+
+    # NATS
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    stream_replicas: int = Field(1, ge=1, le=5)
+
+    # WebDAV (results)
+    webdav_url: str = "http://127.0.0.1:8080"
+    webdav_user: str | None = None
+    webdav_password: SecretStr | None = None
+    webdav_base: str = Field("/pkbs", description="Collection under which results live")
+    # The built-in WebDAV server (python -m pkbs.webdav)
+    webdav_root: Path | None = Field(None, description="Directory served by the built-in server")
+    webdav_listen_host: str = "127.0.0.1"
+    webdav_listen_port: int = 8080
+
+    # Dispatcher
+    dispatcher_host: str = "127.0.0.1"
+    dispatcher_port: int = 8000
+    # Bootstrap admin token (a Kubernetes Secret or the local stack's config).
+    admin_token: SecretStr | None = None
+    admin_user: str = "admin"
+    # Shared by dispatcher and workers to sign job-scoped tokens (jobs that submit jobs).
+    job_token_secret: SecretStr | None = None
+
+    # Worker
+    worker_name: str = Field(default_factory=socket.gethostname)
+    worker_slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    worker_dir: Path | None = Field(None, description="Where job directories are made")
+    # JetStream ack wait; the worker sends in-progress heartbeats at a third of it.
+    ack_wait_seconds: float = Field(30.0, gt=0)
+    # Grace between SIGTERM and SIGKILL when a job is deleted.
+    kill_grace_seconds: float = Field(10.0, ge=0)
+    # On SIGTERM, how long running jobs may go on before they are handed back.
+    drain_grace_seconds: float = Field(25.0, ge=0)
+    # Dispatcher endpoint given to jobs so they can submit jobs.
+    job_endpoint: str | None = None
+    # Port of the worker's /healthz and /metrics (0: none).
+    worker_metrics_port: int = 0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

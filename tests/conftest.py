@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.stackutil import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One local stack (nats-server, WsgiDAV, dispatcher, 2 workers) for the session."""
+    s = Stack(tmp_path_factory.mktemp("pkbs-home"))
+    s.up(workers=2, slots=2)
+    yield s
+    s.down()
+
+
+@pytest.fixture
+def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack of its own, for tests that kill or restart parts of it."""
+    s = Stack(tmp_path / "home")
+    yield s
+    if (s.home / "run" / "stack.json").exists():
+        s.down()

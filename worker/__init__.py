@@ -1,0 +1,1 @@
+"""pkbs.worker."""

@@ -1,0 +1,77 @@
+"""The environment and command of a job, as PBS's MoM would set them up."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pkbs.models import JobRecord
+
+PBS_ENVIRONMENT = "PBS_BATCH"
+
+
+def job_ncpus(record: JobRecord) -> int:
+    try:
+        return max(1, int(record.spec.resources.get("ncpus", "1")))
+    except ValueError:
+        return 1
+
+
+def build_env(
+    record: JobRecord,
+    job_dir: Path,
+    tmp_dir: Path,
+    nodefile: Path,
+    endpoint: str | None,
+    token: str | None,
+) -> dict[str, str]:
+    ncpus = str(job_ncpus(record))
+    home = os.environ.get("HOME", str(job_dir))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": home,
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "USER": record.owner,
+        "LOGNAME": record.owner,
+        "SHELL": record.spec.shell or "/bin/bash",
+        **{k: v for k, v in record.spec.variables.items() if k.isidentifier()},
+        "PBS_O_WORKDIR": str(job_dir),
+        "PBS_O_QUEUE": record.spec.queue,
+        "PBS_JOBID": record.job_id,
+        "PBS_JOBNAME": record.spec.name,
+        "PBS_QUEUE": record.spec.queue,
+        "PBS_ENVIRONMENT": PBS_ENVIRONMENT,
+        "ENVIRONMENT": "BATCH",
+        "PBS_JOBDIR": str(job_dir),
+        "PBS_NODEFILE": str(nodefile),
+        "PBS_NODENUM": "0",
+        "PBS_TASKNUM": "1",
+        "NCPUS": ncpus,
+        "OMP_NUM_THREADS": record.spec.resources.get("ompthreads", ncpus),
+        "TMPDIR": str(tmp_dir),
+    }
+    if "Account_Name" in record.spec.attributes:
+        env["PBS_ACCOUNT"] = record.spec.attributes["Account_Name"]
+    if endpoint and token:
+        env["PKBS_ENDPOINT"] = endpoint
+        env["PKBS_TOKEN"] = token
+    return env
+
+
+def write_nodefile(path: Path, record: JobRecord) -> None:
+    host = socket.gethostname()
+    path.write_text("".join(f"{host}\n" for _ in range(job_ncpus(record))))
+
+
+def build_command(record: JobRecord, job_dir: Path) -> list[str]:
+    """Executables with a `#!` line run as themselves; other scripts go to the shell."""
+    entry = job_dir / record.spec.entrypoint
+    shell = record.spec.shell or "/bin/bash"
+    if record.spec.kind == "stdin":
+        return [shell, str(entry)]
+    with open(entry, "rb") as fh:
+        has_shebang = fh.read(2) == b"#!"
+    if has_shebang and os.access(entry, os.X_OK):
+        return [str(entry)]
+    return [shell, str(entry)]

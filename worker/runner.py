@@ -1,0 +1,138 @@
+"""Run one job: the only place that knows how a job's processes are started.
+
+Today a local process group; a Kubernetes pod executor can implement the same
+two methods later (start a job, then wait for / kill it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+# PBS's JOB_EXEC_KILL_WALLTIME: Exit_status of a job killed for running too long.
+EXIT_WALLTIME = -29
+SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    job_dir: Path
+    command: list[str]
+    env: dict[str, str]
+    stdout_path: Path
+    stderr_path: Path
+    walltime: float | None = None  # seconds; None = unlimited
+    kill_grace: float = 10.0
+
+
+@dataclass
+class RunOutcome:
+    exit_status: int
+    walltime: float
+    cput: float
+    max_rss_kb: int
+    session_id: int
+
+
+class RunningJob(Protocol):
+    session_id: int
+
+    async def wait(self) -> RunOutcome: ...
+
+    async def kill(self, reason: str) -> None: ...
+
+
+class JobRunner(Protocol):
+    async def start(self, request: RunRequest) -> RunningJob: ...
+
+
+class LocalProcessJob:
+    """A job running as its own process group (session) on this host."""
+
+    def __init__(self, request: RunRequest) -> None:
+        self.request = request
+        self.started = time.monotonic()
+        joined = request.stdout_path == request.stderr_path
+        with open(request.stdout_path, "wb") as out, open(
+            os.devnull if joined else request.stderr_path, "wb"
+        ) as err:
+            self.proc = subprocess.Popen(
+                request.command,
+                cwd=request.job_dir,
+                env=request.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if joined else err,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self.session_id = self.proc.pid
+        self.kill_reason: str | None = None
+        self._killing: asyncio.Task[None] | None = None
+        self._reaped = asyncio.get_running_loop().run_in_executor(
+            None, os.wait4, self.proc.pid, 0
+        )
+
+    async def wait(self) -> RunOutcome:
+        walltime = self.request.walltime
+        try:
+            if walltime is None:
+                _, status, usage = await asyncio.shield(self._reaped)
+            else:
+                _, status, usage = await asyncio.wait_for(asyncio.shield(self._reaped), walltime)
+        except TimeoutError:
+            assert walltime is not None
+            used = time.monotonic() - self.started
+            with open(self.request.stderr_path, "ab") as err:
+                err.write(
+                    f"=>> PBS: job killed: walltime {int(used)} exceeded limit {int(walltime)}\n"
+                    .encode()
+                )
+            await self.kill("walltime")
+            _, status, usage = await self._reaped
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        # Whatever the job left behind in its process group goes with it.
+        self._signal_group(signal.SIGKILL)
+        elapsed = time.monotonic() - self.started
+        if self.kill_reason == "walltime":
+            code = EXIT_WALLTIME
+        elif os.WIFSIGNALED(status):
+            code = SIGNAL_BASE + os.WTERMSIG(status)
+        else:
+            code = os.WEXITSTATUS(status)
+        return RunOutcome(
+            exit_status=code,
+            walltime=elapsed,
+            cput=usage.ru_utime + usage.ru_stime,
+            max_rss_kb=int(usage.ru_maxrss),
+            session_id=self.session_id,
+        )
+
+    async def kill(self, reason: str) -> None:
+        """SIGTERM the whole group, SIGKILL after the grace period."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        if self._reaped.done():
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reaped), self.request.kill_grace)
+        except TimeoutError:
+            self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signo: int) -> None:
+        try:
+            os.killpg(self.session_id, signo)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class LocalProcessRunner:
+    async def start(self, request: RunRequest) -> RunningJob:
+        return LocalProcessJob(request)

@@ -1,0 +1,369 @@
+"""The worker: pulls jobs when it has free slots, runs them, stores results, and
+acknowledges a job only after its final state and outputs are stored."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from pkbs import constants as C
+from pkbs import tokens
+from pkbs.errors import PkbsError, UnknownJob
+from pkbs.jobstore import JobStore
+from pkbs.models import JobRecord, ResultFile, WorkItem
+from pkbs.payload import changed_files, safe_unpack, snapshot
+from pkbs.pbs import format_duration
+from pkbs.results import ResultStore, job_results_path
+from pkbs.settings import Settings
+from pkbs.states import JobEvent, JobState, can, is_active, next_state
+
+from . import metrics
+from .jobenv import build_command, build_env, job_ncpus, write_nodefile
+from .runner import JobRunner, LocalProcessRunner, RunningJob, RunOutcome, RunRequest
+from .slots import Slots
+
+log = logging.getLogger("pkbs.worker")
+
+FETCH_TIMEOUT = 5.0
+# PBS JOB_EXEC_RERUN_MS_FAIL: the node running a non-rerunnable job was lost.
+EXIT_LOST_NOT_RERUNNABLE = -20
+
+
+@dataclass
+class Run:
+    """One run of one job on this worker."""
+
+    number: int
+    token: str
+    msg: Msg
+    ncpus: int
+    job: RunningJob | None = None
+    lost: bool = False  # another run took over: drop everything, no ack
+    handed_back: bool = False
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
+        self.settings = settings
+        self.runner = runner or LocalProcessRunner()
+        self.slots = Slots(settings.worker_slots)
+        self.runs: dict[int, Run] = {}
+        self.draining = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.host = socket.gethostname()
+        self.base_dir = Path(settings.worker_dir or tempfile.gettempdir()) / "pkbs-jobs"
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
+        self.results = ResultStore.from_settings(self.settings)
+        kill_sub = await self.store.nc.subscribe(f"{C.KILL_SUBJECT_PREFIX}.>", cb=self._on_kill)
+        sub = await self.store.js.pull_subscribe_bind(
+            durable=C.WORKER_CONSUMER, stream=C.WORK_STREAM
+        )
+        log.info("worker ready", extra={"worker": self.settings.worker_name})
+        try:
+            while not self.draining.is_set():
+                await self.slots.wait_free()
+                if self.draining.is_set():
+                    break
+                try:
+                    msgs = await sub.fetch(batch=self.slots.free, timeout=FETCH_TIMEOUT)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
+                    log.warning("fetch failed: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    if self.draining.is_set():
+                        await msg.nak()
+                        continue
+                    if not self.slots.try_acquire(1):
+                        await msg.nak()
+                        continue
+                    task = asyncio.create_task(self._handle(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            await self._drain()
+        finally:
+            with contextlib.suppress(Exception):
+                await kill_sub.unsubscribe()
+                await sub.unsubscribe()
+            await self.results.aclose()
+            await self.store.close()
+            self.stopped.set()
+
+    def request_drain(self) -> None:
+        self.draining.set()
+
+    async def _drain(self) -> None:
+        """No new jobs; running ones may finish within the grace, the rest go back."""
+        log.info("draining", extra={"worker": self.settings.worker_name})
+        if self._tasks:
+            _, pending = await asyncio.wait(
+                set(self._tasks), timeout=self.settings.drain_grace_seconds
+            )
+            if pending:
+                for run in list(self.runs.values()):
+                    run.handed_back = True
+                    if run.job is not None:
+                        await run.job.kill("drain")
+                await asyncio.wait(pending)
+
+    # -- one job --------------------------------------------------------------
+
+    async def _handle(self, msg: Msg) -> None:
+        held = 1
+        try:
+            item = WorkItem.model_validate_json(msg.data)
+            run = await self._begin(msg, item)
+            if run is None:
+                return
+            if run.ncpus > held:
+                extra = min(run.ncpus, self.slots.total) - held
+                await self._wait_slots(run, extra)
+                held += extra
+            await self._execute(run)
+        except Exception:
+            log.exception("job handling failed")
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1)
+        finally:
+            await self.slots.release(held)
+
+    async def _wait_slots(self, run: Run, count: int) -> None:
+        acquiring = asyncio.create_task(self.slots.acquire(count))
+        while not acquiring.done():
+            await asyncio.wait({acquiring}, timeout=self.settings.ack_wait_seconds / 3)
+            if not acquiring.done():
+                await run.msg.in_progress()
+
+    async def _begin(self, msg: Msg, item: WorkItem) -> Run | None:
+        """Take the job with a compare-and-set; None if it is not ours to run."""
+        redelivered = msg.metadata.num_delivered > 1
+        token = uuid.uuid4().hex
+        ncpus = 1
+
+        def start(record: JobRecord) -> JobRecord | None:
+            nonlocal ncpus
+            if record.state == JobState.QUEUED:
+                event = JobEvent.START
+            elif is_active(record.state) and redelivered and can(record.state, JobEvent.RESTART):
+                event = JobEvent.RESTART
+            else:
+                return None
+            new = record.model_copy(deep=True)
+            if event == JobEvent.RESTART and not record.spec.rerunnable:
+                new.state = next_state(record.state, JobEvent.FINISH)
+                new.exit_status = EXIT_LOST_NOT_RERUNNABLE
+                new.obittime = time.time()
+                new.run_token = None
+                new.comment = "Worker lost while the job ran; job is not rerunnable"
+                return new
+            new.state = next_state(record.state, event)
+            new.run_count += 1
+            new.run_token = token
+            new.worker = self.settings.worker_name
+            new.exec_host = f"{self.host}/0*{job_ncpus(record)}"
+            new.stime = time.time()
+            new.exit_status = None
+            new.comment = None if event == JobEvent.START else "Rerun after its worker was lost"
+            ncpus = job_ncpus(record)
+            return new
+
+        try:
+            record = await self.store.update(item.number, start)
+        except UnknownJob:
+            await msg.term()
+            return None
+        if record is None or record.run_token != token:
+            # Deleted, held, finished, or a duplicate message of a running job.
+            await msg.ack()
+            return None
+        log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
+        metrics.STARTED.inc()
+        return Run(number=item.number, token=token, msg=msg, ncpus=ncpus)
+
+    async def _execute(self, run: Run) -> None:
+        record, _ = await self.store.get(run.number)
+        root = Path(tempfile.mkdtemp(prefix=f"{run.number}.", dir=self.base_dir))
+        self.runs[run.number] = run
+        heartbeat = asyncio.create_task(self._heartbeat(run))
+        try:
+            outcome, changed = await self._run_job(run, record, root)
+            if run.lost:
+                return
+            if run.handed_back:
+                await self._hand_back(run)
+                return
+            files = await self._store_results(record, root, changed)
+            await self._finish(run, record, outcome, files)
+        finally:
+            heartbeat.cancel()
+            self.runs.pop(run.number, None)
+            shutil.rmtree(root, ignore_errors=True)
+
+    async def _run_job(
+        self, run: Run, record: JobRecord, root: Path
+    ) -> tuple[RunOutcome, list[str]]:
+        job_dir, out_dir, tmp_dir = root / "job", root / "out", root / "tmp"
+        for d in (job_dir, out_dir, tmp_dir):
+            d.mkdir(mode=0o700)
+        safe_unpack(await self.store.payload(run.number), job_dir)
+        before = snapshot(job_dir)
+        nodefile = root / "nodefile"
+        write_nodefile(nodefile, record)
+        token = None
+        if self.settings.job_token_secret and self.settings.job_endpoint:
+            token = tokens.mint(
+                self.settings.job_token_secret.get_secret_value(),
+                record.owner,
+                record.number,
+                time.time() + 7 * 24 * 3600,
+            )
+        env = build_env(record, job_dir, tmp_dir, nodefile, self.settings.job_endpoint, token)
+        stdout, stderr = self._output_paths(record, out_dir)
+        request = RunRequest(
+            job_dir=job_dir,
+            command=build_command(record, job_dir),
+            env=env,
+            stdout_path=stdout,
+            stderr_path=stderr,
+            walltime=_walltime(record),
+            kill_grace=self.settings.kill_grace_seconds,
+        )
+        run.job = await self.runner.start(request)
+        if record.delete_requested:
+            await run.job.kill("qdel")
+        outcome = await run.job.wait()
+        return outcome, changed_files(job_dir, before)
+
+    @staticmethod
+    def _output_paths(record: JobRecord, out_dir: Path) -> tuple[Path, Path]:
+        out, err = out_dir / record.output_name, out_dir / record.error_name
+        if record.spec.join == "oe":
+            return out, out
+        if record.spec.join == "eo":
+            return err, err
+        return out, err
+
+    async def _store_results(
+        self, record: JobRecord, root: Path, changed: list[str]
+    ) -> list[ResultFile]:
+        base = job_results_path(self.settings.webdav_base, record.owner, record.job_id)
+        local: list[tuple[str, Path]] = [
+            (p.name, p) for p in sorted((root / "out").iterdir())
+        ] + [(rel, root / "job" / rel) for rel in changed]
+        files = [ResultFile(name=name, size=path.stat().st_size) for name, path in local]
+        to_upload = [(name, path) for name, path in local if path.stat().st_size > 0]
+        if to_upload:
+            await self.results.ensure_collection(base)
+            for name, path in to_upload:
+                parent = name.rpartition("/")[0]
+                if parent:
+                    await self.results.ensure_collection(f"{base}{parent}/")
+                await self.results.upload_file(f"{base}{name}", path)
+        return files
+
+    async def _finish(
+        self, run: Run, record: JobRecord, outcome: RunOutcome, files: list[ResultFile]
+    ) -> None:
+        results_url = self.settings.webdav_url.rstrip("/") + job_results_path(
+            self.settings.webdav_base, record.owner, record.job_id
+        )
+
+        def finish(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None  # fenced out: another run owns the job now
+            new = current.model_copy(deep=True)
+            new.state = next_state(current.state, JobEvent.FINISH)
+            new.exit_status = outcome.exit_status
+            new.obittime = time.time()
+            new.run_token = None
+            new.session_id = outcome.session_id
+            new.resources_used = {
+                "cput": format_duration(outcome.cput),
+                "walltime": format_duration(outcome.walltime),
+                "mem": f"{outcome.max_rss_kb}kb",
+                "ncpus": str(run.ncpus),
+                "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
+            }
+            new.results = files
+            new.results_url = results_url
+            if current.delete_requested:
+                new.comment = f"Job deleted by {current.deleted_by or 'request'} while running"
+            return new
+
+        final = await self.store.update(run.number, finish)
+        if final is None:
+            log.warning("run was superseded; result dropped", extra={"job": record.job_id})
+            return
+        await run.msg.ack()
+        metrics.FINISHED.inc()
+        log.info(
+            "job finished",
+            extra={"job": final.job_id, "state": final.state.value,
+                   "exit_status": final.exit_status},
+        )
+
+    async def _hand_back(self, run: Run) -> None:
+        def requeue(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None
+            new = current.model_copy(deep=True)
+            new.state = next_state(current.state, JobEvent.REQUEUE)
+            new.run_token = None
+            new.comment = "Handed back by a draining worker"
+            return new
+
+        if await self.store.update(run.number, requeue) is not None:
+            await run.msg.nak()
+
+    async def _heartbeat(self, run: Run) -> None:
+        """Keep the message ours; notice qdel and lost leases."""
+        interval = self.settings.ack_wait_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await run.msg.in_progress()
+                record, _ = await self.store.get(run.number)
+            except (PkbsError, nats.errors.Error) as exc:
+                log.warning("heartbeat failed: %s", exc, extra={"job": run.number})
+                continue
+            if record.run_token != run.token:
+                run.lost = True
+                if run.job is not None:
+                    await run.job.kill("lost")
+            elif record.delete_requested and run.job is not None:
+                await run.job.kill("qdel")
+
+    async def _on_kill(self, msg: Msg) -> None:
+        try:
+            number = int(msg.subject.rsplit(".", 1)[1])
+        except ValueError:
+            return
+        run = self.runs.get(number)
+        if run is not None and run.job is not None:
+            asyncio.create_task(run.job.kill("qdel"))
+
+
+def _walltime(record: JobRecord) -> float | None:
+    from pkbs.pbs import parse_duration
+
+    value = record.spec.resources.get("walltime")
+    return parse_duration(value) if value else None
