@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -55,8 +56,11 @@ class JobRunner(Protocol):
 class LocalProcessJob:
     """A job running as its own process group (session) on this host."""
 
-    def __init__(self, request: RunRequest) -> None:
+    def __init__(
+        self, request: RunRequest, on_exit: Callable[[int], None] | None = None
+    ) -> None:
         self.request = request
+        self.on_exit = on_exit
         self.started = time.monotonic()
         joined = request.stdout_path == request.stderr_path
         with open(request.stdout_path, "wb") as out, open(
@@ -99,6 +103,8 @@ class LocalProcessJob:
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         # Whatever the job left behind in its process group goes with it.
         self._signal_group(signal.SIGKILL)
+        if self.on_exit is not None:
+            self.on_exit(self.session_id)
         elapsed = time.monotonic() - self.started
         if self.kill_reason == "walltime":
             code = EXIT_WALLTIME
@@ -134,5 +140,52 @@ class LocalProcessJob:
 
 
 class LocalProcessRunner:
+    """Starts jobs as local process groups and remembers them in `ledger`, so that a
+    worker restarted after a crash kills what its previous incarnation left running
+    (a job must never run on after its worker died: it would overlap its rerun)."""
+
+    def __init__(self, ledger: Path | None = None) -> None:
+        self.ledger = ledger
+        self.groups: dict[int, str] = {}
+
     async def start(self, request: RunRequest) -> RunningJob:
-        return LocalProcessJob(request)
+        job = LocalProcessJob(request, on_exit=self._forget)
+        self.groups[job.session_id] = request.env.get("PBS_JOBID", "")
+        self._write()
+        return job
+
+    def _forget(self, session_id: int) -> None:
+        self.groups.pop(session_id, None)
+        self._write()
+
+    def _write(self) -> None:
+        if self.ledger is None:
+            return
+        tmp = self.ledger.with_suffix(".tmp")
+        tmp.write_text("".join(f"{pgid} {job}\n" for pgid, job in self.groups.items()))
+        os.replace(tmp, self.ledger)
+
+    def reap_leftovers(self) -> list[str]:
+        """Kill the process groups a previous run of this worker left behind."""
+        if self.ledger is None or not self.ledger.exists():
+            return []
+        killed = []
+        for line in self.ledger.read_text().splitlines():
+            pgid_text, _, job_id = line.partition(" ")
+            if pgid_text.isdigit() and _is_job_process(int(pgid_text), job_id):
+                try:
+                    os.killpg(int(pgid_text), signal.SIGKILL)
+                    killed.append(job_id)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        self.ledger.unlink(missing_ok=True)
+        return killed
+
+
+def _is_job_process(pid: int, job_id: str) -> bool:
+    """Guard against pid reuse: the process must carry the job's PBS_JOBID."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"PBS_JOBID={job_id}".encode() in fh.read().split(b"\0")
+    except OSError:
+        return False

@@ -58,17 +58,24 @@ class Run:
 class Worker:
     def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
         self.settings = settings
-        self.runner = runner or LocalProcessRunner()
+        jobs_dir = Path(settings.worker_dir or tempfile.gettempdir()) / "pkbs-jobs"
+        # One directory per worker name: a restarted worker clears what it left.
+        self.base_dir = jobs_dir / settings.worker_name
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.runner = runner or LocalProcessRunner(jobs_dir / f"{settings.worker_name}.groups")
         self.slots = Slots(settings.worker_slots)
         self.runs: dict[int, Run] = {}
         self.draining = asyncio.Event()
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
-        self.base_dir = Path(settings.worker_dir or tempfile.gettempdir()) / "pkbs-jobs"
-        self.base_dir.mkdir(parents=True, exist_ok=True)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
+        if isinstance(self.runner, LocalProcessRunner):
+            for job_id in self.runner.reap_leftovers():
+                log.warning("killed a job left running by a crashed worker", extra={"job": job_id})
+        for leftover in self.base_dir.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.results = ResultStore.from_settings(self.settings)
         kill_sub = await self.store.nc.subscribe(f"{C.KILL_SUBJECT_PREFIX}.>", cb=self._on_kill)
