@@ -34,3 +34,5 @@ wheel: install
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info
+
+include mk/k8s.mk

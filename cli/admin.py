@@ -38,10 +38,18 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--workers", type=click.IntRange(1), default=None,
-              help="Worker processes (default: min(2, CPUs)).")
-@click.option("--slots", type=click.IntRange(1), default=None,
-              help="CPU slots per worker (default: CPUs / workers).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Worker processes (default: min(2, CPUs)).",
+)
+@click.option(
+    "--slots",
+    type=click.IntRange(1),
+    default=None,
+    help="CPU slots per worker (default: CPUs / workers).",
+)
 @click.option("--server-name", default="pkbs", show_default=True, help="Server part of job ids.")
 def up(workers: int | None, slots: int | None, server_name: str) -> None:
     """Start the local stack: nats-server, WebDAV, dispatcher and workers."""
@@ -84,7 +92,9 @@ def status() -> None:
     for row in rows:
         health = "ok" if row["healthy"] else ("dead" if not row["alive"] else "unhealthy")
         port = row.get("port") or "-"
-        click.echo(f"{row['name']:<14} {row['pid'] or '-':>7} {port:>6} {health:<9} {row['restarts']}")
+        click.echo(
+            f"{row['name']:<14} {row['pid'] or '-':>7} {port:>6} {health:<9} {row['restarts']}"
+        )
     if not all(r["healthy"] for r in rows):
         sys.exit(1)
 
@@ -129,8 +139,9 @@ def login(endpoint: str, token: str) -> None:
     except ApiError as err:
         _api_fail(err)
         return
-    clientconfig.save(clientconfig.login_file(), clientconfig.ClientConfig(
-        config.endpoint, token, info["name"]))
+    clientconfig.save(
+        clientconfig.login_file(), clientconfig.ClientConfig(config.endpoint, token, info["name"])
+    )
     click.echo(f"logged in to {info['name']} at {endpoint}")
 
 
@@ -145,8 +156,9 @@ def token() -> None:
 def token_create(user: str, admin: bool) -> None:
     """Create a token for USER and print it."""
     try:
-        result = _client().request("POST", "/tokens",
-                                   {"user": user, "role": "admin" if admin else "user"})
+        result = _client().request(
+            "POST", "/tokens", {"user": user, "role": "admin" if admin else "user"}
+        )
     except ApiError as err:
         _api_fail(err)
         return

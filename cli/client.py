@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import sys
 import time
 import urllib.parse
-import os
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -75,8 +75,10 @@ class Client:
                 self.close()
                 if attempt == retries:
                     raise ApiError(
-                        0, PBSE_SYSTEM,
-                        f"cannot connect to server {self.config.endpoint} ({exc})", None
+                        0,
+                        PBSE_SYSTEM,
+                        f"cannot connect to server {self.config.endpoint} ({exc})",
+                        None,
                     ) from None
                 time.sleep(delay)
                 delay *= 2
@@ -90,10 +92,18 @@ class Client:
                 err = (payload or {}).get("error") if isinstance(payload, dict) else None
                 if not err:
                     detail = payload.get("detail") if isinstance(payload, dict) else None
-                    raise ApiError(response.status, PBSE_SYSTEM,
-                                   f"Request failed ({response.status}): {detail}", None)
-                raise ApiError(response.status, int(err.get("pbs_errno") or PBSE_SYSTEM),
-                               str(err.get("message")), err.get("job_id"))
+                    raise ApiError(
+                        response.status,
+                        PBSE_SYSTEM,
+                        f"Request failed ({response.status}): {detail}",
+                        None,
+                    )
+                raise ApiError(
+                    response.status,
+                    int(err.get("pbs_errno") or PBSE_SYSTEM),
+                    str(err.get("message")),
+                    err.get("job_id"),
+                )
             return payload
         raise AssertionError("unreachable")
 
@@ -102,15 +112,21 @@ class Client:
     ) -> None:
         """Stream GET `path` into `target` (via a temporary file)."""
         conn = self._connection()
-        conn.request("GET", self.base + "/v1" + path,
-                     headers={"Authorization": f"Bearer {self.config.token}"})
+        conn.request(
+            "GET",
+            self.base + "/v1" + path,
+            headers={"Authorization": f"Bearer {self.config.token}"},
+        )
         response = conn.getresponse()
         if response.status != 200:
             raw = response.read()
             err = json.loads(raw).get("error", {}) if raw else {}
-            raise ApiError(response.status, int(err.get("pbs_errno") or PBSE_SYSTEM),
-                           str(err.get("message") or f"download failed ({response.status})"),
-                           err.get("job_id"))
+            raise ApiError(
+                response.status,
+                int(err.get("pbs_errno") or PBSE_SYSTEM),
+                str(err.get("message") or f"download failed ({response.status})"),
+                err.get("job_id"),
+            )
         tmp = os.fspath(target) + ".part"
         with open(tmp, "wb") as out:
             while chunk := response.read(256 * 1024):
@@ -136,4 +152,3 @@ def connect(command: str) -> Client:
         return Client()
     except clientconfig.NoConfig as exc:
         fail(command, str(exc), exit_code(PBSE_SYSTEM))
-

@@ -117,8 +117,9 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
     return status
 
 
-def _render_jobs(records: list[formats.Record], opts: dict[str, str], server: str,
-                 timestamp: int) -> str:
+def _render_jobs(
+    records: list[formats.Record], opts: dict[str, str], server: str, timestamp: int
+) -> str:
     wide = "w" in opts
     fmt = opts.get("F", "").lower()
     if "f" in opts or fmt:
@@ -132,8 +133,14 @@ def _render_jobs(records: list[formats.Record], opts: dict[str, str], server: st
     if ALTERNATE_FLAGS & opts.keys():
         if not records:
             return ""
-        return formats.alternate(records, server, show_nodes="n" in opts,
-                                 show_comment="s" in opts, one_line="1" in opts, wide=wide)
+        return formats.alternate(
+            records,
+            server,
+            show_nodes="n" in opts,
+            show_comment="s" in opts,
+            one_line="1" in opts,
+            wide=wide,
+        )
     return formats.default_table(records, wide)
 
 

@@ -32,15 +32,19 @@ UNSUPPORTED = {
     "array": "job arrays (-J)",
     "exec_time": "deferred execution (-a)",
 }
-UNSUPPORTED_W = {"depend": "dependencies (-W depend=)", "stagein": "-W stagein",
-                 "stageout": "-W stageout"}
+UNSUPPORTED_W = {
+    "depend": "dependencies (-W depend=)",
+    "stagein": "-W stagein",
+    "stageout": "-W stageout",
+}
 
 
 class Source:
     """What is being submitted and the script text its directives come from."""
 
-    def __init__(self, kind: str, entrypoint: str, default_name: str, script: str,
-                 payload: bytes) -> None:
+    def __init__(
+        self, kind: str, entrypoint: str, default_name: str, script: str, payload: bytes
+    ) -> None:
         self.kind = kind
         self.entrypoint = entrypoint
         self.default_name = default_name
@@ -64,24 +68,28 @@ def _read_source(operands: list[str]) -> Source:
 
         script = "exec " + " ".join(shlex.quote(a) for a in operands[1:]) + "\n"
         data = script.encode()
-        return Source("stdin", STDIN_NAME, STDIN_NAME, "",
-                      payload.build_from_script(data, STDIN_NAME))
+        return Source(
+            "stdin", STDIN_NAME, STDIN_NAME, "", payload.build_from_script(data, STDIN_NAME)
+        )
     if not operands or operands == ["-"]:
         if sys.stdin.isatty():
-            sys.stderr.write("Job script will be read from standard input. "
-                             "Submit with CTRL+D.\n")
+            sys.stderr.write("Job script will be read from standard input. Submit with CTRL+D.\n")
         data = sys.stdin.buffer.read()
         if not data.strip():
             fail("qsub", "script file is empty (nothing on standard input)", EXIT_SCRIPT)
-        return Source("stdin", STDIN_NAME, STDIN_NAME, _text(data),
-                      payload.build_from_script(data, STDIN_NAME))
+        return Source(
+            "stdin",
+            STDIN_NAME,
+            STDIN_NAME,
+            _text(data),
+            payload.build_from_script(data, STDIN_NAME),
+        )
     path = operands[0]
     base = os.path.basename(path.rstrip("/")) or path
     if os.path.isdir(path):
         run_sh = os.path.join(path, RUN_SH)
         if not os.path.isfile(run_sh):
-            fail("qsub", f"directory {path} has no {RUN_SH} at its top level",
-                 EXIT_SCRIPT)
+            fail("qsub", f"directory {path} has no {RUN_SH} at its top level", EXIT_SCRIPT)
         with open(run_sh, "rb") as fh:
             script = _text(fh.read())
         return Source("dir", RUN_SH, base, script, payload.build_from_directory(path))
@@ -96,8 +104,11 @@ def _read_source(operands: list[str]) -> Source:
     if os.access(path, os.X_OK):
         return Source("file", base, base, _text(data), payload.build_from_file(path))
     if b"\0" in data:
-        fail("qsub", f"{path} is not executable and not a job script "
-             "(chmod +x it to run it as the job)", EXIT_SCRIPT)
+        fail(
+            "qsub",
+            f"{path} is not executable and not a job script (chmod +x it to run it as the job)",
+            EXIT_SCRIPT,
+        )
     # A plain job script, as PBS takes it: run by the job's shell.
     return Source("stdin", base, base, _text(data), payload.build_from_script(data, base))
 

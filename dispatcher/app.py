@@ -11,7 +11,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -132,7 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get(f"{C.API_PREFIX}/server", response_model=ServerInfo)
     async def server_info(who: Caller) -> ServerInfo:
-        return ServerInfo(name=settings.server_name, version=pkbs.__version__, queues=settings.queues)
+        return ServerInfo(
+            name=settings.server_name, version=pkbs.__version__, queues=settings.queues
+        )
 
     @app.post(f"{C.API_PREFIX}/jobs", response_model=SubmitResponse, status_code=201)
     async def submit(body: SubmitRequest, who: Caller, st: Store) -> SubmitResponse:
@@ -184,8 +186,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "server": settings.server_name,
             "timestamp": int(time.time()),
-            "queues": [{"name": q, "attributes": queue_attributes(q, counts[q])}
-                       for q in settings.queues],
+            "queues": [
+                {"name": q, "attributes": queue_attributes(q, counts[q])} for q in settings.queues
+            ],
             "server_attributes": server_attributes(
                 settings.server_name, settings.queues, total, host=socket.gethostname()
             ),
@@ -240,8 +243,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(f"{C.API_PREFIX}/jobs/{{job_id}}/files")
     async def list_files(job_id: str, who: Caller, st: Store) -> dict[str, Any]:
         record = await owned(st, who, job_id)
-        return {"job_id": record.job_id, "results_url": record.results_url,
-                "files": [f.model_dump() for f in record.results]}
+        return {
+            "job_id": record.job_id,
+            "results_url": record.results_url,
+            "files": [f.model_dump() for f in record.results],
+        }
 
     @app.get(f"{C.API_PREFIX}/jobs/{{job_id}}/files/{{name:path}}")
     async def get_file(job_id: str, name: str, who: Caller, st: Store) -> Response:
@@ -282,10 +288,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if record.state == JobState.FINISHED or left <= 0:
                     return wire([record])
                 done.clear()
-                try:
+                with suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), timeout=min(left, 5.0))
-                except TimeoutError:
-                    pass
         finally:
             await sub.unsubscribe()
 

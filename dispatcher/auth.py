@@ -7,11 +7,11 @@ import hmac
 from fastapi import Request
 
 from pkbs import tokens
-from pkbs.errors import BadCredential, UnknownJob, Unauthorized
+from pkbs.errors import BadCredential, Unauthorized, UnknownJob
 from pkbs.jobstore import Identity, JobStore
 from pkbs.models import JobRecord
-from pkbs.states import is_active
 from pkbs.settings import Settings
+from pkbs.states import is_active
 
 
 def bearer_token(request: Request) -> str:

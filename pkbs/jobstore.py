@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -75,8 +76,9 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
 
 
 class JobStore:
-    def __init__(self, nc: NATS, js: JetStreamContext, jobs: KeyValue, tokens: KeyValue,
-                 settings: Settings) -> None:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, jobs: KeyValue, tokens: KeyValue, settings: Settings
+    ) -> None:
         self.nc = nc
         self.js = js
         self.jobs = jobs
@@ -114,7 +116,9 @@ class JobStore:
                 return None
             new.mtime = time.time()
             try:
-                await self.jobs.update(job_key(number), new.model_dump_json().encode(), last=revision)
+                await self.jobs.update(
+                    job_key(number), new.model_dump_json().encode(), last=revision
+                )
             except jserr.KeyWrongLastSequenceError:
                 continue
             await self.announce(new)
@@ -134,15 +138,21 @@ class JobStore:
         return int(new_rev)
 
     async def announce(self, record: JobRecord) -> None:
-        event = {"job": record.job_id, "state": record.state.value, "exit_status": record.exit_status}
-        await self.nc.publish(f"{C.EVENTS_SUBJECT_PREFIX}.{record.number}", json.dumps(event).encode())
+        event = {
+            "job": record.job_id,
+            "state": record.state.value,
+            "exit_status": record.exit_status,
+        }
+        await self.nc.publish(
+            f"{C.EVENTS_SUBJECT_PREFIX}.{record.number}", json.dumps(event).encode()
+        )
 
     async def iter_records(self) -> AsyncIterator[JobRecord]:
         """Latest value of every job record (one ordered pass over the KV, no replay)."""
         watcher = await self.jobs.watch(f"{C.JOB_KEY_PREFIX}>", ignore_deletes=True)
         try:
             while True:
-                entry = await watcher.updates(timeout=10)
+                entry = await watcher.updates(timeout=10)  # type: ignore[no-untyped-call]
                 if entry is None:
                     return
                 if entry.value:
@@ -150,7 +160,7 @@ class JobStore:
                 if entry.delta == 0:
                     return
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
     # -- submission ----------------------------------------------------------
 
@@ -202,8 +212,9 @@ class JobStore:
         msg = await self.js.get_msg(C.SUBMIT_STREAM, number)
         return bytes(msg.data or b"")
 
-    async def transition(self, number: int, event: JobEvent,
-                         edit: Callable[[JobRecord], None] | None = None) -> JobRecord:
+    async def transition(
+        self, number: int, event: JobEvent, edit: Callable[[JobRecord], None] | None = None
+    ) -> JobRecord:
         """Apply a state-machine event with compare-and-set; raises InvalidTransition."""
 
         def change(record: JobRecord) -> JobRecord:
@@ -220,15 +231,17 @@ class JobStore:
     # -- tokens --------------------------------------------------------------
 
     async def add_token(self, token: str, identity: Identity) -> None:
-        data = {"user": identity.user, "role": identity.role, "job": identity.job,
-                "expires": identity.expires}
+        data = {
+            "user": identity.user,
+            "role": identity.role,
+            "job": identity.job,
+            "expires": identity.expires,
+        }
         await self.tokens.put(token_key(token), json.dumps(data).encode())
 
     async def remove_token(self, token: str) -> None:
-        try:
+        with contextlib.suppress(jserr.KeyNotFoundError):
             await self.tokens.delete(token_key(token))
-        except jserr.KeyNotFoundError:
-            pass
 
     async def identity(self, token: str) -> Identity | None:
         try:
@@ -238,7 +251,9 @@ class JobStore:
         if not entry.value:
             return None
         data = json.loads(entry.value)
-        ident = Identity(data["user"], data.get("role", "user"), data.get("job"), data.get("expires"))
+        ident = Identity(
+            data["user"], data.get("role", "user"), data.get("job"), data.get("expires")
+        )
         if ident.expires is not None and ident.expires < time.time():
             return None
         return ident

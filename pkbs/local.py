@@ -168,26 +168,52 @@ class Supervisor:
         logs = home / "logs"
         py = sys.executable
         self.children = [
-            Child("nats-server", [servers.nats_server_binary(), "-c", str(home / "run/nats.conf")],
-                  {}, logs / "nats-server.log", nats_port,
-                  f"http://127.0.0.1:{monitor_port}/healthz"),
-            Child("webdav", [py, "-m", "pkbs.webdav"],
-                  {**common, "PKBS_WEBDAV_ROOT": str(home / "webdav"),
-                   "PKBS_WEBDAV_LISTEN_PORT": str(dav_port)},
-                  logs / "webdav.log", dav_port),
-            Child("dispatcher", [py, "-m", "pkbs.dispatcher"],
-                  {**common, "PKBS_DISPATCHER_PORT": str(api_port),
-                   "PKBS_ADMIN_TOKEN": sec["admin_token"],
-                   "PKBS_ADMIN_USER": self.config.user},
-                  logs / "dispatcher.log", api_port, f"{self.endpoint}/readyz"),
+            Child(
+                "nats-server",
+                [servers.nats_server_binary(), "-c", str(home / "run/nats.conf")],
+                {},
+                logs / "nats-server.log",
+                nats_port,
+                f"http://127.0.0.1:{monitor_port}/healthz",
+            ),
+            Child(
+                "webdav",
+                [py, "-m", "pkbs.webdav"],
+                {
+                    **common,
+                    "PKBS_WEBDAV_ROOT": str(home / "webdav"),
+                    "PKBS_WEBDAV_LISTEN_PORT": str(dav_port),
+                },
+                logs / "webdav.log",
+                dav_port,
+            ),
+            Child(
+                "dispatcher",
+                [py, "-m", "pkbs.dispatcher"],
+                {
+                    **common,
+                    "PKBS_DISPATCHER_PORT": str(api_port),
+                    "PKBS_ADMIN_TOKEN": sec["admin_token"],
+                    "PKBS_ADMIN_USER": self.config.user,
+                },
+                logs / "dispatcher.log",
+                api_port,
+                f"{self.endpoint}/readyz",
+            ),
         ]
         for i in range(1, self.config.workers + 1):
             self.children.append(
-                Child(f"worker-{i}", [py, "-m", "pkbs.worker"],
-                      {**common, "PKBS_WORKER_NAME": f"{os.uname().nodename}-w{i}",
-                       "PKBS_WORKER_SLOTS": str(self.config.slots),
-                       "PKBS_WORKER_DIR": str(home / "jobs")},
-                      logs / f"worker-{i}.log")
+                Child(
+                    f"worker-{i}",
+                    [py, "-m", "pkbs.worker"],
+                    {
+                        **common,
+                        "PKBS_WORKER_NAME": f"{os.uname().nodename}-w{i}",
+                        "PKBS_WORKER_SLOTS": str(self.config.slots),
+                        "PKBS_WORKER_DIR": str(home / "jobs"),
+                    },
+                    logs / f"worker-{i}.log",
+                )
             )
         clientconfig.save(
             home / clientconfig.CLIENT_FILE,
@@ -197,12 +223,17 @@ class Supervisor:
     def write_state(self, status: str) -> None:
         path = state_path(self.home)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
-            "status": status,
-            "supervisor_pid": os.getpid(),
-            "endpoint": self.endpoint,
-            "processes": [c.describe() for c in self.children],
-        }, indent=2))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "status": status,
+                    "supervisor_pid": os.getpid(),
+                    "endpoint": self.endpoint,
+                    "processes": [c.describe() for c in self.children],
+                },
+                indent=2,
+            )
+        )
         os.replace(tmp, path)
 
     def start_all(self, progress: Callable[[str], None]) -> None:
@@ -305,11 +336,23 @@ def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90
         return state
     (home / "logs").mkdir(parents=True, exist_ok=True)
     log = home / "logs" / "supervisor.log"
-    argv = [sys.executable, "-m", "pkbs.local", str(home), str(config.workers),
-            str(config.slots), config.server_name]
+    argv = [
+        sys.executable,
+        "-m",
+        "pkbs.local",
+        str(home),
+        str(config.workers),
+        str(config.slots),
+        config.server_name,
+    ]
     with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:
@@ -358,8 +401,15 @@ def status(home: Path) -> list[dict[str, Any]]:
     state = read_state(home)
     if not state:
         return []
-    rows = [{"name": "supervisor", "pid": state["supervisor_pid"], "port": None,
-             "restarts": 0, "alive": pid_alive(int(state["supervisor_pid"]))}]
+    rows = [
+        {
+            "name": "supervisor",
+            "pid": state["supervisor_pid"],
+            "port": None,
+            "restarts": 0,
+            "alive": pid_alive(int(state["supervisor_pid"])),
+        }
+    ]
     for proc in state["processes"]:
         alive = proc["pid"] is not None and pid_alive(int(proc["pid"]))
         row = {**proc, "alive": alive}

@@ -80,9 +80,7 @@ def start_nats(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def start_python_module(
-    module: str, env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
+def start_python_module(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **env}
     with open(log, "ab") as out:
         return subprocess.Popen(

@@ -6,10 +6,10 @@ state letters by hand. Letters are PBS's (qstat's `S` column).
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     QUEUED = "Q"  # eligible to run, waiting for a worker slot
     HELD = "H"  # held by qhold / qsub -h or by an unmet dependency
     WAITING = "W"  # waiting for its execution time (qsub -a)
@@ -20,7 +20,7 @@ class JobState(str, Enum):
     EXPIRED = "X"  # finished subjob of an array
 
 
-class JobEvent(str, Enum):
+class JobEvent(StrEnum):
     HOLD = "hold"  # qhold
     RELEASE = "release"  # qrls, or the dependency / execution time is met
     START = "start"  # a worker takes the job

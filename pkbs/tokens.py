@@ -26,7 +26,7 @@ def verify(secret: str, token: str) -> tuple[str, int] | None:
     """The (user, job) a valid, unexpired job token stands for; None otherwise."""
     if not token.startswith(PREFIX):
         return None
-    body, _, signature = token[len(PREFIX):].rpartition(".")
+    body, _, signature = token[len(PREFIX) :].rpartition(".")
     if not body or not hmac.compare_digest(signature, _sign(secret, body)):
         return None
     try:

@@ -12,18 +12,30 @@ from typing import Any
 from pkbs.payload import build_from_script
 
 
-def submit_body(script: str = "true\n", name: str = "api", submit_id: str | None = None,
-                queue: str = "workq") -> dict[str, Any]:
+def submit_body(
+    script: str = "true\n", name: str = "api", submit_id: str | None = None, queue: str = "workq"
+) -> dict[str, Any]:
     return {
         "submit_id": submit_id or os.urandom(16).hex(),
-        "spec": {"name": name, "queue": queue, "kind": "stdin", "entrypoint": "STDIN",
-                 "variables": {"PBS_O_WORKDIR": "/tmp"}},
+        "spec": {
+            "name": name,
+            "queue": queue,
+            "kind": "stdin",
+            "entrypoint": "STDIN",
+            "variables": {"PBS_O_WORKDIR": "/tmp"},
+        },
         "payload_b64": base64.b64encode(build_from_script(script.encode(), "STDIN")).decode(),
     }
 
 
-def call(endpoint: str, method: str, path: str, token: str | None,
-         body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+def call(
+    endpoint: str,
+    method: str,
+    path: str,
+    token: str | None,
+    body: Any = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     request = urllib.request.Request(endpoint + path, data=data, method=method)
     request.add_header("Content-Type", "application/json")

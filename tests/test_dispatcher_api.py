@@ -86,6 +86,7 @@ def test_two_dispatchers_give_unique_ids_under_concurrent_submission(
     endpoint, token = _client(stack)
     second, endpoint2 = _start_second_dispatcher(stack, tmp_path / "dispatcher2.log")
     try:
+
         def submit(i: int) -> str:
             target = endpoint if i % 2 else endpoint2
             status, body = call(target, "POST", "/v1/jobs", token, submit_body(name=f"c{i}"))
@@ -99,7 +100,10 @@ def test_two_dispatchers_give_unique_ids_under_concurrent_submission(
         # Both replicas see every job (all state is in JetStream/KV).
         status, job = call(endpoint2, "GET", f"/v1/jobs/{ids[1]}", token)
         assert status == 200 and job["jobs"][0]["id"] == ids[1]
-        poll(lambda: all(stack.job(i)["job_state"] == "F" for i in ids[-3:]), 60,
-             what="the last jobs to finish")
+        poll(
+            lambda: all(stack.job(i)["job_state"] == "F" for i in ids[-3:]),
+            60,
+            what="the last jobs to finish",
+        )
     finally:
         servers.stop(second)

@@ -34,7 +34,9 @@ def _worker_of(stack: Stack, job_id: str) -> str:
     jobs = stack.home / "jobs" / "pkbs-jobs"
     number = job_id.split(".")[0]
     for worker_dir in jobs.iterdir():
-        if worker_dir.is_dir() and any(p.name.startswith(f"{number}.") for p in worker_dir.iterdir()):
+        if worker_dir.is_dir() and any(
+            p.name.startswith(f"{number}.") for p in worker_dir.iterdir()
+        ):
             return worker_dir.name
     raise AssertionError(f"no worker directory holds {job_id}")
 
@@ -58,7 +60,7 @@ def test_worker_sigkill_reruns_the_job_without_overlap(fresh_stack: Stack, tmp_p
     starts = [i for i, line in enumerate(lines) if line.startswith("start")]
     assert len(starts) == 2, lines
     first_pid = lines[starts[0]].split()[1]
-    after_rerun = lines[starts[1]:]
+    after_rerun = lines[starts[1] :]
     assert f"tick {first_pid}" not in after_rerun, "the first run kept running during the rerun"
     assert f"end {first_pid}" not in lines
     assert lines[-2].startswith("end ")

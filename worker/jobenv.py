@@ -7,15 +7,9 @@ import socket
 from pathlib import Path
 
 from pkbs.models import JobRecord
+from pkbs.pbs import job_ncpus
 
 PBS_ENVIRONMENT = "PBS_BATCH"
-
-
-def job_ncpus(record: JobRecord) -> int:
-    try:
-        return max(1, int(record.spec.resources.get("ncpus", "1")))
-    except ValueError:
-        return 1
 
 
 def build_env(
@@ -26,7 +20,7 @@ def build_env(
     endpoint: str | None,
     token: str | None,
 ) -> dict[str, str]:
-    ncpus = str(job_ncpus(record))
+    ncpus = str(job_ncpus(record.spec.resources))
     home = os.environ.get("HOME", str(job_dir))
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -61,7 +55,7 @@ def build_env(
 
 def write_nodefile(path: Path, record: JobRecord) -> None:
     host = socket.gethostname()
-    path.write_text("".join(f"{host}\n" for _ in range(job_ncpus(record))))
+    path.write_text("".join(f"{host}\n" for _ in range(job_ncpus(record.spec.resources))))
 
 
 def build_command(record: JobRecord, job_dir: Path) -> list[str]:

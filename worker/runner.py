@@ -7,6 +7,7 @@ two methods later (start a job, then wait for / kill it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -56,16 +57,15 @@ class JobRunner(Protocol):
 class LocalProcessJob:
     """A job running as its own process group (session) on this host."""
 
-    def __init__(
-        self, request: RunRequest, on_exit: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, request: RunRequest, on_exit: Callable[[int], None] | None = None) -> None:
         self.request = request
         self.on_exit = on_exit
         self.started = time.monotonic()
         joined = request.stdout_path == request.stderr_path
-        with open(request.stdout_path, "wb") as out, open(
-            os.devnull if joined else request.stderr_path, "wb"
-        ) as err:
+        with (
+            open(request.stdout_path, "wb") as out,
+            open(os.devnull if joined else request.stderr_path, "wb") as err,
+        ):
             self.proc = subprocess.Popen(
                 request.command,
                 cwd=request.job_dir,
@@ -79,9 +79,7 @@ class LocalProcessJob:
         self.session_id = self.proc.pid
         self.kill_reason: str | None = None
         self._killing: asyncio.Task[None] | None = None
-        self._reaped = asyncio.get_running_loop().run_in_executor(
-            None, os.wait4, self.proc.pid, 0
-        )
+        self._reaped = asyncio.get_running_loop().run_in_executor(None, os.wait4, self.proc.pid, 0)
 
     async def wait(self) -> RunOutcome:
         walltime = self.request.walltime
@@ -94,10 +92,8 @@ class LocalProcessJob:
             assert walltime is not None
             used = time.monotonic() - self.started
             with open(self.request.stderr_path, "ab") as err:
-                err.write(
-                    f"=>> PBS: job killed: walltime {int(used)} exceeded limit {int(walltime)}\n"
-                    .encode()
-                )
+                note = f"=>> PBS: job killed: walltime {int(used)} exceeded limit {int(walltime)}\n"
+                err.write(note.encode())
             await self.kill("walltime")
             _, status, usage = await self._reaped
         self.proc.returncode = os.waitstatus_to_exitcode(status)
@@ -133,10 +129,8 @@ class LocalProcessJob:
             self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, signo: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.session_id, signo)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class LocalProcessRunner:

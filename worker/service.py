@@ -11,6 +11,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,13 @@ from pkbs.errors import PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
-from pkbs.pbs import format_duration
+from pkbs.pbs import format_duration, job_ncpus, job_walltime
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings
 from pkbs.states import JobEvent, JobState, can, is_active, next_state
 
 from . import metrics
-from .jobenv import build_command, build_env, job_ncpus, write_nodefile
+from .jobenv import build_command, build_env, write_nodefile
 from .runner import JobRunner, LocalProcessRunner, RunningJob, RunOutcome, RunRequest
 from .slots import Slots
 
@@ -85,9 +86,9 @@ class Worker:
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
-                await self.slots.wait_free()
-                if self.draining.is_set():
-                    break
+                if self.slots.free == 0:
+                    await _first(self.slots.wait_free(), self.draining.wait())
+                    continue
                 try:
                     msgs = await sub.fetch(batch=self.slots.free, timeout=FETCH_TIMEOUT)
                 except nats.errors.TimeoutError:
@@ -186,11 +187,11 @@ class Worker:
             new.run_count += 1
             new.run_token = token
             new.worker = self.settings.worker_name
-            new.exec_host = f"{self.host}/0*{job_ncpus(record)}"
+            new.exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
             new.stime = time.time()
             new.exit_status = None
             new.comment = None if event == JobEvent.START else "Rerun after its worker was lost"
-            ncpus = job_ncpus(record)
+            ncpus = job_ncpus(record.spec.resources)
             return new
 
         try:
@@ -251,7 +252,7 @@ class Worker:
             env=env,
             stdout_path=stdout,
             stderr_path=stderr,
-            walltime=_walltime(record),
+            walltime=job_walltime(record.spec.resources),
             kill_grace=self.settings.kill_grace_seconds,
         )
         run.job = await self.runner.start(request)
@@ -273,9 +274,9 @@ class Worker:
         self, record: JobRecord, root: Path, changed: list[str]
     ) -> list[ResultFile]:
         base = job_results_path(self.settings.webdav_base, record.owner, record.job_id)
-        local: list[tuple[str, Path]] = [
-            (p.name, p) for p in sorted((root / "out").iterdir())
-        ] + [(rel, root / "job" / rel) for rel in changed]
+        local: list[tuple[str, Path]] = [(p.name, p) for p in sorted((root / "out").iterdir())] + [
+            (rel, root / "job" / rel) for rel in changed
+        ]
         files = [ResultFile(name=name, size=path.stat().st_size) for name, path in local]
         to_upload = [(name, path) for name, path in local if path.stat().st_size > 0]
         if to_upload:
@@ -324,8 +325,11 @@ class Worker:
         metrics.FINISHED.inc()
         log.info(
             "job finished",
-            extra={"job": final.job_id, "state": final.state.value,
-                   "exit_status": final.exit_status},
+            extra={
+                "job": final.job_id,
+                "state": final.state.value,
+                "exit_status": final.exit_status,
+            },
         )
 
     async def _hand_back(self, run: Run) -> None:
@@ -369,8 +373,11 @@ class Worker:
             asyncio.create_task(run.job.kill("qdel"))
 
 
-def _walltime(record: JobRecord) -> float | None:
-    from pkbs.pbs import parse_duration
-
-    value = record.spec.resources.get("walltime")
-    return parse_duration(value) if value else None
+async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
+    """Wait until one of `aws` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

