@@ -27,15 +27,11 @@ USAGE = """usage: qsub [-a date_time] [-A account_string] [-c interval]
 EXIT_OPEN_SCRIPT = 8  # OpenPBS: the script file cannot be opened
 STDIN_NAME = "STDIN"
 RUN_SH = "run.sh"
-# Not yet carried out by pkbs: refused rather than silently ignored.
-UNSUPPORTED = {
-    "array": "job arrays (-J)",
-    "exec_time": "deferred execution (-a)",
-}
+# Not carried out by pkbs: refused rather than silently ignored.
+UNSUPPORTED = {"array": "job arrays (-J)"}
 UNSUPPORTED_W = {
-    "depend": "dependencies (-W depend=)",
-    "stagein": "-W stagein",
-    "stageout": "-W stageout",
+    "stagein": "-W stagein (no shared file system: put inputs in the job directory)",
+    "stageout": "-W stageout (results are stored on WebDAV; use pkbs fetch)",
 }
 
 
@@ -160,7 +156,8 @@ def _attributes(options: pbs.QsubOptions) -> dict[str, str]:
         if value is not None:
             attrs[key] = value
     for key, value in options.attributes.items():
-        attrs[key] = value
+        if key not in ("depend", "block"):
+            attrs[key] = value
     return attrs
 
 
@@ -184,6 +181,8 @@ def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> 
         "keep": options.keep or "n",
         "hold": options.hold,
         "rerunnable": True if options.rerunnable is None else options.rerunnable,
+        "exec_time": options.exec_time,
+        "depend": options.depend,
         "submit_host": socket.gethostname(),
         "attributes": _attributes(options),
         "submit_args": " ".join(argv),

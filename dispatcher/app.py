@@ -21,9 +21,8 @@ from starlette.background import BackgroundTask
 
 import pkbs
 from pkbs import constants as C
+from pkbs.control import JobControl
 from pkbs.errors import (
-    BadState,
-    FinishedJob,
     InvalidRequest,
     PayloadTooLarge,
     PkbsError,
@@ -33,8 +32,10 @@ from pkbs.errors import (
 )
 from pkbs.jobstore import Identity, JobStore
 from pkbs.models import (
+    HoldRequest,
     JobRecord,
     ServerInfo,
+    SignalRequest,
     SubmitRequest,
     SubmitResponse,
     TokenRequest,
@@ -45,10 +46,10 @@ from pkbs.pbs import parse_job_id
 from pkbs.pbsattrs import job_attributes, queue_attributes, server_attributes
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings, get_settings
-from pkbs.states import JobEvent, JobState, can, is_active, is_final
+from pkbs.states import JobState, is_final
 
 from . import metrics
-from .auth import authenticate, bearer_token, check_owner
+from .auth import authenticate, bearer_token, check_hold_types, check_owner
 
 
 def _store(request: Request) -> JobStore:
@@ -145,8 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except (binascii.Error, ValueError):
             raise InvalidRequest("payload_b64 is not valid base64") from None
         check_size(payload)
-        owner = who.user
-        record, duplicate = await st.submit(owner, body.spec, payload, body.submit_id)
+        record, duplicate = await JobControl(st).submit(
+            who.user, body.spec, payload, body.submit_id
+        )
         if not duplicate:
             metrics.SUBMITTED.labels(body.spec.queue).inc()
         return SubmitResponse(job_id=record.job_id, duplicate=duplicate)
@@ -197,40 +199,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.delete(f"{C.API_PREFIX}/jobs/{{job_id}}", status_code=204)
     async def delete_job(job_id: str, who: Caller, st: Store) -> Response:
         record = await owned(st, who, job_id)
-        if is_final(record.state):
-            raise FinishedJob(job_id=record.job_id)
-        if can(record.state, JobEvent.DELETE):
+        await JobControl(st).delete(record.number, who.user)
+        metrics.DELETED.inc()
+        return Response(status_code=204)
 
-            def mark(r: JobRecord) -> None:
-                r.deleted_by = who.user
-                r.obittime = time.time()
-                r.comment = f"Job deleted by {who.user} before it ran"
+    @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/hold")
+    async def hold_job(job_id: str, body: HoldRequest, who: Caller, st: Store) -> dict[str, Any]:
+        record = await owned(st, who, job_id)
+        check_hold_types(who, body.types)
+        return wire([await JobControl(st).hold(record.number, body.types)])
 
-            try:
-                await st.transition(record.number, JobEvent.DELETE, mark)
-            except Exception:
-                # It started meanwhile: fall through to killing the run.
-                record, _ = await st.get(record.number)
-                if not is_active(record.state):
-                    raise
-            else:
-                metrics.DELETED.inc()
-                return Response(status_code=204)
-        if is_active(record.state):
+    @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/release")
+    async def release_job(job_id: str, body: HoldRequest, who: Caller, st: Store) -> dict[str, Any]:
+        record = await owned(st, who, job_id)
+        check_hold_types(who, body.types)
+        return wire([await JobControl(st).release(record.number, body.types)])
 
-            def request_kill(r: JobRecord) -> JobRecord | None:
-                if not is_active(r.state):
-                    return None
-                new = r.model_copy(deep=True)
-                new.delete_requested = True
-                new.deleted_by = who.user
-                return new
-
-            await st.update(record.number, request_kill)
-            await st.nc.publish(f"{C.KILL_SUBJECT_PREFIX}.{record.number}", b"qdel")
-            metrics.DELETED.inc()
-            return Response(status_code=204)
-        raise BadState(job_id=record.job_id)
+    @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/signal", status_code=204)
+    async def signal_job(job_id: str, body: SignalRequest, who: Caller, st: Store) -> Response:
+        record = await owned(st, who, job_id)
+        await JobControl(st).signal(record, body.signal)
+        return Response(status_code=204)
 
     @app.post(f"{C.API_PREFIX}/tokens", response_model=TokenResponse, status_code=201)
     async def create_token(body: TokenRequest, who: Caller, st: Store) -> TokenResponse:

@@ -55,3 +55,9 @@ async def _job_identity(token: str, settings: Settings, store: JobStore) -> Iden
     if record.owner != user or not is_active(record.state):
         raise BadCredential("Token of a job that is no longer running")
     return Identity(user, "job", job=job)
+
+
+def check_hold_types(identity: Identity, types: str) -> None:
+    """Users set and clear their own (u) holds; o and s holds are the operators'."""
+    if not identity.is_admin and set(types) - {"u"}:
+        raise Unauthorized("Only operators set or release o and s holds")

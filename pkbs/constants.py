@@ -25,7 +25,10 @@ TOKENS_BUCKET = "PKBS_TOKENS"
 
 # Core NATS subjects.
 EVENTS_SUBJECT_PREFIX = "pkbs.events"  # pkbs.events.<number>: every state change
-KILL_SUBJECT_PREFIX = "pkbs.kill"  # pkbs.kill.<number>: ask the running worker to stop it
+# pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
+# signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).
+SIGNAL_SUBJECT_PREFIX = "pkbs.signal"
+KILL_REQUEST = "qdel"
 
 # Headers.
 MSG_ID_HEADER = "Nats-Msg-Id"

@@ -28,9 +28,9 @@ from nats.js.kv import KeyValue
 
 from pkbs import constants as C
 from pkbs.errors import Conflict, ServiceUnavailable, UnknownJob
-from pkbs.models import JobRecord, JobSpec, WorkItem
+from pkbs.models import JobRecord, WorkItem
 from pkbs.settings import Settings
-from pkbs.states import JobEvent, JobState, next_state
+from pkbs.states import JobEvent, next_state
 
 log = logging.getLogger(__name__)
 
@@ -164,48 +164,36 @@ class JobStore:
 
     # -- submission ----------------------------------------------------------
 
-    async def submit(
-        self, owner: str, spec: JobSpec, payload: bytes, submit_id: str
+    async def create(
+        self, payload: bytes, submit_id: str, build: Callable[[int], JobRecord]
     ) -> tuple[JobRecord, bool]:
-        """Store the payload, create the record, queue it. Idempotent per submit_id."""
+        """Store the payload and create the record `build(number)`. Idempotent per
+        submit_id: a retry returns the record made the first time (duplicate=True)."""
         try:
             ack = await self.js.publish(
                 C.SUBMIT_SUBJECT, payload, headers={C.MSG_ID_HEADER: submit_id}
             )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise ServiceUnavailable("job store unavailable, retry") from exc
-        number = ack.seq
-        initial = JobState.HELD if spec.hold else JobState.QUEUED
-        record = JobRecord(
-            number=number,
-            server=self.settings.server_name,
-            owner=owner,
-            spec=spec,
-            state=initial,
-            submit_id=submit_id,
-            hold_types="u" if spec.hold else "n",
-        )
-        duplicate = False
+        record = build(ack.seq)
         try:
-            await self.jobs.create(job_key(number), record.model_dump_json().encode())
+            await self.jobs.create(job_key(ack.seq), record.model_dump_json().encode())
         except jserr.KeyWrongLastSequenceError:
-            duplicate = True
-            record, _ = await self.get(number)
+            record, _ = await self.get(ack.seq)
             if record.submit_id != submit_id:
                 raise Conflict("job number already taken") from None
-        if record.state == JobState.QUEUED:
-            # Re-publishing on a retry is safe: the message id deduplicates it.
-            await self.enqueue(record)
-        if not duplicate:
-            await self.announce(record)
-        return record, duplicate or bool(ack.duplicate)
+            return record, True
+        await self.announce(record)
+        return record, bool(ack.duplicate)
 
     async def enqueue(self, record: JobRecord) -> None:
+        """Publish the work item of the record's current enqueue. Re-publishing the same
+        enqueue (a retried request) is deduplicated by the message id."""
         item = WorkItem(number=record.number, queue=record.spec.queue)
         await self.js.publish(
             f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}",
             item.model_dump_json().encode(),
-            headers={C.MSG_ID_HEADER: f"{record.number}-{record.run_count}-{record.qtime}"},
+            headers={C.MSG_ID_HEADER: f"{record.number}-{record.enqueue_count}"},
         )
 
     async def payload(self, number: int) -> bytes:

@@ -32,6 +32,10 @@ class JobSpec(BaseModel):
     keep: str = "n"
     hold: bool = False
     rerunnable: bool = True
+    # qsub -a: not before this time (epoch seconds).
+    exec_time: float | None = None
+    # qsub -W depend=..., job ids normalised (e.g. "afterok:12.pkbs:13.pkbs").
+    depend: str | None = None
     submit_host: str = "localhost"
     # Other PBS attributes recorded as given (Account_Name, project, Mail_Points...).
     attributes: dict[str, str] = Field(default_factory=dict)
@@ -76,8 +80,19 @@ class JobRecord(BaseModel):
     obittime: float | None = None
     hold_types: str = "n"
     run_count: int = 0
+    # Bumped at every enqueue: part of the work message id (dedup per enqueue).
+    enqueue_count: int = 0
+    # Dependencies not yet met: type -> numbers of the jobs waited for.
+    depend_pending: dict[str, list[int]] = Field(default_factory=dict)
+    # Jobs waiting for this one (they are told when it starts and ends).
+    dependents: list[int] = Field(default_factory=list)
+    # qrerun of a running job: the run is killed and the job queued again.
+    rerun_requested: bool = False
     # Fences a run: only the worker holding this token may record its outcome.
     run_token: str | None = None
+    # Stream sequence of the work message that started the current run: only a
+    # redelivery of that message may restart a run whose worker was lost.
+    work_seq: int | None = None
     worker: str | None = None
     exec_host: str | None = None
     session_id: int | None = None
@@ -128,3 +143,13 @@ class TokenResponse(BaseModel):
     user: str
     role: str
     token: str
+
+
+class HoldRequest(BaseModel):
+    types: str = Field("u", pattern=r"^[uos]{1,3}$")
+
+
+class SignalRequest(BaseModel):
+    """qsig: a signal name (SIGUSR1, USR1) or number, or suspend / resume."""
+
+    signal: str = Field(max_length=16, pattern=r"^(SIG)?[A-Z0-9]+$|^suspend$|^resume$")

@@ -493,6 +493,10 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
             "Submit_Host": spec.submit_host,
         }
     )
+    if spec.depend:
+        values["depend"] = spec.depend
+    if spec.exec_time is not None:
+        values["Execution_Time"] = _epoch(spec.exec_time)
     if record.exec_host:
         host = _exec_host(record.exec_host, resources.get("ncpus", "1"))
         values["exec_host"] = host

@@ -29,6 +29,7 @@ class JobEvent(StrEnum):
     FINISH = "finish"  # final state recorded
     REQUEUE = "requeue"  # handed back unfinished (worker drained, qrerun)
     DELETE = "delete"  # qdel of a job that is not running
+    DEFER = "defer"  # its execution time (qsub -a) is still ahead
 
 
 Q, H, W, R, E, F = (
@@ -53,6 +54,7 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
     (E, JobEvent.FINISH): F,
     (R, JobEvent.REQUEUE): Q,
     (E, JobEvent.REQUEUE): Q,
+    (Q, JobEvent.DEFER): W,
     (Q, JobEvent.DELETE): F,
     (H, JobEvent.DELETE): F,
     (W, JobEvent.DELETE): F,

@@ -49,6 +49,8 @@ class RunningJob(Protocol):
 
     async def kill(self, reason: str) -> None: ...
 
+    def send_signal(self, signo: int) -> None: ...
+
 
 class JobRunner(Protocol):
     async def start(self, request: RunRequest) -> RunningJob: ...
@@ -127,6 +129,9 @@ class LocalProcessJob:
             await asyncio.wait_for(asyncio.shield(self._reaped), self.request.kill_grace)
         except TimeoutError:
             self._signal_group(signal.SIGKILL)
+
+    def send_signal(self, signo: int) -> None:
+        self._signal_group(signo)
 
     def _signal_group(self, signo: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -21,6 +22,7 @@ from nats.aio.msg import Msg
 
 from pkbs import constants as C
 from pkbs import tokens
+from pkbs.control import JobControl
 from pkbs.errors import PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, ResultFile, WorkItem
@@ -28,7 +30,7 @@ from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_ncpus, job_walltime
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings
-from pkbs.states import JobEvent, JobState, can, is_active, next_state
+from pkbs.states import JobEvent, JobState, is_active, next_state
 
 from . import metrics
 from .jobenv import build_command, build_env, write_nodefile
@@ -38,6 +40,8 @@ from .slots import Slots
 log = logging.getLogger("pkbs.worker")
 
 FETCH_TIMEOUT = 5.0
+# A job whose -a time is ahead goes back to the queue for at most this long at a time.
+MAX_DEFER_SECONDS = 300.0
 # PBS JOB_EXEC_RERUN_MS_FAIL: the node running a non-rerunnable job was lost.
 EXIT_LOST_NOT_RERUNNABLE = -20
 
@@ -79,7 +83,10 @@ class Worker:
             shutil.rmtree(leftover, ignore_errors=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.results = ResultStore.from_settings(self.settings)
-        kill_sub = await self.store.nc.subscribe(f"{C.KILL_SUBJECT_PREFIX}.>", cb=self._on_kill)
+        self.control = JobControl(self.store)
+        signal_sub = await self.store.nc.subscribe(
+            f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
+        )
         sub = await self.store.js.pull_subscribe_bind(
             durable=C.WORKER_CONSUMER, stream=C.WORK_STREAM
         )
@@ -110,7 +117,7 @@ class Worker:
             await self._drain()
         finally:
             with contextlib.suppress(Exception):
-                await kill_sub.unsubscribe()
+                await signal_sub.unsubscribe()
                 await sub.unsubscribe()
             await self.results.aclose()
             await self.store.close()
@@ -162,36 +169,44 @@ class Worker:
                 await run.msg.in_progress()
 
     async def _begin(self, msg: Msg, item: WorkItem) -> Run | None:
-        """Take the job with a compare-and-set; None if it is not ours to run."""
-        redelivered = msg.metadata.num_delivered > 1
+        """Take the job with a compare-and-set; None if it is not ours to run now."""
+        seq = msg.metadata.sequence.stream
         token = uuid.uuid4().hex
-        ncpus = 1
+        defer_for = 0.0
 
         def start(record: JobRecord) -> JobRecord | None:
-            nonlocal ncpus
-            if record.state == JobState.QUEUED:
+            nonlocal defer_for
+            now = time.time()
+            state = record.state
+            if state in (JobState.QUEUED, JobState.WAITING):
+                if record.spec.exec_time is not None and record.spec.exec_time > now:
+                    defer_for = record.spec.exec_time - now
+                    return None
+                if state == JobState.WAITING:
+                    state = next_state(state, JobEvent.RELEASE)
                 event = JobEvent.START
-            elif is_active(record.state) and redelivered and can(record.state, JobEvent.RESTART):
+            elif is_active(state) and record.work_seq == seq:
+                # This very message started a run whose worker was lost.
                 event = JobEvent.RESTART
             else:
-                return None
+                return None  # held, deleted, finished, or a stale duplicate message
             new = record.model_copy(deep=True)
             if event == JobEvent.RESTART and not record.spec.rerunnable:
-                new.state = next_state(record.state, JobEvent.FINISH)
+                new.state = next_state(state, JobEvent.FINISH)
                 new.exit_status = EXIT_LOST_NOT_RERUNNABLE
-                new.obittime = time.time()
+                new.obittime = now
                 new.run_token = None
                 new.comment = "Worker lost while the job ran; job is not rerunnable"
                 return new
-            new.state = next_state(record.state, event)
+            new.state = next_state(state, event)
             new.run_count += 1
             new.run_token = token
+            new.work_seq = seq
             new.worker = self.settings.worker_name
             new.exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
-            new.stime = time.time()
+            new.stime = now
             new.exit_status = None
             new.comment = None if event == JobEvent.START else "Rerun after its worker was lost"
-            ncpus = job_ncpus(record.spec.resources)
             return new
 
         try:
@@ -199,13 +214,19 @@ class Worker:
         except UnknownJob:
             await msg.term()
             return None
+        if record is None and defer_for > 0:
+            await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
+            return None
         if record is None or record.run_token != token:
-            # Deleted, held, finished, or a duplicate message of a running job.
             await msg.ack()
+            if record is not None and record.dependents:
+                await self.control.notify_dependents(record)
             return None
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
-        return Run(number=item.number, token=token, msg=msg, ncpus=ncpus)
+        if record.dependents:
+            await self.control.notify_dependents(record)
+        return Run(number=item.number, token=token, msg=msg, ncpus=job_ncpus(record.spec.resources))
 
     async def _execute(self, run: Run) -> None:
         record, _ = await self.store.get(run.number)
@@ -321,6 +342,8 @@ class Worker:
         if final is None:
             log.warning("run was superseded; result dropped", extra={"job": record.job_id})
             return
+        if final.dependents:
+            await self.control.notify_dependents(final)
         await run.msg.ack()
         metrics.FINISHED.inc()
         log.info(
@@ -363,14 +386,34 @@ class Worker:
             elif record.delete_requested and run.job is not None:
                 await run.job.kill("qdel")
 
-    async def _on_kill(self, msg: Msg) -> None:
+    async def _on_signal(self, msg: Msg) -> None:
+        """qdel (SIGTERM, then SIGKILL after the grace) or qsig for a job running here."""
         try:
             number = int(msg.subject.rsplit(".", 1)[1])
         except ValueError:
             return
         run = self.runs.get(number)
-        if run is not None and run.job is not None:
+        if run is None or run.job is None:
+            return
+        name = msg.data.decode(errors="replace")
+        if name == C.KILL_REQUEST:
             asyncio.create_task(run.job.kill("qdel"))
+            return
+        signo = signal_number(name)
+        if signo is not None:
+            run.job.send_signal(signo)
+
+
+def signal_number(name: str) -> int | None:
+    """qsig names: SIGUSR1, USR1, 10, suspend, resume."""
+    aliases = {"suspend": "SIGSTOP", "resume": "SIGCONT"}
+    name = aliases.get(name, name)
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return None
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:

@@ -1,0 +1,232 @@
+"""Job operations shared by the dispatcher and the workers: submit, hold, release,
+delete, signal, and telling dependent jobs that a job started or ended.
+
+Every change is a compare-and-set through JobStore and an event of pkbs.states.
+Ownership checks are the caller's (the dispatcher's) business.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pkbs import constants as C
+from pkbs import depend
+from pkbs.errors import BadAttributeValue, BadState, FinishedJob
+from pkbs.jobstore import JobStore
+from pkbs.models import JobRecord, JobSpec
+from pkbs.pbs import parse_depend, parse_job_id
+from pkbs.states import JobEvent, JobState, can, is_active, is_final, next_state
+
+log = logging.getLogger(__name__)
+
+USER_HOLD, OTHER_HOLD, SYSTEM_HOLD = "u", "o", "s"
+
+
+def _holds(types: str) -> str:
+    return "".join(t for t in "uos" if t in types) or "n"
+
+
+def _ready_state(record: JobRecord, now: float) -> JobState:
+    """Where a job with no holds left goes: Q, or W while its -a time is ahead."""
+    state = next_state(JobState.HELD, JobEvent.RELEASE)
+    if record.spec.exec_time is not None and record.spec.exec_time > now:
+        state = next_state(state, JobEvent.DEFER)
+    return state
+
+
+class JobControl:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.server = store.settings.server_name
+
+    # -- submit -----------------------------------------------------------------
+
+    def dependencies(self, spec: JobSpec) -> dict[str, list[int]]:
+        if not spec.depend:
+            return {}
+        pending: dict[str, list[int]] = {}
+        for kind, ids in parse_depend(spec.depend, self.server):
+            if kind not in depend.SUPPORTED:
+                raise BadAttributeValue(f"dependency type {kind!r} is not supported by pkbs")
+            waited = pending.setdefault(kind, [])
+            for job_id in ids:
+                number = parse_job_id(job_id, self.server).number
+                if number not in waited:
+                    waited.append(number)
+        return pending
+
+    async def submit(
+        self, owner: str, spec: JobSpec, payload: bytes, submit_id: str
+    ) -> tuple[JobRecord, bool]:
+        pending = self.dependencies(spec)
+        for numbers in pending.values():
+            for number in numbers:
+                await self.store.get(number)  # UnknownJob for a missing parent
+        now = time.time()
+
+        def build(number: int) -> JobRecord:
+            holds = (USER_HOLD if spec.hold else "") + (SYSTEM_HOLD if pending else "")
+            record = JobRecord(
+                number=number,
+                server=self.server,
+                owner=owner,
+                spec=spec,
+                state=JobState.HELD,
+                submit_id=submit_id,
+                hold_types=_holds(holds),
+                depend_pending=pending,
+            )
+            if not holds:
+                record.state = _ready_state(record, now)
+                record.enqueue_count = 1
+            return record
+
+        record, duplicate = await self.store.create(payload, submit_id, build)
+        if record.enqueue_count and not is_final(record.state):
+            await self.store.enqueue(record)  # deduplicated when this is a retry
+        if record.depend_pending:
+            await self._link_parents(record)
+        return record, duplicate
+
+    async def _link_parents(self, child: JobRecord) -> None:
+        """Register the child with each parent, then judge the parent as it is now.
+        Both are compare-and-set, so a parent ending meanwhile is never missed."""
+        for numbers in list(child.depend_pending.values()):
+            for number in numbers:
+
+                def link(parent: JobRecord) -> JobRecord | None:
+                    if child.number in parent.dependents or is_final(parent.state):
+                        return None
+                    new = parent.model_copy(deep=True)
+                    new.dependents.append(child.number)
+                    return new
+
+                await self.store.update(number, link)
+                parent, _ = await self.store.get(number)
+                await self.dependency_event(child.number, parent)
+
+    # -- dependencies -------------------------------------------------------------
+
+    async def notify_dependents(self, parent: JobRecord) -> None:
+        for child in list(parent.dependents):
+            await self.dependency_event(child, parent)
+
+    async def dependency_event(self, child_number: int, parent: JobRecord) -> None:
+        released = False
+
+        def judge(child: JobRecord) -> JobRecord | None:
+            nonlocal released
+            if child.state != JobState.HELD:
+                return None
+            new = child.model_copy(deep=True)
+            changed = False
+            for kind, numbers in list(new.depend_pending.items()):
+                if parent.number not in numbers:
+                    continue
+                result = depend.outcome(kind, parent)
+                if result is None:
+                    continue
+                changed = True
+                if result is False:
+                    new.state = next_state(child.state, JobEvent.DELETE)
+                    new.obittime = time.time()
+                    new.depend_pending = {}
+                    new.comment = (
+                        f"Job deleted: dependency {kind} on {parent.job_id} can never be met"
+                    )
+                    return new
+                numbers.remove(parent.number)
+                if not numbers:
+                    del new.depend_pending[kind]
+            if not changed:
+                return None
+            if not new.depend_pending:
+                new.hold_types = _holds(new.hold_types.replace(SYSTEM_HOLD, ""))
+                if new.hold_types == "n":
+                    new.state = _ready_state(new, time.time())
+                    new.enqueue_count += 1
+                    released = True
+            return new
+
+        child = await self.store.update(child_number, judge)
+        if child is None:
+            return
+        if released:
+            await self.store.enqueue(child)
+        elif is_final(child.state):
+            await self.notify_dependents(child)
+
+    # -- holds ---------------------------------------------------------------------
+
+    async def hold(self, number: int, types: str) -> JobRecord:
+        def change(record: JobRecord) -> JobRecord:
+            if is_final(record.state):
+                raise FinishedJob(job_id=record.job_id)
+            new = record.model_copy(deep=True)
+            new.hold_types = _holds(record.hold_types.replace("n", "") + types)
+            if can(record.state, JobEvent.HOLD):
+                new.state = next_state(record.state, JobEvent.HOLD)
+            return new
+
+        result = await self.store.update(number, change)
+        assert result is not None
+        return result
+
+    async def release(self, number: int, types: str) -> JobRecord:
+        released = False
+
+        def change(record: JobRecord) -> JobRecord:
+            nonlocal released
+            if is_final(record.state):
+                raise FinishedJob(job_id=record.job_id)
+            new = record.model_copy(deep=True)
+            new.hold_types = _holds("".join(t for t in record.hold_types if t not in types))
+            if record.state == JobState.HELD and new.hold_types == "n":
+                if record.depend_pending:  # the system hold stays until they are met
+                    new.hold_types = SYSTEM_HOLD
+                else:
+                    new.state = _ready_state(new, time.time())
+                    new.enqueue_count += 1
+                    released = True
+            return new
+
+        result = await self.store.update(number, change)
+        assert result is not None
+        if released:
+            await self.store.enqueue(result)
+        return result
+
+    # -- delete and signals ----------------------------------------------------------
+
+    async def delete(self, number: int, by: str) -> JobRecord:
+        """qdel: a job that is not running ends at once; a running one is killed by its
+        worker (SIGTERM, SIGKILL after the grace), which records the end."""
+
+        def change(record: JobRecord) -> JobRecord | None:
+            if is_final(record.state):
+                raise FinishedJob(job_id=record.job_id)
+            new = record.model_copy(deep=True)
+            new.deleted_by = by
+            if can(record.state, JobEvent.DELETE):
+                new.state = next_state(record.state, JobEvent.DELETE)
+                new.obittime = time.time()
+                new.comment = f"Job deleted by {by} before it ran"
+            elif is_active(record.state):
+                new.delete_requested = True
+            else:
+                raise BadState(job_id=record.job_id)
+            return new
+
+        record = await self.store.update(number, change)
+        assert record is not None
+        if is_final(record.state):
+            await self.notify_dependents(record)
+        else:
+            await self.signal(record, C.KILL_REQUEST)
+        return record
+
+    async def signal(self, record: JobRecord, name: str) -> None:
+        if not is_active(record.state):
+            raise BadState(job_id=record.job_id)
+        await self.store.nc.publish(f"{C.SIGNAL_SUBJECT_PREFIX}.{record.number}", name.encode())
