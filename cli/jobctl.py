@@ -13,9 +13,9 @@ from pkbs.errors import EXIT_USAGE, exit_code
 from .client import ApiError, connect
 
 
-def _run(command: str, usage: str, optstring: str, argv: list[str] | None) -> tuple[
-    dict[str, str], list[str]
-]:
+def _run(
+    command: str, usage: str, optstring: str, argv: list[str] | None
+) -> tuple[dict[str, str], list[str]]:
     args = sys.argv[1:] if argv is None else argv
     if args == ["--version"]:
         from pkbs import __version__
@@ -33,8 +33,14 @@ def _run(command: str, usage: str, optstring: str, argv: list[str] | None) -> tu
     return {flag[1]: value for flag, value in pairs}, ids
 
 
-def _each(command: str, ids: list[str], method: str, suffix: str = "",
-          body: Any = None, query: dict[str, str] | None = None) -> None:
+def _each(
+    command: str,
+    ids: list[str],
+    method: str,
+    suffix: str = "",
+    body: Any = None,
+    query: dict[str, str] | None = None,
+) -> None:
     client = connect(command)
     status = 0
     for job_id in ids:

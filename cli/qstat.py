@@ -86,7 +86,10 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
     timestamp = 0
     ids = [o for o in operands if _is_job_id(o)]
     destinations = [o for o in operands if not _is_job_id(o)]
-    query: dict[str, Any] = {"history": "true" if history else "false"}
+    query: dict[str, Any] = {
+        "history": "true" if history else "false",
+        "subjobs": "true" if "t" in opts else "false",
+    }
     if "u" in opts:
         query["user"] = [u.split("@")[0] for u in opts["u"].split(",") if u]
     if not ids or destinations:
@@ -97,6 +100,8 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
             if queues and attrs.get("queue") not in queues:
                 continue
             if "H" in opts and attrs.get("job_state") != "F":
+                continue
+            if "J" in opts and "[" not in job_id:
                 continue
             records.append((job_id, attrs))
     for job_id in ids:

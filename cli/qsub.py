@@ -28,7 +28,6 @@ EXIT_OPEN_SCRIPT = 8  # OpenPBS: the script file cannot be opened
 STDIN_NAME = "STDIN"
 RUN_SH = "run.sh"
 # Not carried out by pkbs: refused rather than silently ignored.
-UNSUPPORTED = {"array": "job arrays (-J)"}
 UNSUPPORTED_W = {
     "stagein": "-W stagein (no shared file system: put inputs in the job directory)",
     "stageout": "-W stageout (results are stored on WebDAV; use pkbs fetch)",
@@ -158,6 +157,8 @@ def _attributes(options: pbs.QsubOptions) -> dict[str, str]:
     for key, value in options.attributes.items():
         if key not in ("depend", "block"):
             attrs[key] = value
+    if options.max_run_subjobs is not None:
+        attrs["max_run_subjobs"] = str(options.max_run_subjobs)
     return attrs
 
 
@@ -183,6 +184,7 @@ def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> 
         "rerunnable": True if options.rerunnable is None else options.rerunnable,
         "exec_time": options.exec_time,
         "depend": options.depend,
+        "array": _array(options),
         "submit_host": socket.gethostname(),
         "attributes": _attributes(options),
         "submit_args": " ".join(argv),
@@ -194,10 +196,14 @@ def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> 
     }
 
 
+def _array(options: pbs.QsubOptions) -> str | None:
+    if options.array is None:
+        return None
+    step = f":{options.array.step}" if options.array.step != 1 else ""
+    return f"{options.array.start}-{options.array.end}{step}"
+
+
 def _check_supported(options: pbs.QsubOptions) -> None:
-    for field, what in UNSUPPORTED.items():
-        if getattr(options, field) is not None:
-            _usage_error(f"{what} not supported yet by pkbs", show_usage=False)
     for name, what in UNSUPPORTED_W.items():
         if name in options.attributes:
             _usage_error(f"{what} not supported yet by pkbs", show_usage=False)

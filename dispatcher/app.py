@@ -67,6 +67,13 @@ Caller = Annotated[Identity, Depends(_identity)]
 Store = Annotated[JobStore, Depends(_store)]
 
 
+def no_subjob(record: JobRecord) -> None:
+    if record.index is not None:
+        raise InvalidRequest(
+            "Request invalid for a subjob: hold or release its array", record.job_id
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -106,8 +113,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def number_of(job_id: str) -> int:
         return parse_job_id(job_id, settings.server_name).number
 
+    async def lookup(st: JobStore, job_id: str) -> JobRecord:
+        """A job, an array (`12[]`) or a subjob (`12[3]`, queued ones included)."""
+        jid = parse_job_id(job_id, settings.server_name)
+        record, _ = await st.get(jid.number)
+        if jid.is_array and not record.is_array:
+            raise UnknownJob(job_id=jid.format(settings.server_name))
+        if jid.index is None:
+            return record
+        if not record.is_array or jid.index not in record.spec.array_indices():
+            raise UnknownJob(job_id=jid.format(settings.server_name))
+        try:
+            subjob, _ = await st.get(jid.number, jid.index)
+        except UnknownJob:
+            subjob = record.subjob(jid.index)
+            if is_final(record.state):
+                subjob.state = record.state
+        return subjob
+
     async def owned(st: JobStore, who: Identity, job_id: str) -> JobRecord:
-        record, _ = await st.get(number_of(job_id))
+        record = await lookup(st, job_id)
         check_owner(who, record)
         return record
 
@@ -158,19 +183,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         who: Caller,
         st: Store,
         history: bool = False,
+        subjobs: bool = False,
         user: Annotated[list[str] | None, Query()] = None,
     ) -> dict[str, Any]:
-        """The caller's jobs (an operator's: everybody's), finished ones with history."""
-        records = []
+        """The caller's jobs (an operator's: everybody's), finished ones with history,
+        subjobs of arrays with `subjobs` (queued ones that have no record yet too)."""
+        records: list[JobRecord] = []
+        started: dict[int, set[int]] = {}
         async for record in st.iter_records():
-            if is_final(record.state) and not history:
-                continue
             if user and record.owner not in user:
                 continue
             if not who.is_admin and record.owner != who.user:
                 continue
+            if record.index is not None:
+                started.setdefault(record.number, set()).add(record.index)
+                if not subjobs:
+                    continue
             records.append(record)
-        records.sort(key=lambda r: r.number)
+        if subjobs:
+            for array in [r for r in records if r.is_array and not is_final(r.state)]:
+                have = started.get(array.number, set())
+                records.extend(array.subjob(i) for i in array.spec.array_indices() if i not in have)
+        if not history:
+            records = [r for r in records if not is_final(r.state)]
+        records.sort(key=lambda r: (r.number, -1 if r.index is None else r.index))
         return wire(records)
 
     @app.get(f"{C.API_PREFIX}/jobs/{{job_id}}")
@@ -199,7 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.delete(f"{C.API_PREFIX}/jobs/{{job_id}}", status_code=204)
     async def delete_job(job_id: str, who: Caller, st: Store) -> Response:
         record = await owned(st, who, job_id)
-        await JobControl(st).delete(record.number, who.user)
+        await JobControl(st).delete(record.number, who.user, record.index)
         metrics.DELETED.inc()
         return Response(status_code=204)
 
@@ -207,12 +243,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def hold_job(job_id: str, body: HoldRequest, who: Caller, st: Store) -> dict[str, Any]:
         record = await owned(st, who, job_id)
         check_hold_types(who, body.types)
+        no_subjob(record)
         return wire([await JobControl(st).hold(record.number, body.types)])
 
     @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/release")
     async def release_job(job_id: str, body: HoldRequest, who: Caller, st: Store) -> dict[str, Any]:
         record = await owned(st, who, job_id)
         check_hold_types(who, body.types)
+        no_subjob(record)
         return wire([await JobControl(st).release(record.number, body.types)])
 
     @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/signal", status_code=204)

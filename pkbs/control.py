@@ -12,7 +12,7 @@ import time
 
 from pkbs import constants as C
 from pkbs import depend
-from pkbs.errors import BadAttributeValue, BadState, FinishedJob
+from pkbs.errors import BadAttributeValue, BadState, FinishedJob, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, JobSpec
 from pkbs.pbs import parse_depend, parse_job_id
@@ -84,7 +84,7 @@ class JobControl:
 
         record, duplicate = await self.store.create(payload, submit_id, build)
         if record.enqueue_count and not is_final(record.state):
-            await self.store.enqueue(record)  # deduplicated when this is a retry
+            await self._enqueue(record)  # deduplicated when this is a retry
         if record.depend_pending:
             await self._link_parents(record)
         return record, duplicate
@@ -105,6 +105,62 @@ class JobControl:
                 await self.store.update(number, link)
                 parent, _ = await self.store.get(number)
                 await self.dependency_event(child.number, parent)
+
+    async def _enqueue(self, record: JobRecord) -> None:
+        """Queue a job, or every subjob of an array that has not started yet."""
+        if not record.is_array:
+            await self.store.enqueue(record)
+            return
+        started = await self.store.subjob_indices(record.number)
+        await self.store.enqueue(
+            record, (i for i in record.spec.array_indices() if i not in started)
+        )
+
+    # -- arrays ----------------------------------------------------------------------
+
+    async def subjob_started(self, number: int) -> None:
+        """The array is begun (B) once a subjob runs."""
+
+        def begin(array: JobRecord) -> JobRecord | None:
+            if not can(array.state, JobEvent.BEGIN):
+                return None
+            new = array.model_copy(deep=True)
+            new.state = next_state(array.state, JobEvent.BEGIN)
+            new.stime = time.time()
+            return new
+
+        array = await self.store.update(number, begin)
+        if array is not None and array.dependents:
+            await self.notify_dependents(array)
+
+    async def subjob_ended(self, number: int, exit_status: int | None) -> None:
+        """Count an ended subjob; the array ends with its last subjob. Its
+        Exit_status is 0 if every subjob's was, else 1."""
+
+        def count(array: JobRecord) -> JobRecord | None:
+            if is_final(array.state):
+                return None
+            new = array.model_copy(deep=True)
+            new.array_done += 1
+            if exit_status != 0:
+                new.array_failed += 1
+            if new.array_done >= len(array.spec.array_indices()):
+                new.state = next_state(array.state, JobEvent.FINISH)
+                new.exit_status = 1 if new.array_failed else 0
+                new.obittime = time.time()
+            return new
+
+        array = await self.store.update(number, count)
+        if array is not None and is_final(array.state):
+            await self.notify_dependents(array)
+
+    async def running_subjobs(self, array: JobRecord) -> list[JobRecord]:
+        found = []
+        for index in sorted(await self.store.subjob_indices(array.number)):
+            record, _ = await self.store.get(array.number, index)
+            if is_active(record.state):
+                found.append(record)
+        return found
 
     # -- dependencies -------------------------------------------------------------
 
@@ -153,7 +209,7 @@ class JobControl:
         if child is None:
             return
         if released:
-            await self.store.enqueue(child)
+            await self._enqueue(child)
         elif is_final(child.state):
             await self.notify_dependents(child)
 
@@ -194,14 +250,17 @@ class JobControl:
         result = await self.store.update(number, change)
         assert result is not None
         if released:
-            await self.store.enqueue(result)
+            await self._enqueue(result)
         return result
 
     # -- delete and signals ----------------------------------------------------------
 
-    async def delete(self, number: int, by: str) -> JobRecord:
+    async def delete(self, number: int, by: str, index: int | None = None) -> JobRecord:
         """qdel: a job that is not running ends at once; a running one is killed by its
-        worker (SIGTERM, SIGKILL after the grace), which records the end."""
+        worker (SIGTERM, SIGKILL after the grace), which records the end. Deleting an
+        array ends it and kills its running subjobs; its queued ones never start."""
+        if index is not None:
+            return await self._delete_subjob(number, index, by)
 
         def change(record: JobRecord) -> JobRecord | None:
             if is_final(record.state):
@@ -211,7 +270,9 @@ class JobControl:
             if can(record.state, JobEvent.DELETE):
                 new.state = next_state(record.state, JobEvent.DELETE)
                 new.obittime = time.time()
-                new.comment = f"Job deleted by {by} before it ran"
+                new.comment = f"Job deleted by {by}" + (
+                    "" if record.run_count else " before it ran"
+                )
             elif is_active(record.state):
                 new.delete_requested = True
             else:
@@ -220,13 +281,47 @@ class JobControl:
 
         record = await self.store.update(number, change)
         assert record is not None
+        if record.is_array:
+            for subjob in await self.running_subjobs(record):
+                await self.delete(number, by, subjob.index)
         if is_final(record.state):
             await self.notify_dependents(record)
         else:
             await self.signal(record, C.KILL_REQUEST)
         return record
 
+    async def _delete_subjob(self, number: int, index: int, by: str) -> JobRecord:
+        array, _ = await self.store.get(number)
+        if not array.is_array or index not in array.spec.array_indices():
+            raise UnknownJob(job_id=f"{number}[{index}].{self.server}")
+        deleted = array.subjob(index)
+        deleted.state = next_state(deleted.state, JobEvent.DELETE)
+        deleted.deleted_by = by
+        deleted.obittime = time.time()
+        deleted.comment = f"Job deleted by {by} before it ran"
+        if not is_final(array.state) and await self.store.create_subjob(deleted):
+            await self.subjob_ended(number, None)
+            return deleted
+
+        def change(record: JobRecord) -> JobRecord | None:
+            if is_final(record.state):
+                raise FinishedJob(job_id=record.job_id)
+            new = record.model_copy(deep=True)
+            new.deleted_by = by
+            new.delete_requested = True
+            return new
+
+        record = await self.store.update(number, change, index)
+        assert record is not None
+        await self.signal(record, C.KILL_REQUEST)
+        return record
+
     async def signal(self, record: JobRecord, name: str) -> None:
         if not is_active(record.state):
             raise BadState(job_id=record.job_id)
-        await self.store.nc.publish(f"{C.SIGNAL_SUBJECT_PREFIX}.{record.number}", name.encode())
+        await self.store.nc.publish(f"{C.SIGNAL_SUBJECT_PREFIX}.{run_key(record)}", name.encode())
+
+
+def run_key(record: JobRecord) -> str:
+    """`12` or, for a subjob, `12.7`: names a run in signal subjects and on workers."""
+    return str(record.number) if record.index is None else f"{record.number}.{record.index}"

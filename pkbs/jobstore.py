@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +30,17 @@ from pkbs import constants as C
 from pkbs.errors import Conflict, ServiceUnavailable, UnknownJob
 from pkbs.models import JobRecord, WorkItem
 from pkbs.settings import Settings
-from pkbs.states import JobEvent, next_state
 
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 50
+PUBLISH_WINDOW = 4096  # async publishes in flight while queueing an array
 
 
-def job_key(number: int) -> str:
-    return f"{C.JOB_KEY_PREFIX}{number}"
+def job_key(number: int, index: int | None = None) -> str:
+    """KV key of a job (`j.12`) or of one subjob of an array (`j.12.7`)."""
+    key = f"{C.JOB_KEY_PREFIX}{number}"
+    return key if index is None else f"{key}.{index}"
 
 
 def token_key(token: str) -> str:
@@ -97,27 +99,31 @@ class JobStore:
 
     # -- records -----------------------------------------------------------
 
-    async def get(self, number: int) -> tuple[JobRecord, int]:
+    async def get(self, number: int, index: int | None = None) -> tuple[JobRecord, int]:
         try:
-            entry = await self.jobs.get(job_key(number))
+            entry = await self.jobs.get(job_key(number, index))
         except (jserr.KeyNotFoundError, jserr.KeyDeletedError):
-            raise UnknownJob(job_id=f"{number}.{self.settings.server_name}") from None
+            suffix = "" if index is None else f"[{index}]"
+            raise UnknownJob(job_id=f"{number}{suffix}.{self.settings.server_name}") from None
         assert entry.value is not None and entry.revision is not None
         return JobRecord.model_validate_json(entry.value), entry.revision
 
     async def update(
-        self, number: int, change: Callable[[JobRecord], JobRecord | None]
+        self,
+        number: int,
+        change: Callable[[JobRecord], JobRecord | None],
+        index: int | None = None,
     ) -> JobRecord | None:
         """Compare-and-set loop. `change` returns the new record, or None to leave it."""
         for _ in range(CAS_ATTEMPTS):
-            record, revision = await self.get(number)
+            record, revision = await self.get(number, index)
             new = change(record)
             if new is None:
                 return None
             new.mtime = time.time()
             try:
                 await self.jobs.update(
-                    job_key(number), new.model_dump_json().encode(), last=revision
+                    job_key(number, index), new.model_dump_json().encode(), last=revision
                 )
             except jserr.KeyWrongLastSequenceError:
                 continue
@@ -125,17 +131,17 @@ class JobStore:
             return new
         raise Conflict(job_id=f"{number}.{self.settings.server_name}")
 
-    async def put_if_revision(self, record: JobRecord, revision: int) -> int:
-        """One compare-and-set; raises Conflict if someone else wrote first."""
-        record.mtime = time.time()
+    async def create_subjob(self, record: JobRecord) -> bool:
+        """Store a subjob's first record; False if it exists already."""
+        assert record.index is not None
         try:
-            new_rev = await self.jobs.update(
-                job_key(record.number), record.model_dump_json().encode(), last=revision
+            await self.jobs.create(
+                job_key(record.number, record.index), record.model_dump_json().encode()
             )
         except jserr.KeyWrongLastSequenceError:
-            raise Conflict(job_id=record.job_id) from None
+            return False
         await self.announce(record)
-        return int(new_rev)
+        return True
 
     async def announce(self, record: JobRecord) -> None:
         event = {
@@ -186,35 +192,44 @@ class JobStore:
         await self.announce(record)
         return record, bool(ack.duplicate)
 
-    async def enqueue(self, record: JobRecord) -> None:
-        """Publish the work item of the record's current enqueue. Re-publishing the same
-        enqueue (a retried request) is deduplicated by the message id."""
-        item = WorkItem(number=record.number, queue=record.spec.queue)
-        await self.js.publish(
-            f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}",
-            item.model_dump_json().encode(),
-            headers={C.MSG_ID_HEADER: f"{record.number}-{record.enqueue_count}"},
-        )
+    async def enqueue(self, record: JobRecord, indices: Iterable[int] | None = None) -> None:
+        """Publish the work items of the record's current enqueue: one, or one per
+        subjob index of an array. Re-publishing the same enqueue (a retried request)
+        is deduplicated by the message ids."""
+        subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}"
+        if indices is None:
+            item = WorkItem(number=record.number, queue=record.spec.queue)
+            await self.js.publish(
+                subject,
+                item.model_dump_json().encode(),
+                headers={C.MSG_ID_HEADER: f"{record.number}-{record.enqueue_count}"},
+            )
+            return
+        pending = []
+        for index in indices:
+            item = WorkItem(number=record.number, queue=record.spec.queue, index=index)
+            msg_id = f"{record.number}[{index}]-{record.enqueue_count}"
+            pending.append(
+                await self.js.publish_async(
+                    subject, item.model_dump_json().encode(), headers={C.MSG_ID_HEADER: msg_id}
+                )
+            )
+            if len(pending) >= PUBLISH_WINDOW:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+
+    async def subjob_indices(self, number: int) -> set[int]:
+        """Indices of an array's subjobs that have a record (started or deleted)."""
+        try:
+            keys = await self.jobs.keys(filters=[f"{job_key(number)}.*"])
+        except jserr.NoKeysError:
+            return set()
+        return {int(k.rsplit(".", 1)[1]) for k in keys}
 
     async def payload(self, number: int) -> bytes:
         msg = await self.js.get_msg(C.SUBMIT_STREAM, number)
         return bytes(msg.data or b"")
-
-    async def transition(
-        self, number: int, event: JobEvent, edit: Callable[[JobRecord], None] | None = None
-    ) -> JobRecord:
-        """Apply a state-machine event with compare-and-set; raises InvalidTransition."""
-
-        def change(record: JobRecord) -> JobRecord:
-            new = record.model_copy(deep=True)
-            new.state = next_state(record.state, event)
-            if edit is not None:
-                edit(new)
-            return new
-
-        result = await self.update(number, change)
-        assert result is not None
-        return result
 
     # -- tokens --------------------------------------------------------------
 

@@ -36,6 +36,16 @@ class JobSpec(BaseModel):
     exec_time: float | None = None
     # qsub -W depend=..., job ids normalised (e.g. "afterok:12.pkbs:13.pkbs").
     depend: str | None = None
+    # qsub -J: the subjob indices, "start-end[:step]".
+    array: str | None = Field(None, pattern=r"^\d+-\d+(:\d+)?$")
+
+    def array_indices(self) -> range:
+        if self.array is None:
+            return range(0)
+        bounds, _, step = self.array.partition(":")
+        start, _, end = bounds.partition("-")
+        return range(int(start), int(end) + 1, int(step or 1))
+
     submit_host: str = "localhost"
     # Other PBS attributes recorded as given (Account_Name, project, Mail_Points...).
     attributes: dict[str, str] = Field(default_factory=dict)
@@ -65,9 +75,13 @@ class ResultFile(BaseModel):
 
 
 class JobRecord(BaseModel):
-    """One KV record per job. Changes are compare-and-set on the KV revision."""
+    """One KV record per job. Changes are compare-and-set on the KV revision.
+
+    An array job has one record for the array (index None) and one per subjob
+    (index set), made when the subjob first starts or is deleted."""
 
     number: int
+    index: int | None = None
     server: str
     owner: str
     spec: JobSpec
@@ -88,6 +102,9 @@ class JobRecord(BaseModel):
     dependents: list[int] = Field(default_factory=list)
     # qrerun of a running job: the run is killed and the job queued again.
     rerun_requested: bool = False
+    # Array jobs: subjobs ended so far, and how many of them failed.
+    array_done: int = 0
+    array_failed: int = 0
     # Fences a run: only the worker holding this token may record its outcome.
     run_token: str | None = None
     # Stream sequence of the work message that started the current run: only a
@@ -105,16 +122,47 @@ class JobRecord(BaseModel):
     comment: str | None = None
 
     @property
+    def is_array(self) -> bool:
+        return self.spec.array is not None and self.index is None
+
+    @property
     def job_id(self) -> str:
+        if self.index is not None:
+            return f"{self.number}[{self.index}].{self.server}"
+        if self.spec.array is not None:
+            return f"{self.number}[].{self.server}"
         return f"{self.number}.{self.server}"
 
     @property
+    def array_id(self) -> str:
+        return f"{self.number}[].{self.server}"
+
+    def _std_name(self, kind: str) -> str:
+        suffix = "" if self.index is None else f".{self.index}"
+        return f"{self.spec.name}.{kind}{self.number}{suffix}"
+
+    @property
     def output_name(self) -> str:
-        return f"{self.spec.name}.o{self.number}"
+        return self._std_name("o")
 
     @property
     def error_name(self) -> str:
-        return f"{self.spec.name}.e{self.number}"
+        return self._std_name("e")
+
+    def subjob(self, index: int) -> JobRecord:
+        """The record a subjob of this array starts from (queued, nothing run yet)."""
+        return self.model_copy(
+            deep=True,
+            update={
+                "index": index,
+                "state": JobState.QUEUED,
+                "dependents": [],
+                "depend_pending": {},
+                "array_done": 0,
+                "array_failed": 0,
+                "hold_types": "n",
+            },
+        )
 
 
 class WorkItem(BaseModel):
@@ -122,6 +170,7 @@ class WorkItem(BaseModel):
 
     number: int
     queue: str
+    index: int | None = None  # subjob of an array
 
 
 class JobList(BaseModel):

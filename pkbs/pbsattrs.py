@@ -441,6 +441,8 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
     euser = record.owner.split("@", 1)[0]
     resources = resource_list(spec.resources)
     state = record.state.value
+    if record.index is not None and state == "F":
+        state = "X"  # a finished subjob
 
     values: dict[str, object | None] = {}
     # Attributes recorded as given come first so that pkbs's own values win.
@@ -495,6 +497,17 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
     )
     if spec.depend:
         values["depend"] = spec.depend
+    if record.is_array:
+        values["array"] = "True"
+        values["array_indices_submitted"] = spec.array
+        total = len(spec.array_indices())
+        values["array_state_count"] = (
+            f"Queued:{0 if state == 'F' else total - record.array_done} "
+            f"Running:0 Exiting:0 Expired:{record.array_done} "
+        )
+    elif record.index is not None:
+        values["array_id"] = record.array_id
+        values["array_index"] = record.index
     if spec.exec_time is not None:
         values["Execution_Time"] = _epoch(spec.exec_time)
     if record.exec_host:

@@ -30,6 +30,7 @@ class JobEvent(StrEnum):
     REQUEUE = "requeue"  # handed back unfinished (worker drained, qrerun)
     DELETE = "delete"  # qdel of a job that is not running
     DEFER = "defer"  # its execution time (qsub -a) is still ahead
+    BEGIN = "begin"  # the first subjob of an array started
 
 
 Q, H, W, R, E, F = (
@@ -55,6 +56,10 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
     (R, JobEvent.REQUEUE): Q,
     (E, JobEvent.REQUEUE): Q,
     (Q, JobEvent.DEFER): W,
+    (Q, JobEvent.BEGIN): JobState.BEGUN,
+    (JobState.BEGUN, JobEvent.FINISH): F,
+    (JobState.BEGUN, JobEvent.DELETE): F,
+    (Q, JobEvent.FINISH): F,  # an array whose subjobs all ended before it was marked begun
     (Q, JobEvent.DELETE): F,
     (H, JobEvent.DELETE): F,
     (W, JobEvent.DELETE): F,

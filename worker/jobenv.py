@@ -45,6 +45,9 @@ def build_env(
         "OMP_NUM_THREADS": record.spec.resources.get("ompthreads", ncpus),
         "TMPDIR": str(tmp_dir),
     }
+    if record.index is not None:
+        env["PBS_ARRAY_INDEX"] = str(record.index)
+        env["PBS_ARRAY_ID"] = record.array_id
     if "Account_Name" in record.spec.attributes:
         env["PBS_ACCOUNT"] = record.spec.attributes["Account_Name"]
     if endpoint and token:

@@ -12,7 +12,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 
 from pkbs import constants as C
 from pkbs import tokens
-from pkbs.control import JobControl
+from pkbs.control import JobControl, run_key
 from pkbs.errors import PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, ResultFile, WorkItem
@@ -51,6 +51,7 @@ class Run:
     """One run of one job on this worker."""
 
     number: int
+    index: int | None
     token: str
     msg: Msg
     ncpus: int
@@ -69,7 +70,7 @@ class Worker:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.runner = runner or LocalProcessRunner(jobs_dir / f"{settings.worker_name}.groups")
         self.slots = Slots(settings.worker_slots)
-        self.runs: dict[int, Run] = {}
+        self.runs: dict[str, Run] = {}  # by run_key: "12" or "12.7"
         self.draining = asyncio.Event()
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
@@ -210,7 +211,10 @@ class Worker:
             return new
 
         try:
-            record = await self.store.update(item.number, start)
+            if item.index is None:
+                record = await self.store.update(item.number, start)
+            else:
+                record = await self._start_subjob(item, start)
         except UnknownJob:
             await msg.term()
             return None
@@ -224,14 +228,36 @@ class Worker:
             return None
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
+        if record.index is not None:
+            await self.control.subjob_started(record.number)
         if record.dependents:
             await self.control.notify_dependents(record)
-        return Run(number=item.number, token=token, msg=msg, ncpus=job_ncpus(record.spec.resources))
+        return Run(
+            number=item.number,
+            index=item.index,
+            token=token,
+            msg=msg,
+            ncpus=job_ncpus(record.spec.resources),
+        )
+
+    async def _start_subjob(
+        self, item: WorkItem, start: Callable[[JobRecord], JobRecord | None]
+    ) -> JobRecord | None:
+        """A subjob's record is made when it first starts, from its array's."""
+        assert item.index is not None
+        array, _ = await self.store.get(item.number)
+        if array.state not in (JobState.QUEUED, JobState.BEGUN, JobState.WAITING):
+            return None  # held, deleted or finished: released arrays are queued again
+        first = start(array.subjob(item.index))
+        if first is not None and await self.store.create_subjob(first):
+            return first
+        return await self.store.update(item.number, start, item.index)
 
     async def _execute(self, run: Run) -> None:
-        record, _ = await self.store.get(run.number)
-        root = Path(tempfile.mkdtemp(prefix=f"{run.number}.", dir=self.base_dir))
-        self.runs[run.number] = run
+        record, _ = await self.store.get(run.number, run.index)
+        key = run_key(record)
+        root = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.base_dir))
+        self.runs[key] = run
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
             outcome, changed = await self._run_job(run, record, root)
@@ -244,7 +270,7 @@ class Worker:
             await self._finish(run, record, outcome, files)
         finally:
             heartbeat.cancel()
-            self.runs.pop(run.number, None)
+            self.runs.pop(key, None)
             shutil.rmtree(root, ignore_errors=True)
 
     async def _run_job(
@@ -338,12 +364,14 @@ class Worker:
                 new.comment = f"Job deleted by {current.deleted_by or 'request'} while running"
             return new
 
-        final = await self.store.update(run.number, finish)
+        final = await self.store.update(run.number, finish, run.index)
         if final is None:
             log.warning("run was superseded; result dropped", extra={"job": record.job_id})
             return
         if final.dependents:
             await self.control.notify_dependents(final)
+        if final.index is not None:
+            await self.control.subjob_ended(final.number, final.exit_status)
         await run.msg.ack()
         metrics.FINISHED.inc()
         log.info(
@@ -365,7 +393,7 @@ class Worker:
             new.comment = "Handed back by a draining worker"
             return new
 
-        if await self.store.update(run.number, requeue) is not None:
+        if await self.store.update(run.number, requeue, run.index) is not None:
             await run.msg.nak()
 
     async def _heartbeat(self, run: Run) -> None:
@@ -375,7 +403,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 await run.msg.in_progress()
-                record, _ = await self.store.get(run.number)
+                record, _ = await self.store.get(run.number, run.index)
             except (PkbsError, nats.errors.Error) as exc:
                 log.warning("heartbeat failed: %s", exc, extra={"job": run.number})
                 continue
@@ -388,11 +416,7 @@ class Worker:
 
     async def _on_signal(self, msg: Msg) -> None:
         """qdel (SIGTERM, then SIGKILL after the grace) or qsig for a job running here."""
-        try:
-            number = int(msg.subject.rsplit(".", 1)[1])
-        except ValueError:
-            return
-        run = self.runs.get(number)
+        run = self.runs.get(msg.subject[len(C.SIGNAL_SUBJECT_PREFIX) + 1 :])
         if run is None or run.job is None:
             return
         name = msg.data.decode(errors="replace")
