@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pkbs import clientconfig, servers
+from pkbs.ledger import ledger_path, reap_ledger
 
 STATE_FILE = "run/stack.json"
 SECRETS_FILE = "secrets.json"
@@ -256,6 +257,7 @@ class Supervisor:
                 if child.proc is None or child.proc.poll() is None:
                     continue
                 if child.next_start == 0.0:
+                    self.reap_orphans(child)
                     # Back off if it died young; reset once it ran a while.
                     ran = now - child.started_at
                     child.backoff = 0.5 if ran > 30 else min(child.backoff * 2, RESTART_BACKOFF_MAX)
@@ -268,6 +270,15 @@ class Supervisor:
             if changed:
                 self.write_state("running")
             time.sleep(0.2)
+
+    def reap_orphans(self, child: Child) -> None:
+        """A worker died: kill the jobs it ran now, before JetStream hands them to
+        another worker (a worker restarted later would be too late)."""
+        name, worker_dir = child.env.get("PKBS_WORKER_NAME"), child.env.get("PKBS_WORKER_DIR")
+        if name is None or worker_dir is None:
+            return
+        for job_id in reap_ledger(ledger_path(Path(worker_dir), name)):
+            print(f"killed job {job_id} left by dead {child.name}", flush=True)
 
     def stop_all(self) -> None:
         self.write_state("stopping")

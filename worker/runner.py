@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pkbs.ledger import reap_ledger
+
 # PBS's JOB_EXEC_KILL_WALLTIME: Exit_status of a job killed for running too long.
 EXIT_WALLTIME = -29
 SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
@@ -166,25 +168,4 @@ class LocalProcessRunner:
 
     def reap_leftovers(self) -> list[str]:
         """Kill the process groups a previous run of this worker left behind."""
-        if self.ledger is None or not self.ledger.exists():
-            return []
-        killed = []
-        for line in self.ledger.read_text().splitlines():
-            pgid_text, _, job_id = line.partition(" ")
-            if pgid_text.isdigit() and _is_job_process(int(pgid_text), job_id):
-                try:
-                    os.killpg(int(pgid_text), signal.SIGKILL)
-                    killed.append(job_id)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        self.ledger.unlink(missing_ok=True)
-        return killed
-
-
-def _is_job_process(pid: int, job_id: str) -> bool:
-    """Guard against pid reuse: the process must carry the job's PBS_JOBID."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return f"PBS_JOBID={job_id}".encode() in fh.read().split(b"\0")
-    except OSError:
-        return False
+        return [] if self.ledger is None else reap_ledger(self.ledger)

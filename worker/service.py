@@ -25,6 +25,7 @@ from pkbs import tokens
 from pkbs.control import JobControl, run_key
 from pkbs.errors import PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
+from pkbs.ledger import jobs_root, ledger_path
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_ncpus, job_walltime
@@ -34,7 +35,13 @@ from pkbs.states import JobEvent, JobState, is_active, next_state
 
 from . import metrics
 from .jobenv import build_command, build_env, write_nodefile
-from .runner import JobRunner, LocalProcessRunner, RunningJob, RunOutcome, RunRequest
+from .runner import (
+    JobRunner,
+    LocalProcessRunner,
+    RunningJob,
+    RunOutcome,
+    RunRequest,
+)
 from .slots import Slots
 
 log = logging.getLogger("pkbs.worker")
@@ -64,11 +71,12 @@ class Run:
 class Worker:
     def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
         self.settings = settings
-        jobs_dir = Path(settings.worker_dir or tempfile.gettempdir()) / "pkbs-jobs"
         # One directory per worker name: a restarted worker clears what it left.
-        self.base_dir = jobs_dir / settings.worker_name
+        self.base_dir = jobs_root(settings.worker_dir) / settings.worker_name
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.runner = runner or LocalProcessRunner(jobs_dir / f"{settings.worker_name}.groups")
+        self.runner = runner or LocalProcessRunner(
+            ledger_path(settings.worker_dir, settings.worker_name)
+        )
         self.slots = Slots(settings.worker_slots)
         self.runs: dict[str, Run] = {}  # by run_key: "12" or "12.7"
         self.draining = asyncio.Event()
