@@ -26,6 +26,7 @@ from pkbs.errors import (
     InvalidRequest,
     PayloadTooLarge,
     PkbsError,
+    QueueDisabled,
     Unauthorized,
     UnknownJob,
     UnknownQueue,
@@ -44,6 +45,7 @@ from pkbs.models import (
 from pkbs.payload import check_size
 from pkbs.pbs import parse_job_id
 from pkbs.pbsattrs import job_attributes, queue_attributes, server_attributes
+from pkbs.queues import check_request
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings, get_settings
 from pkbs.states import JobState, is_final
@@ -159,13 +161,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(f"{C.API_PREFIX}/server", response_model=ServerInfo)
     async def server_info(who: Caller) -> ServerInfo:
         return ServerInfo(
-            name=settings.server_name, version=pkbs.__version__, queues=settings.queues
+            name=settings.server_name, version=pkbs.__version__, queues=list(settings.queues)
         )
 
     @app.post(f"{C.API_PREFIX}/jobs", response_model=SubmitResponse, status_code=201)
     async def submit(body: SubmitRequest, who: Caller, st: Store) -> SubmitResponse:
-        if body.spec.queue not in settings.queues:
+        queue = settings.queues.get(body.spec.queue)
+        if queue is None:
             raise UnknownQueue()
+        if not queue.enabled:
+            raise QueueDisabled()
+        if queue.default_walltime and "walltime" not in body.spec.resources:
+            body.spec.resources["walltime"] = queue.default_walltime
+        check_request(queue, body.spec.resources, settings.max_job_ncpus)
         try:
             payload = base64.b64decode(body.payload_b64, validate=True)
         except (binascii.Error, ValueError):
@@ -225,7 +233,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "server": settings.server_name,
             "timestamp": int(time.time()),
             "queues": [
-                {"name": q, "attributes": queue_attributes(q, counts[q])} for q in settings.queues
+                {
+                    "name": name,
+                    "attributes": queue_attributes(
+                        name,
+                        counts[name],
+                        enabled=queue.enabled,
+                        started=queue.started,
+                        resources_max=queue.resources_max(),
+                    ),
+                }
+                for name, queue in settings.queues.items()
             ],
             "server_attributes": server_attributes(
                 settings.server_name, settings.queues, total, host=socket.gethostname()

@@ -62,6 +62,12 @@ class UnknownQueue(PkbsError):
     default_message = "Unknown queue"
 
 
+class QueueDisabled(PkbsError):
+    pbs_errno = 15021  # PBSE_QUNOENB
+    http_status = 400
+    default_message = "Queue is not enabled"
+
+
 class Unauthorized(PkbsError):
     """Another user's job, or an operation the caller's role does not allow."""
 
@@ -138,6 +144,7 @@ ERRORS_BY_NAME: dict[str, type[PkbsError]] = {
         UnknownJob,
         FinishedJob,
         UnknownQueue,
+        QueueDisabled,
         Unauthorized,
         BadCredential,
         BadAttributeValue,

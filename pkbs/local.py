@@ -196,6 +196,7 @@ class Supervisor:
                     "PKBS_DISPATCHER_PORT": str(api_port),
                     "PKBS_ADMIN_TOKEN": sec["admin_token"],
                     "PKBS_ADMIN_USER": self.config.user,
+                    "PKBS_MAX_JOB_NCPUS": str(self.config.slots),
                 },
                 logs / "dispatcher.log",
                 api_port,

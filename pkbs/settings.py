@@ -11,11 +11,13 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pkbs.constants import DEFAULT_QUEUE, DEFAULT_SERVER_NAME
+from pkbs.queues import QueueConfig
 
 
 def default_home() -> Path:
@@ -28,7 +30,12 @@ class Settings(BaseSettings):
     # General
     home: Path = Field(default_factory=default_home, description="State directory")
     server_name: str = Field(DEFAULT_SERVER_NAME, description="PBS server name in job ids")
-    queues: list[str] = Field(default=[DEFAULT_QUEUE], description="Queues jobs may name")
+    queues: dict[str, QueueConfig] = Field(
+        default_factory=lambda: {DEFAULT_QUEUE: QueueConfig()},
+        description='Queues: JSON list of names, or {"name": {limits}}',
+    )
+    # The most CPUs one job may ask: what one worker offers (None: no check).
+    max_job_ncpus: int | None = Field(None, ge=1)
     log_level: str = "INFO"
 
     # NATS
@@ -70,6 +77,14 @@ class Settings(BaseSettings):
     job_endpoint: str | None = None
     # Port of the worker's /healthz and /metrics (0: none).
     worker_metrics_port: int = 0
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _queue_names(cls, value: Any) -> Any:
+        """A plain list of names means queues without limits."""
+        if isinstance(value, list):
+            return {name: {} for name in value}
+        return value
 
 
 @lru_cache(maxsize=1)

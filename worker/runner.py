@@ -19,8 +19,11 @@ from typing import Protocol
 
 from pkbs.ledger import reap_ledger
 
-# PBS's JOB_EXEC_KILL_WALLTIME: Exit_status of a job killed for running too long.
+# PBS's JOB_EXEC_KILL_WALLTIME / _KILL_MEM: Exit_status of a job killed for running
+# too long / using more memory than it asked for.
 EXIT_WALLTIME = -29
+EXIT_MEM = -27
+MEMORY_POLL_SECONDS = 0.5
 SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
 
 
@@ -32,6 +35,7 @@ class RunRequest:
     stdout_path: Path
     stderr_path: Path
     walltime: float | None = None  # seconds; None = unlimited
+    mem_limit: int | None = None  # bytes of resident memory of the whole job
     kill_grace: float = 10.0
 
 
@@ -84,6 +88,11 @@ class LocalProcessJob:
         self.kill_reason: str | None = None
         self._killing: asyncio.Task[None] | None = None
         self._reaped = asyncio.get_running_loop().run_in_executor(None, os.wait4, self.proc.pid, 0)
+        self._memory_watch = (
+            asyncio.create_task(self._watch_memory(request.mem_limit))
+            if request.mem_limit
+            else None
+        )
 
     async def wait(self) -> RunOutcome:
         walltime = self.request.walltime
@@ -100,6 +109,8 @@ class LocalProcessJob:
                 err.write(note.encode())
             await self.kill("walltime")
             _, status, usage = await self._reaped
+        if self._memory_watch is not None:
+            self._memory_watch.cancel()
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         # Whatever the job left behind in its process group goes with it.
         self._signal_group(signal.SIGKILL)
@@ -108,6 +119,8 @@ class LocalProcessJob:
         elapsed = time.monotonic() - self.started
         if self.kill_reason == "walltime":
             code = EXIT_WALLTIME
+        elif self.kill_reason == "mem":
+            code = EXIT_MEM
         elif os.WIFSIGNALED(status):
             code = SIGNAL_BASE + os.WTERMSIG(status)
         else:
@@ -119,6 +132,21 @@ class LocalProcessJob:
             max_rss_kb=int(usage.ru_maxrss),
             session_id=self.session_id,
         )
+
+    async def _watch_memory(self, limit: int) -> None:
+        """PBS kills a job whose processes together use more memory than it asked for."""
+        while not self._reaped.done():
+            used = session_rss(self.session_id)
+            if used > limit:
+                with open(self.request.stderr_path, "ab") as err:
+                    note = (
+                        f"=>> PBS: job killed: mem {used // 1024}kb exceeded limit "
+                        f"{limit // 1024}kb\n"
+                    )
+                    err.write(note.encode())
+                await self.kill("mem")
+                return
+            await asyncio.sleep(MEMORY_POLL_SECONDS)
 
     async def kill(self, reason: str) -> None:
         """SIGTERM the whole group, SIGKILL after the grace period."""
@@ -138,6 +166,24 @@ class LocalProcessJob:
     def _signal_group(self, signo: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.session_id, signo)
+
+
+def session_rss(session_id: int) -> int:
+    """Resident bytes of every process in a session (from /proc)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is the state (field 3 of stat): session is field 6, rss field 24.
+        if int(fields[3]) == session_id:
+            total += int(fields[21]) * page
+    return total
 
 
 class LocalProcessRunner:

@@ -28,7 +28,7 @@ from pkbs.jobstore import JobStore
 from pkbs.ledger import jobs_root, ledger_path
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
-from pkbs.pbs import format_duration, job_ncpus, job_walltime
+from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings
 from pkbs.states import JobEvent, JobState, is_active, next_state
@@ -308,6 +308,7 @@ class Worker:
             stdout_path=stdout,
             stderr_path=stderr,
             walltime=job_walltime(record.spec.resources),
+            mem_limit=job_mem_bytes(record.spec.resources),
             kill_grace=self.settings.kill_grace_seconds,
         )
         run.job = await self.runner.start(request)
