@@ -90,3 +90,9 @@ def qsig(argv: list[str] | None = None) -> None:
     usage = "usage: qsig [-s signal] job_identifier...\n"
     opts, ids = _run("qsig", usage, "s:", argv)
     _each("qsig", ids, "POST", "/signal", {"signal": opts.get("s", "SIGTERM")})
+
+
+def qrerun(argv: list[str] | None = None) -> None:
+    usage = "usage: qrerun [-W force] job_identifier...\n"
+    _, ids = _run("qrerun", usage, "W:", argv)
+    _each("qrerun", ids, "POST", "/rerun")

@@ -140,7 +140,8 @@ def _workdir() -> str:
     return os.getcwd()
 
 
-def _attributes(options: pbs.QsubOptions) -> dict[str, str]:
+def attributes_of(options: pbs.QsubOptions) -> dict[str, str]:
+    """PBS attributes that pkbs records as given (Account_Name, project, Mail_*...)."""
     attrs: dict[str, str] = {}
     for key, value in (
         ("Account_Name", options.account),
@@ -186,7 +187,7 @@ def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> 
         "depend": options.depend,
         "array": _array(options),
         "submit_host": socket.gethostname(),
-        "attributes": _attributes(options),
+        "attributes": attributes_of(options),
         "submit_args": " ".join(argv),
     }
     return {

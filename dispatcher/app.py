@@ -33,8 +33,10 @@ from pkbs.errors import (
 )
 from pkbs.jobstore import Identity, JobStore
 from pkbs.models import (
+    AlterRequest,
     HoldRequest,
     JobRecord,
+    JobSpec,
     ServerInfo,
     SignalRequest,
     SubmitRequest,
@@ -45,7 +47,7 @@ from pkbs.models import (
 from pkbs.payload import check_size
 from pkbs.pbs import parse_job_id
 from pkbs.pbsattrs import job_attributes, queue_attributes, server_attributes
-from pkbs.queues import check_request
+from pkbs.queues import QueueConfig, check_request
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings, get_settings
 from pkbs.states import JobState, is_final
@@ -112,6 +114,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
+    def queue_of(spec: JobSpec) -> QueueConfig:
+        queue = settings.queues.get(spec.queue)
+        if queue is None:
+            raise UnknownQueue()
+        return queue
+
     def number_of(job_id: str) -> int:
         return parse_job_id(job_id, settings.server_name).number
 
@@ -166,9 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post(f"{C.API_PREFIX}/jobs", response_model=SubmitResponse, status_code=201)
     async def submit(body: SubmitRequest, who: Caller, st: Store) -> SubmitResponse:
-        queue = settings.queues.get(body.spec.queue)
-        if queue is None:
-            raise UnknownQueue()
+        queue = queue_of(body.spec)
         if not queue.enabled:
             raise QueueDisabled()
         if queue.default_walltime and "walltime" not in body.spec.resources:
@@ -270,6 +276,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         check_hold_types(who, body.types)
         no_subjob(record)
         return wire([await JobControl(st).release(record.number, body.types)])
+
+    @app.patch(f"{C.API_PREFIX}/jobs/{{job_id}}")
+    async def alter_job(job_id: str, body: AlterRequest, who: Caller, st: Store) -> dict[str, Any]:
+        record = await owned(st, who, job_id)
+        no_subjob(record)
+
+        def check(spec: JobSpec) -> None:
+            check_request(queue_of(spec), spec.resources, settings.max_job_ncpus)
+
+        return wire([await JobControl(st).alter(record.number, body, check)])
+
+    @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/rerun", status_code=204)
+    async def rerun_job(job_id: str, who: Caller, st: Store) -> Response:
+        record = await owned(st, who, job_id)
+        await JobControl(st).rerun(record.number, record.index)
+        return Response(status_code=204)
 
     @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/signal", status_code=204)
     async def signal_job(job_id: str, body: SignalRequest, who: Caller, st: Store) -> Response:

@@ -29,6 +29,7 @@ EVENTS_SUBJECT_PREFIX = "pkbs.events"  # pkbs.events.<number>: every state chang
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).
 SIGNAL_SUBJECT_PREFIX = "pkbs.signal"
 KILL_REQUEST = "qdel"
+RERUN_REQUEST = "qrerun"  # kill the run and queue the job again
 
 # Headers.
 MSG_ID_HEADER = "Nats-Msg-Id"

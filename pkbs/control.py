@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from pkbs import constants as C
 from pkbs import depend
-from pkbs.errors import BadAttributeValue, BadState, FinishedJob, UnknownJob
+from pkbs.errors import (
+    BadAttributeValue,
+    BadState,
+    FinishedJob,
+    ModifyRunning,
+    NotRerunnable,
+    UnknownJob,
+)
 from pkbs.jobstore import JobStore
-from pkbs.models import JobRecord, JobSpec
+from pkbs.models import AlterRequest, JobRecord, JobSpec
 from pkbs.pbs import parse_depend, parse_job_id
 from pkbs.states import JobEvent, JobState, can, is_active, is_final, next_state
 
@@ -314,6 +322,53 @@ class JobControl:
         record = await self.store.update(number, change, index)
         assert record is not None
         await self.signal(record, C.KILL_REQUEST)
+        return record
+
+    async def alter(
+        self, number: int, change: AlterRequest, check: Callable[[JobSpec], None]
+    ) -> JobRecord:
+        """qalter: change a job that has not started; a running one only its time limits.
+        `check` validates the new spec (queue limits) before it is stored."""
+
+        def apply(record: JobRecord) -> JobRecord:
+            if is_final(record.state):
+                raise FinishedJob(job_id=record.job_id)
+            if is_active(record.state) and not change.touches_only_running_limits():
+                raise ModifyRunning(job_id=record.job_id)
+            new = record.model_copy(deep=True)
+            updates = change.model_dump(exclude_none=True, exclude={"resources", "attributes"})
+            spec = new.spec.model_copy(update=updates)
+            spec.resources.update(change.resources or {})
+            spec.attributes.update(change.attributes or {})
+            new.spec = JobSpec.model_validate(spec.model_dump())
+            check(new.spec)
+            if change.exec_time is not None:
+                due = change.exec_time <= time.time()
+                if new.state == JobState.WAITING and due:
+                    new.state = next_state(new.state, JobEvent.RELEASE)
+                elif new.state == JobState.QUEUED and not due:
+                    new.state = next_state(new.state, JobEvent.DEFER)
+            return new
+
+        record = await self.store.update(number, apply)
+        assert record is not None
+        return record
+
+    async def rerun(self, number: int, index: int | None = None) -> JobRecord:
+        """qrerun: kill the running job; its worker queues it again (not rerunnable: refused)."""
+
+        def change(record: JobRecord) -> JobRecord:
+            if not is_active(record.state):
+                raise BadState(job_id=record.job_id)
+            if not record.spec.rerunnable:
+                raise NotRerunnable(job_id=record.job_id)
+            new = record.model_copy(deep=True)
+            new.rerun_requested = True
+            return new
+
+        record = await self.store.update(number, change, index)
+        assert record is not None
+        await self.signal(record, C.RERUN_REQUEST)
         return record
 
     async def signal(self, record: JobRecord, name: str) -> None:

@@ -116,6 +116,18 @@ class BadState(PkbsError):
     default_message = "Request invalid for state of job"
 
 
+class ModifyRunning(PkbsError):
+    pbs_errno = 15015  # PBSE_MODATRRUN
+    http_status = 409
+    default_message = "Cannot modify attribute while job running"
+
+
+class NotRerunnable(PkbsError):
+    pbs_errno = 15038  # PBSE_NORERUN
+    http_status = 409
+    default_message = "Job is not rerunnable"
+
+
 class ExceedsLimits(PkbsError):
     pbs_errno = PBSE_EXCQRESC
     http_status = 400
@@ -153,6 +165,8 @@ ERRORS_BY_NAME: dict[str, type[PkbsError]] = {
         InvalidPayload,
         BadState,
         ExceedsLimits,
+        NotRerunnable,
+        ModifyRunning,
         Conflict,
         ServiceUnavailable,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -202,3 +202,29 @@ class SignalRequest(BaseModel):
     """qsig: a signal name (SIGUSR1, USR1) or number, or suspend / resume."""
 
     signal: str = Field(max_length=16, pattern=r"^(SIG)?[A-Z0-9]+$|^suspend$|^resume$")
+
+
+class AlterRequest(BaseModel):
+    """qalter: the attributes to change; absent ones stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=236)
+    resources: dict[str, str] | None = None
+    exec_time: float | None = None
+    rerunnable: bool | None = None
+    output_path: str | None = None
+    error_path: str | None = None
+    join: str | None = None
+    keep: str | None = None
+    shell: str | None = None
+    attributes: dict[str, str] | None = None
+
+    # While a job runs, only these may change (PBS: cput, walltime, min/max_walltime).
+    RUNNING_RESOURCES: ClassVar[frozenset[str]] = frozenset(
+        {"walltime", "cput", "min_walltime", "max_walltime"}
+    )
+
+    def touches_only_running_limits(self) -> bool:
+        fields = self.model_dump(exclude_none=True)
+        return set(fields) <= {"resources"} and set(self.resources or {}) <= self.RUNNING_RESOURCES

@@ -399,7 +399,12 @@ class Worker:
             new = current.model_copy(deep=True)
             new.state = next_state(current.state, JobEvent.REQUEUE)
             new.run_token = None
-            new.comment = "Handed back by a draining worker"
+            new.comment = (
+                "Requeued by qrerun"
+                if current.rerun_requested
+                else "Handed back by a draining worker"
+            )
+            new.rerun_requested = False
             return new
 
         if await self.store.update(run.number, requeue, run.index) is not None:
@@ -422,6 +427,9 @@ class Worker:
                     await run.job.kill("lost")
             elif record.delete_requested and run.job is not None:
                 await run.job.kill("qdel")
+            elif record.rerun_requested and run.job is not None:
+                run.handed_back = True
+                await run.job.kill("qrerun")
 
     async def _on_signal(self, msg: Msg) -> None:
         """qdel (SIGTERM, then SIGKILL after the grace) or qsig for a job running here."""
@@ -431,6 +439,10 @@ class Worker:
         name = msg.data.decode(errors="replace")
         if name == C.KILL_REQUEST:
             asyncio.create_task(run.job.kill("qdel"))
+            return
+        if name == C.RERUN_REQUEST:
+            run.handed_back = True
+            asyncio.create_task(run.job.kill("qrerun"))
             return
         signo = signal_number(name)
         if signo is not None:
