@@ -137,17 +137,26 @@ class JobRecord(BaseModel):
     def array_id(self) -> str:
         return f"{self.number}[].{self.server}"
 
-    def _std_name(self, kind: str) -> str:
+    def _std_name(self, kind: str, path: str | None, dir_suffix: str) -> str:
+        """The file name of stdout/stderr as PBS names it: `-o file` keeps its base
+        name, `-o dir/` gives `<jobid>.OU`, no -o gives `<name>.o<seq>[.<index>]`."""
+        if path:
+            local = path.split(":", 1)[1] if ":" in path else path
+            if local.endswith("/"):
+                return f"{self.job_id}.{dir_suffix}"
+            base = local.rsplit("/", 1)[-1]
+            if base not in ("", ".", ".."):
+                return base
         suffix = "" if self.index is None else f".{self.index}"
         return f"{self.spec.name}.{kind}{self.number}{suffix}"
 
     @property
     def output_name(self) -> str:
-        return self._std_name("o")
+        return self._std_name("o", self.spec.output_path, "OU")
 
     @property
     def error_name(self) -> str:
-        return self._std_name("e")
+        return self._std_name("e", self.spec.error_path, "ER")
 
     def subjob(self, index: int) -> JobRecord:
         """The record a subjob of this array starts from (queued, nothing run yet)."""
