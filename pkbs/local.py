@@ -348,6 +348,8 @@ def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90
         return state
     (home / "logs").mkdir(parents=True, exist_ok=True)
     log = home / "logs" / "supervisor.log"
+    # The log is appended to: show only what this start writes.
+    seen = len(log.read_text().splitlines()) if log.exists() else 0
     argv = [
         sys.executable,
         "-m",
@@ -366,7 +368,6 @@ def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90
             start_new_session=True,
         )
     deadline = time.monotonic() + timeout
-    seen = 0
     while time.monotonic() < deadline:
         lines = log.read_text().splitlines()
         for line in lines[seen:]:
