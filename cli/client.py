@@ -1,22 +1,48 @@
-"""The CLI's HTTP client: standard library only, so qsub starts fast."""
+"""The CLI's HTTP client: standard library only, so qsub starts fast.
+
+http:// endpoints use a small HTTP/1.1 client on ``socket`` (keep-alive, Content-Length
+request bodies, Content-Length / chunked / read-to-close responses): ``http.client``
+would import email.parser, email.utils and ssl, about as long as qsub's own work.
+https:// endpoints use ``http.client``, imported only then.
+"""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
+import socket
 import sys
 import time
-import urllib.parse
-from typing import TYPE_CHECKING, Any, NoReturn
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 from pkbs import clientconfig
 from pkbs.errors import PBSE_SYSTEM, exit_code
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from io import BufferedReader
+    from typing import Any, NoReturn, Protocol
+
+    class _Response(Protocol):
+        status: int
+
+        def read(self, amt: int | None = None, /) -> bytes: ...
+
+    class _Connection(Protocol):
+        def request(
+            self, method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] = ...
+        ) -> None: ...
+
+        def getresponse(self) -> _Response: ...
+
+        def close(self) -> None: ...
+
+
 RETRY_STATUSES = {502, 503, 504}
+TIMEOUT = 600.0  # seconds without progress on a connection (qsub -W block waits 300 s)
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 
 class ApiError(Exception):
@@ -31,20 +57,332 @@ class ApiError(Exception):
         return f"{self.message} {self.job_id}" if self.job_id else self.message
 
 
+class ProtocolError(OSError):
+    """The server's answer is not HTTP/1.x as expected (retried like a connection failure)."""
+
+
+# --------------------------------------------------------------------------- URLs
+
+_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote_plus(value: str | bytes) -> str:
+    """``urllib.parse.quote_plus(value, safe="")``: UTF-8, unreserved kept, space as +."""
+    data = value.encode() if isinstance(value, str) else value
+    return "".join(
+        chr(byte) if byte in _URL_SAFE else "+" if byte == 0x20 else f"%{byte:02X}" for byte in data
+    )
+
+
+def urlencode(query: Mapping[str, Any]) -> str:
+    """``urllib.parse.urlencode(query, doseq=True)`` for the values the CLI passes: a
+    str / bytes / scalar is one item, any other sized iterable gives one item per element."""
+    items: list[str] = []
+    for key, value in query.items():
+        name = quote_plus(key if isinstance(key, str | bytes) else str(key))
+        if isinstance(value, str | bytes):
+            items.append(f"{name}={quote_plus(value)}")
+            continue
+        try:
+            len(value)
+        except TypeError:
+            items.append(f"{name}={quote_plus(str(value))}")
+            continue
+        for element in value:
+            text = element if isinstance(element, str | bytes) else str(element)
+            items.append(f"{name}={quote_plus(text)}")
+    return "&".join(items)
+
+
+def split_endpoint(endpoint: str) -> tuple[bool, str, int, str]:
+    """``http[s]://[user@]host[:port][/base]`` to (https, host, port, base without a
+    trailing /), as urllib.parse.urlsplit reads it (host lower-cased, [v6] unbracketed)."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        scheme, rest = "", endpoint
+    https = scheme.lower() == "https"
+    for stop in "?#":
+        rest = rest.partition(stop)[0]
+    netloc, slash, path = rest.partition("/")
+    netloc = netloc.rpartition("@")[2]
+    if netloc.startswith("["):
+        host, _, tail = netloc[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = netloc.partition(":")
+    port = 443 if https else 80
+    if port_text:
+        if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+            raise ValueError(f"bad port in endpoint {endpoint!r}")
+        port = int(port_text)
+    base = (slash + path).rstrip("/")
+    return https, host.lower() or "127.0.0.1", port, base
+
+
+# --------------------------------------------------------------------------- plain HTTP/1.1
+
+
+class _PlainResponse:
+    """One response of a _PlainConnection; ``read`` as http.client.HTTPResponse.read."""
+
+    def __init__(self, conn: _PlainConnection, head_only: bool) -> None:
+        self._conn = conn
+        fp = conn.rfile
+        assert fp is not None
+        self._fp = fp
+        while True:  # 1xx interim responses carry no body
+            version, self.status = self._status_line()
+            self.headers = self._headers()
+            if self.status >= 200:
+                break
+        connection = self.headers.get("connection", "").lower()
+        self.will_close = "close" in connection or (
+            version == "HTTP/1.0" and "keep-alive" not in connection
+        )
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self._chunk_left = 0
+        self._length: int | None = None
+        self._done = False
+        if head_only or self.status in (204, 304):
+            self._length = 0
+        elif not self._chunked and "content-length" in self.headers:
+            text = self.headers["content-length"].split(",")[0].strip()
+            if not text.isdigit():
+                raise ProtocolError(f"bad Content-Length {text!r}")
+            self._length = int(text)
+        elif not self._chunked:
+            self.will_close = True  # the body runs to the end of the connection
+
+    def _line(self) -> bytes:
+        line = self._fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise ProtocolError("header line too long")
+        return line
+
+    def _status_line(self) -> tuple[str, int]:
+        line = self._line()
+        if not line:
+            raise ConnectionResetError("the server closed the connection without a response")
+        parts = line.decode("latin-1").split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise ProtocolError(f"bad status line {line[:80]!r}")
+        return parts[0], int(parts[1])
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS + 1):
+            line = self._line()
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise ProtocolError(f"bad header line {line[:80]!r}")
+            key = name.strip().lower()
+            value = value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        raise ProtocolError("too many headers")
+
+    @property
+    def empty(self) -> bool:
+        return self._length == 0
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+    def _finish(self) -> None:
+        self._done = True
+        self._conn.released(self)
+
+    def _exact(self, size: int) -> bytes:
+        data = self._fp.read(size)
+        if len(data) < size:
+            raise ProtocolError(f"connection closed {size - len(data)} bytes before the end")
+        return data
+
+    def _next_chunk(self) -> None:
+        line = self._line()
+        try:
+            self._chunk_left = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ProtocolError(f"bad chunk size line {line[:80]!r}") from None
+        if self._chunk_left < 0:
+            raise ProtocolError(f"bad chunk size line {line[:80]!r}")
+        if self._chunk_left == 0:
+            while self._line() not in (b"\r\n", b"\n"):  # trailers, up to the blank line
+                pass
+
+    def read(self, amt: int | None = None, /) -> bytes:
+        if self._done:
+            return b""
+        if self._length == 0:
+            self._finish()
+            return b""
+        if amt is None:
+            parts = []
+            while part := self.read(1 << 20):
+                parts.append(part)
+            return b"".join(parts)
+        if self._chunked:
+            if self._chunk_left == 0:
+                self._next_chunk()
+                if self._chunk_left == 0:
+                    self._finish()
+                    return b""
+            data = self._exact(min(amt, self._chunk_left))
+            self._chunk_left -= len(data)
+            if self._chunk_left == 0:
+                self._exact(2)  # the CRLF after the chunk data
+            return data
+        if self._length is None:  # read to end of connection
+            data = self._fp.read(amt)
+            if not data:
+                self._finish()
+            return data
+        data = self._exact(min(amt, self._length))
+        self._length -= len(data)
+        if self._length == 0:
+            self._finish()
+        return data
+
+
+class _PlainConnection:
+    """A persistent HTTP/1.1 connection with http.client.HTTPConnection's request /
+    getresponse / close. A request on a reused connection that the server has closed
+    meanwhile (idle timeout, or a close it did not announce) is sent again at once on a
+    fresh connection: every request the CLI makes is idempotent."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock: socket.socket | None = None
+        self.rfile: BufferedReader | None = None
+        self._host_header = f"[{host}]" if ":" in host else host
+        if port != 80:
+            self._host_header += f":{port}"
+        self._pending: bytes | None = None
+        self._head_only = False
+        self._reused = False
+        self._response: _PlainResponse | None = None
+
+    def _open(self) -> None:
+        # socket.create_connection, but an ASCII host goes to getaddrinfo as bytes: a str
+        # host makes it load the idna codec (encodings.idna, stringprep, unicodedata).
+        host = self.host.encode() if self.host.isascii() else self.host
+        error: OSError | None = None
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, self.port, 0, socket.SOCK_STREAM
+        ):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            self.sock = sock
+            break
+        else:
+            raise error or OSError(f"getaddrinfo returned no address for {self.host}")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = sock.makefile("rb")
+        self._reused = False
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if any(c <= " " or c == "\x7f" for c in url):
+            raise ValueError(f"URL can't contain control characters or spaces: {url!r}")
+        if self._response is not None:  # the previous response was not read to its end
+            self.close()
+        lines = [f"{method} {url} HTTP/1.1", f"Host: {self._host_header}"]
+        lines.append("Accept-Encoding: identity")
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        if body is not None or method not in _NO_BODY_METHODS:
+            lines.append(f"Content-Length: {len(body or b'')}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._pending = head + (body or b"")
+        self._head_only = method == "HEAD"
+        self._send()
+
+    def _send(self) -> None:
+        assert self._pending is not None
+        if self.sock is None:
+            self._open()
+        assert self.sock is not None
+        try:
+            self.sock.sendall(self._pending)
+        except OSError:
+            if not self._reused:
+                raise
+            self.close()
+            self._open()
+            assert self.sock is not None
+            self.sock.sendall(self._pending)
+
+    def getresponse(self) -> _PlainResponse:
+        if self._pending is None:
+            raise ProtocolError("getresponse() without a request")
+        try:
+            response = self._receive()
+        except (ConnectionResetError, BrokenPipeError):
+            if not self._reused:
+                raise
+            self.close()  # a stale keep-alive connection: once more on a new one
+            self._send()
+            response = self._receive()
+        self._pending = None
+        return response
+
+    def _receive(self) -> _PlainResponse:
+        response = _PlainResponse(self, self._head_only)
+        self._response = response
+        if response.empty:
+            response.read()  # nothing to read: release the connection now
+        return response
+
+    def released(self, response: _PlainResponse) -> None:
+        """The response has been read to its end: the connection can serve the next one."""
+        if response is not self._response:
+            return
+        self._response = None
+        if response.will_close:
+            self.close()
+        else:
+            self._reused = True
+
+    def close(self) -> None:
+        self._response = None
+        self._reused = False
+        rfile, sock, self.rfile, self.sock = self.rfile, self.sock, None, None
+        if rfile is not None:
+            rfile.close()
+        if sock is not None:
+            sock.close()
+
+
+# --------------------------------------------------------------------------- the API client
+
+
 class Client:
     def __init__(self, config: clientconfig.ClientConfig | None = None) -> None:
         self.config = config or clientconfig.load()
-        url = urllib.parse.urlsplit(self.config.endpoint)
-        self.https = url.scheme == "https"
-        self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or (443 if self.https else 80)
-        self.base = url.path.rstrip("/")
-        self._conn: http.client.HTTPConnection | None = None
+        self.https, self.host, self.port, self.base = split_endpoint(self.config.endpoint)
+        self._conn: _Connection | None = None
+        self._errors: tuple[type[Exception], ...] = (OSError,)
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> _Connection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            self._conn = cls(self.host, self.port, timeout=600)
+            if self.https:
+                import http.client
+
+                self._errors = (OSError, http.client.HTTPException)
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=TIMEOUT)
+            else:
+                self._conn = _PlainConnection(self.host, self.port, TIMEOUT)
         return self._conn
 
     def request(
@@ -59,7 +397,7 @@ class Client:
         the CLI makes is idempotent (submits carry a client submit id)."""
         url = self.base + "/v1" + path
         if query:
-            url += "?" + urllib.parse.urlencode(query, doseq=True)
+            url += "?" + urlencode(query)
         data = None if body is None else json.dumps(body).encode()
         headers = {"Authorization": f"Bearer {self.config.token}", "Accept": "application/json"}
         if data is not None:
@@ -71,7 +409,7 @@ class Client:
                 conn.request(method, url, body=data, headers=headers)
                 response = conn.getresponse()
                 raw = response.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except self._errors as exc:
                 self.close()
                 if attempt == retries:
                     raise ApiError(

@@ -10,7 +10,7 @@ import sys
 import urllib.parse
 from typing import Any
 
-from pkbs.errors import EXIT_USAGE, PBSE_HISTJOBID, exit_code
+from pkbs.errors import EXIT_USAGE, PBSE_HISTJOBID, PBSE_UNKQUE, exit_code
 
 from . import formats
 from .client import ApiError, Client, connect
@@ -92,10 +92,19 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
     }
     if "u" in opts:
         query["user"] = [u.split("@")[0] for u in opts["u"].split(",") if u]
+    queues: set[str] = set()
+    if destinations:
+        info = client.request("GET", "/server")
+        for destination in destinations:
+            queue, _, host = destination.partition("@")
+            if (queue and queue not in info["queues"]) or (host and host != info["name"]):
+                sys.stderr.write(f"qstat: Unknown queue destination {destination}\n")
+                return exit_code(PBSE_UNKQUE)
+            if queue:
+                queues.add(queue)
     if not ids or destinations:
         payload = client.request("GET", "/jobs", query=query)
         server, timestamp = payload["server"], payload["timestamp"]
-        queues = {d.split("@")[0] for d in destinations if d.split("@")[0]}
         for job_id, attrs in formats.jobs_from_wire(payload):
             if queues and attrs.get("queue") not in queues:
                 continue

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pkbs
 from pkbs import constants as C
@@ -71,6 +72,44 @@ Caller = Annotated[Identity, Depends(_identity)]
 Store = Annotated[JobStore, Depends(_store)]
 
 
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether they announce their
+    length or arrive chunked (then as soon as the limit is passed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"Request body of {size} bytes or more exceeds the limit; "
+            f"job payloads may be at most {C.MAX_PAYLOAD_BYTES // 1024} KiB zipped"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            error = self.too_large(int(length))
+            response = JSONResponse({"error": error.to_dict()}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise self.too_large(received)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def no_subjob(record: JobRecord) -> None:
     if record.index is not None:
         raise InvalidRequest(
@@ -102,17 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.REJECTED.labels(type(exc).__name__).inc()
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > C.MAX_SUBMIT_BODY_BYTES:
-            err = PayloadTooLarge(
-                f"Request body of {int(length)} bytes exceeds the limit; "
-                f"job payloads may be at most {C.MAX_PAYLOAD_BYTES // 1024} KiB zipped"
-            )
-            return JSONResponse({"error": err.to_dict()}, status_code=413)
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
 
     def queue_of(spec: JobSpec) -> QueueConfig:
         queue = settings.queues.get(spec.queue)
@@ -266,14 +295,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/hold")
     async def hold_job(job_id: str, body: HoldRequest, who: Caller, st: Store) -> dict[str, Any]:
         record = await owned(st, who, job_id)
-        check_hold_types(who, body.types)
+        check_hold_types(who, body.types, record)
         no_subjob(record)
         return wire([await JobControl(st).hold(record.number, body.types)])
 
     @app.post(f"{C.API_PREFIX}/jobs/{{job_id}}/release")
     async def release_job(job_id: str, body: HoldRequest, who: Caller, st: Store) -> dict[str, Any]:
         record = await owned(st, who, job_id)
-        check_hold_types(who, body.types)
+        check_hold_types(who, body.types, record)
         no_subjob(record)
         return wire([await JobControl(st).release(record.number, body.types)])
 

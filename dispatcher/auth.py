@@ -57,7 +57,7 @@ async def _job_identity(token: str, settings: Settings, store: JobStore) -> Iden
     return Identity(user, "job", job=job)
 
 
-def check_hold_types(identity: Identity, types: str) -> None:
+def check_hold_types(identity: Identity, types: str, record: JobRecord) -> None:
     """Users set and clear their own (u) holds; o and s holds are the operators'."""
     if not identity.is_admin and set(types) - {"u"}:
-        raise Unauthorized("Only operators set or release o and s holds")
+        raise Unauthorized(job_id=record.job_id)

@@ -197,6 +197,8 @@ class JobStore:
         subjob index of an array. Re-publishing the same enqueue (a retried request)
         is deduplicated by the message ids."""
         subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}"
+        if indices is None and record.index is not None:
+            indices = [record.index]  # a subjob queued again
         if indices is None:
             item = WorkItem(number=record.number, queue=record.spec.queue)
             await self.js.publish(
@@ -220,12 +222,12 @@ class JobStore:
         await asyncio.gather(*pending)
 
     async def subjob_indices(self, number: int) -> set[int]:
-        """Indices of an array's subjobs that have a record (started or deleted)."""
-        try:
-            keys = await self.jobs.keys(filters=[f"{job_key(number)}.*"])
-        except jserr.NoKeysError:
-            return set()
-        return {int(k.rsplit(".", 1)[1]) for k in keys}
+        """Indices of an array's subjobs that have a record (started or deleted): one
+        stream-info request listing the bucket's subjects under `j.<number>.`."""
+        prefix = f"$KV.{C.JOBS_BUCKET}.{job_key(number)}."
+        info = await self.js.stream_info(f"KV_{C.JOBS_BUCKET}", subjects_filter=f"{prefix}*")
+        subjects = info.state.subjects or {}
+        return {int(subject[len(prefix) :]) for subject in subjects}
 
     async def payload(self, number: int) -> bytes:
         msg = await self.js.get_msg(C.SUBMIT_STREAM, number)

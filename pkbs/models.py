@@ -170,6 +170,11 @@ class JobRecord(BaseModel):
                 "array_done": 0,
                 "array_failed": 0,
                 "hold_types": "n",
+                "stime": None,
+                "obittime": None,
+                "exit_status": None,
+                "run_count": 0,
+                "comment": None,
             },
         )
 

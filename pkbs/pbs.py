@@ -15,16 +15,16 @@ Errors:
 from __future__ import annotations
 
 import re
-import shlex
 import time
-from dataclasses import dataclass, field, fields, replace
 
 from pkbs.errors import BadAttributeValue, UnknownJob
 
-TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
+# typing and dataclasses are not imported at run time: dataclasses pulls in inspect and
+# ast, typing costs milliseconds, and this module is on qsub's start-up path.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
-    from typing import Any
+    from typing import Any, Final
 
 BAD_VALUE = "Illegal attribute or resource value"
 MAX_JOB_NAME = 230  # PBS_MAXJOBNAME, src/include/pbs_ifl.h
@@ -53,6 +53,49 @@ class DirectiveError(BadAttributeValue):
         self.line = line
 
 
+class FrozenInstanceError(AttributeError):
+    """Assignment to a field of an immutable value (as ``dataclasses.FrozenInstanceError``)."""
+
+
+class _Frozen:
+    """Base of the immutable value classes below (what ``@dataclass(frozen=True)`` gave,
+    without importing dataclasses): subclasses list their fields in ``_FIELDS`` (also
+    their ``__slots__``) and assign each exactly once, in ``__init__``. Equality, hashing
+    and repr go over the fields; assigning a field that is already set, or deleting one,
+    raises FrozenInstanceError (an AttributeError)."""
+
+    __slots__ = ()
+    _FIELDS: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in self._FIELDS and not hasattr(self, name):  # first assignment: __init__
+            object.__setattr__(self, name, value)
+        else:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Frozen)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__qualname__}({items})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._values())  # fields are positional parameters, in order
+
+
 def _fullmatch(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
     """Patterns compile on first use (re caches them), keeping the import cheap."""
     return re.fullmatch(pattern, text, flags | re.ASCII)
@@ -73,20 +116,32 @@ def _detail(exc: BaseException) -> str:
 _JOB_ID_RE = r"(\d+)(?:\[(\d*)\])?(?:\.([^\s.@#\[\]]+)(?:\.[^\s@#\[\]]*)*)?"
 
 
-@dataclass(frozen=True)
-class JobId:
-    """``123.pkbs`` / array ``123[].pkbs`` (is_array) / subjob ``123[4].pkbs`` (is_array, index)."""
+class JobId(_Frozen):
+    """``123.pkbs`` / array ``123[].pkbs`` (is_array) / subjob ``123[4].pkbs`` (is_array, index).
+    Immutable and hashable."""
 
-    number: int
-    index: int | None = None
-    is_array: bool = False
-    server: str | None = None
+    _FIELDS = ("number", "index", "is_array", "server")
+    __slots__ = _FIELDS
+    number: Final[int]
+    index: Final[int | None]
+    is_array: Final[bool]
+    server: Final[str | None]
 
-    def __post_init__(self) -> None:
-        if self.number < 0:
+    def __init__(
+        self,
+        number: int,
+        index: int | None = None,
+        is_array: bool = False,
+        server: str | None = None,
+    ) -> None:
+        if number < 0:
             raise ValueError("a job number cannot be negative")
-        if self.index is not None and (self.index < 0 or not self.is_array):
+        if index is not None and (index < 0 or not is_array):
             raise ValueError("a subjob index needs is_array=True and index >= 0")
+        self.number = number
+        self.index = index
+        self.is_array = is_array
+        self.server = server
 
     @property
     def is_subjob(self) -> bool:
@@ -95,12 +150,12 @@ class JobId:
     @property
     def array_id(self) -> JobId:
         """The parent array ``123[]`` of a subjob; the id itself otherwise."""
-        return replace(self, index=None)
+        return JobId(self.number, None, self.is_array, self.server)
 
     def subjob(self, index: int) -> JobId:
         if not self.is_array:
             raise ValueError(f"{self} is not an array job")
-        return replace(self, index=index)
+        return JobId(self.number, index, self.is_array, self.server)
 
     def format(self, default_server: str | None = None) -> str:
         text = str(self.number)
@@ -456,6 +511,8 @@ def extract_directives(
 
 
 def _tokenize(text: str, line: int) -> list[str]:
+    import shlex  # only scripts with directives need it
+
     try:
         return shlex.split(text)
     except ValueError as exc:
@@ -489,14 +546,22 @@ def parse_script_options(
 # --------------------------------------------------------------------------- option values
 
 
-@dataclass(frozen=True)
-class ArrayRange:
-    """``-J X-Y[:Z][%max]``: indices start..end (inclusive) by step; unpacks as a 4-tuple."""
+class ArrayRange(_Frozen):
+    """``-J X-Y[:Z][%max]``: indices start..end (inclusive) by step; unpacks as a 4-tuple.
+    Immutable and hashable."""
 
-    start: int
-    end: int
-    step: int = 1
-    max_running: int | None = None
+    _FIELDS = ("start", "end", "step", "max_running")
+    __slots__ = _FIELDS
+    start: Final[int]
+    end: Final[int]
+    step: Final[int]
+    max_running: Final[int | None]
+
+    def __init__(self, start: int, end: int, step: int = 1, max_running: int | None = None) -> None:
+        self.start = start
+        self.end = end
+        self.step = step
+        self.max_running = max_running
 
     def __iter__(self) -> Iterator[int | None]:
         return iter((self.start, self.end, self.step, self.max_running))
@@ -869,37 +934,128 @@ def _w_pair(text: str, pos: int) -> tuple[str, str, int]:
 # --------------------------------------------------------------------------- qsub options
 
 
-@dataclass(frozen=True)
-class QsubOptions:
-    """Everything qsub's options (or #PBS directives) say. None / False = not given."""
+_QSUB_FIELDS = (
+    "name",
+    "destination",
+    "output_path",
+    "error_path",
+    "join",
+    "keep",
+    "resources",
+    "hold",
+    "exec_time",
+    "rerunnable",
+    "mail_points",
+    "mail_users",
+    "account",
+    "project",
+    "priority",
+    "shell",
+    "variables",
+    "export_env",
+    "array",
+    "attributes",
+    "directive_prefix",
+    "quiet",
+    "foreground",
+    "user_list",
+    "checkpoint",
+    "remove_files",
+    "x11",
+)
 
-    name: str | None = None  # -N
-    destination: str | None = None  # -q queue|@server|queue@server
-    output_path: str | None = None  # -o [host:]path
-    error_path: str | None = None  # -e [host:]path
-    join: str | None = None  # -j oe|eo|n
-    keep: str | None = None  # -k
-    resources: Mapping[str, str] = field(default_factory=dict)  # -l (accumulated)
-    hold: bool = False  # -h (Hold_Types=u)
-    exec_time: float | None = None  # -a (epoch seconds)
-    rerunnable: bool | None = None  # -r y|n
-    mail_points: str | None = None  # -m
-    mail_users: str | None = None  # -M
-    account: str | None = None  # -A
-    project: str | None = None  # -P
-    priority: int | None = None  # -p
-    shell: str | None = None  # -S
-    variables: Mapping[str, str | None] | None = None  # -v (the last -v wins, as in PBS)
-    export_env: bool = False  # -V
-    array: ArrayRange | None = None  # -J
-    attributes: Mapping[str, str] = field(default_factory=dict)  # -W name=value
-    directive_prefix: str | None = None  # -C
-    quiet: bool = False  # -z
-    foreground: bool = False  # -f
-    user_list: str | None = None  # -u
-    checkpoint: str | None = None  # -c
-    remove_files: str | None = None  # -R
-    x11: bool = False  # -X (only accepted, and ignored, in directives)
+
+class QsubOptions(_Frozen):
+    """Everything qsub's options (or #PBS directives) say. None / False = not given.
+    Immutable; ``resources`` and ``attributes`` default to new empty dicts."""
+
+    _FIELDS = _QSUB_FIELDS
+    __slots__ = _QSUB_FIELDS
+    name: Final[str | None]  # -N
+    destination: Final[str | None]  # -q queue|@server|queue@server
+    output_path: Final[str | None]  # -o [host:]path
+    error_path: Final[str | None]  # -e [host:]path
+    join: Final[str | None]  # -j oe|eo|n
+    keep: Final[str | None]  # -k
+    resources: Final[Mapping[str, str]]  # -l (accumulated)
+    hold: Final[bool]  # -h (Hold_Types=u)
+    exec_time: Final[float | None]  # -a (epoch seconds)
+    rerunnable: Final[bool | None]  # -r y|n
+    mail_points: Final[str | None]  # -m
+    mail_users: Final[str | None]  # -M
+    account: Final[str | None]  # -A
+    project: Final[str | None]  # -P
+    priority: Final[int | None]  # -p
+    shell: Final[str | None]  # -S
+    variables: Final[Mapping[str, str | None] | None]  # -v (the last -v wins, as in PBS)
+    export_env: Final[bool]  # -V
+    array: Final[ArrayRange | None]  # -J
+    attributes: Final[Mapping[str, str]]  # -W name=value
+    directive_prefix: Final[str | None]  # -C
+    quiet: Final[bool]  # -z
+    foreground: Final[bool]  # -f
+    user_list: Final[str | None]  # -u
+    checkpoint: Final[str | None]  # -c
+    remove_files: Final[str | None]  # -R
+    x11: Final[bool]  # -X (only accepted, and ignored, in directives)
+
+    def __init__(
+        self,
+        name: str | None = None,
+        destination: str | None = None,
+        output_path: str | None = None,
+        error_path: str | None = None,
+        join: str | None = None,
+        keep: str | None = None,
+        resources: Mapping[str, str] | None = None,
+        hold: bool = False,
+        exec_time: float | None = None,
+        rerunnable: bool | None = None,
+        mail_points: str | None = None,
+        mail_users: str | None = None,
+        account: str | None = None,
+        project: str | None = None,
+        priority: int | None = None,
+        shell: str | None = None,
+        variables: Mapping[str, str | None] | None = None,
+        export_env: bool = False,
+        array: ArrayRange | None = None,
+        attributes: Mapping[str, str] | None = None,
+        directive_prefix: str | None = None,
+        quiet: bool = False,
+        foreground: bool = False,
+        user_list: str | None = None,
+        checkpoint: str | None = None,
+        remove_files: str | None = None,
+        x11: bool = False,
+    ) -> None:
+        self.name = name
+        self.destination = destination
+        self.output_path = output_path
+        self.error_path = error_path
+        self.join = join
+        self.keep = keep
+        self.resources = {} if resources is None else resources
+        self.hold = hold
+        self.exec_time = exec_time
+        self.rerunnable = rerunnable
+        self.mail_points = mail_points
+        self.mail_users = mail_users
+        self.account = account
+        self.project = project
+        self.priority = priority
+        self.shell = shell
+        self.variables = variables
+        self.export_env = export_env
+        self.array = array
+        self.attributes = {} if attributes is None else attributes
+        self.directive_prefix = directive_prefix
+        self.quiet = quiet
+        self.foreground = foreground
+        self.user_list = user_list
+        self.checkpoint = checkpoint
+        self.remove_files = remove_files
+        self.x11 = x11
 
     @property
     def block(self) -> bool:
@@ -1103,16 +1259,16 @@ _FLAG_FIELDS = frozenset(_FLAG_OPTIONS.values()) | {"x11"}
 
 def _overlay(base: QsubOptions, top: QsubOptions, *, base_resources_win: bool) -> QsubOptions:
     values: dict[str, Any] = {}
-    for spec in fields(QsubOptions):
-        low, high = getattr(base, spec.name), getattr(top, spec.name)
-        if spec.name in _FLAG_FIELDS:
-            values[spec.name] = low or high
-        elif spec.name == "resources" and base_resources_win:
-            values[spec.name] = {**high, **low}
-        elif spec.name in ("resources", "attributes"):
-            values[spec.name] = {**low, **high}
+    for name in _QSUB_FIELDS:
+        low, high = getattr(base, name), getattr(top, name)
+        if name in _FLAG_FIELDS:
+            values[name] = low or high
+        elif name == "resources" and base_resources_win:
+            values[name] = {**high, **low}
+        elif name in ("resources", "attributes"):
+            values[name] = {**low, **high}
         else:
-            values[spec.name] = low if high is None else high
+            values[name] = low if high is None else high
     return QsubOptions(**values)
 
 

@@ -399,6 +399,10 @@ def _std_path(record: JobRecord, given: str | None, letter: str) -> str:
         return given
     workdir = spec.variables.get("PBS_O_WORKDIR") or spec.variables.get("PBS_O_HOME")
     name = f"{spec.name}.{letter}{record.number}"
+    if record.index is not None:
+        name += f".{record.index}"
+    elif record.is_array:
+        name += ".^array_index^"  # OpenPBS shows the tag on the array itself
     if not workdir:
         return f"{spec.submit_host}:{name}"
     return f"{spec.submit_host}:{workdir.rstrip('/')}/{name}"

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = Field(25.0, ge=0)
     # Dispatcher endpoint given to jobs so they can submit jobs.
     job_endpoint: str | None = None
+    # A job's stdout/stderr beyond this is cut before upload, with a note.
+    max_output_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Port of the worker's /healthz and /metrics (0: none).
     worker_metrics_port: int = 0
 

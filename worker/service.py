@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ from nats.aio.msg import Msg
 from pkbs import constants as C
 from pkbs import tokens
 from pkbs.control import JobControl, run_key
-from pkbs.errors import PkbsError, UnknownJob
+from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.ledger import jobs_root, ledger_path
 from pkbs.models import JobRecord, ResultFile, WorkItem
@@ -51,6 +52,8 @@ FETCH_TIMEOUT = 5.0
 MAX_DEFER_SECONDS = 300.0
 # PBS JOB_EXEC_RERUN_MS_FAIL: the node running a non-rerunnable job was lost.
 EXIT_LOST_NOT_RERUNNABLE = -20
+# PBS JOB_EXEC_FAIL1: the job failed before it could start.
+EXIT_FAILED_BEFORE_START = -1
 
 
 @dataclass
@@ -268,22 +271,36 @@ class Worker:
         self.runs[key] = run
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
-            outcome, changed = await self._run_job(run, record, root)
+            try:
+                request, before = await self._prepare(run, record, root)
+            except (InvalidPayload, OSError) as exc:
+                # The job can never start (bad payload, missing entry point): end it.
+                await self._finish(run, record, None, [], f"Job could not start: {exc}")
+                return
+            run.job = await self.runner.start(request)
+            if record.delete_requested:
+                await run.job.kill("qdel")
+            outcome = await run.job.wait()
             if run.lost:
                 return
             if run.handed_back:
                 await self._hand_back(run)
                 return
+            notes = cap_outputs(root / "out", self.settings.max_output_bytes)
+            if disk_full(root):
+                notes.append("the job's file system is full (No space left on device)")
+            changed = changed_files(request.job_dir, before)
             files = await self._store_results(record, root, changed)
-            await self._finish(run, record, outcome, files)
+            await self._finish(run, record, outcome, files, "; ".join(notes) or None)
         finally:
             heartbeat.cancel()
             self.runs.pop(key, None)
             shutil.rmtree(root, ignore_errors=True)
 
-    async def _run_job(
+    async def _prepare(
         self, run: Run, record: JobRecord, root: Path
-    ) -> tuple[RunOutcome, list[str]]:
+    ) -> tuple[RunRequest, dict[str, tuple[int, int]]]:
+        """Unpack the payload in a fresh directory and describe the run."""
         job_dir, out_dir, tmp_dir = root / "job", root / "out", root / "tmp"
         for d in (job_dir, out_dir, tmp_dir):
             d.mkdir(mode=0o700)
@@ -311,11 +328,7 @@ class Worker:
             mem_limit=job_mem_bytes(record.spec.resources),
             kill_grace=self.settings.kill_grace_seconds,
         )
-        run.job = await self.runner.start(request)
-        if record.delete_requested:
-            await run.job.kill("qdel")
-        outcome = await run.job.wait()
-        return outcome, changed_files(job_dir, before)
+        return request, before
 
     @staticmethod
     def _output_paths(record: JobRecord, out_dir: Path) -> tuple[Path, Path]:
@@ -345,8 +358,14 @@ class Worker:
         return files
 
     async def _finish(
-        self, run: Run, record: JobRecord, outcome: RunOutcome, files: list[ResultFile]
+        self,
+        run: Run,
+        record: JobRecord,
+        outcome: RunOutcome | None,
+        files: list[ResultFile],
+        comment: str | None = None,
     ) -> None:
+        """Record the end (outcome None: the job could not start), then ack."""
         results_url = self.settings.webdav_url.rstrip("/") + job_results_path(
             self.settings.webdav_base, record.owner, record.job_id
         )
@@ -356,9 +375,13 @@ class Worker:
                 return None  # fenced out: another run owns the job now
             new = current.model_copy(deep=True)
             new.state = next_state(current.state, JobEvent.FINISH)
-            new.exit_status = outcome.exit_status
             new.obittime = time.time()
             new.run_token = None
+            new.comment = comment
+            if outcome is None:
+                new.exit_status = EXIT_FAILED_BEFORE_START
+                return new
+            new.exit_status = outcome.exit_status
             new.session_id = outcome.session_id
             new.resources_used = {
                 "cput": format_duration(outcome.cput),
@@ -399,6 +422,7 @@ class Worker:
             new = current.model_copy(deep=True)
             new.state = next_state(current.state, JobEvent.REQUEUE)
             new.run_token = None
+            new.enqueue_count += 1
             new.comment = (
                 "Requeued by qrerun"
                 if current.rerun_requested
@@ -407,8 +431,12 @@ class Worker:
             new.rerun_requested = False
             return new
 
-        if await self.store.update(run.number, requeue, run.index) is not None:
-            await run.msg.nak()
+        # A fresh work message, not a nak: a nak is not stored, and a stack stopping
+        # right after would leave the job waiting out ack_wait when it comes back.
+        record = await self.store.update(run.number, requeue, run.index)
+        if record is not None:
+            await self.store.enqueue(record)
+            await run.msg.ack()
 
     async def _heartbeat(self, run: Run) -> None:
         """Keep the message ours; notice qdel and lost leases."""
@@ -447,6 +475,27 @@ class Worker:
         signo = signal_number(name)
         if signo is not None:
             run.job.send_signal(signo)
+
+
+def disk_full(path: Path, margin: int = 64 * 1024) -> bool:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize < margin
+
+
+def cap_outputs(out_dir: Path, limit: int) -> list[str]:
+    """Cut stdout/stderr files over `limit` bytes, with a note at the end of each."""
+    notes = []
+    for path in out_dir.iterdir():
+        size = path.stat().st_size
+        if size <= limit:
+            continue
+        note = f"output {path.name} cut at the {limit}-byte cap (the job wrote {size} bytes)"
+        with open(path, "r+b") as fh:
+            fh.truncate(limit)
+            fh.seek(limit)
+            fh.write(f"\n=>> pkbs: {note}\n".encode())
+        notes.append(note)
+    return notes
 
 
 def signal_number(name: str) -> int | None:

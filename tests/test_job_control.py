@@ -1,0 +1,194 @@
+"""Job control and the job's world end to end through the real CLI: qsig, qsub -W
+block=true, the job environment, -v/-V, walltime kills (PBS.md §2, §3, §4)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.stackutil import BIN, Stack, cli, fetch_results, job_number, poll, submit
+
+EXIT_BADSTATE = 15016 & 0xFF  # PBSE_BADSTATE
+EXIT_WALLTIME = -29  # JOB_EXEC_KILL_WALLTIME
+
+
+def _gate(path: Path, timeout: int = 30) -> str:
+    """A job script line that waits (at most `timeout` s) until `path` exists."""
+    return f'for i in $(seq 1 {timeout * 20}); do [ -e "{path}" ] && break; sleep 0.05; done\n'
+
+
+def _output(stack: Stack, job_id: str, name: str, dest: Path, kind: str = "o") -> str:
+    fetch_results(stack, job_id, dest)
+    return (dest / f"{name}.{kind}{job_number(job_id)}").read_text()
+
+
+# -- qsig ---------------------------------------------------------------------------
+
+
+def test_qsig_usr1_kills_a_plain_job(stack: Stack, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    job_id = submit(stack, "-N", "sigme", input=f'touch "{ready}"\nsleep 30\n')
+    poll(ready.exists, 30, 0.05, "the job to start")
+    result = cli(stack, "qsig", "-s", "USR1", job_id)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    job = stack.wait_state(job_id, "F", timeout=20)
+    assert job["Exit_status"] == 256 + signal.SIGUSR1  # 266
+
+
+def test_qsig_usr1_to_a_job_that_traps_it(stack: Stack, tmp_path: Path) -> None:
+    ready, go, got = tmp_path / "ready", tmp_path / "go", tmp_path / "got"
+    script = (
+        f'trap \'echo got usr1; touch "{got}"\' USR1\ntouch "{ready}"\n' + _gate(go) + "echo done\n"
+    )
+    job_id = submit(stack, "-N", "trapper", input=script)
+    poll(ready.exists, 30, 0.05, "the job to set its trap")
+    try:
+        result = cli(stack, "qsig", "-s", "SIGUSR1", job_id)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        poll(got.exists, 20, 0.05, "the trap to run")
+        assert stack.job(job_id)["job_state"] == "R"
+    finally:
+        go.touch()
+    job = stack.wait_state(job_id, "F", timeout=20)
+    assert job["Exit_status"] == 0
+    assert _output(stack, job_id, "trapper", tmp_path / "out") == "got usr1\ndone\n"
+
+
+def test_qsig_refused_unless_running(stack: Stack) -> None:
+    held = submit(stack, "-h", input="true\n")
+    later = (datetime.now() + timedelta(hours=3)).strftime("%Y%m%d%H%M")
+    waiting = submit(stack, "-a", later, input="true\n")
+    try:
+        for job_id in (held, waiting):
+            result = cli(stack, "qsig", "-s", "USR1", job_id)
+            assert (result.returncode, result.stdout, result.stderr) == (
+                EXIT_BADSTATE,
+                "",
+                f"qsig: Request invalid for state of job {job_id}\n",
+            )
+    finally:
+        cli(stack, "qdel", held, waiting)
+
+
+# -- qsub -W block=true ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [7, 0])
+def test_block_true_exits_with_the_job_exit_status(stack: Stack, code: int) -> None:
+    result = cli(stack, "qsub", "-W", "block=true", input=f"exit {code}\n")
+    assert (result.returncode, result.stderr) == (code, "")
+    assert re.fullmatch(r"\d+\.pkbs\n", result.stdout), result.stdout
+    job = stack.job(result.stdout.strip())
+    assert (job["job_state"], job["Exit_status"]) == ("F", code)
+
+
+def test_block_true_on_a_job_deleted_before_it_ran_exits_3(stack: Stack) -> None:
+    proc = subprocess.Popen(
+        [str(BIN / "qsub"), "-h", "-W", "block=true"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=stack.env,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("true\n")
+        proc.stdin.close()
+        job_id = proc.stdout.readline().strip()
+        assert re.fullmatch(r"\d+\.pkbs", job_id), job_id
+        assert proc.poll() is None  # still waiting for the held job
+        result = cli(stack, "qdel", job_id)
+        assert result.returncode == 0, result.stderr
+        assert proc.wait(timeout=30) == 3
+        assert proc.stdout.read() == ""
+        assert proc.stderr is not None
+        assert proc.stderr.read() == f"qsub: {job_id} Job deleted before it ran\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# -- the job's environment --------------------------------------------------------------
+
+ENV_SCRIPT = """\
+env | grep -E '^(PBS_|NCPUS=|OMP_NUM_THREADS=|TMPDIR=|ENVIRONMENT=|A=|B=|C=|VFROM=)' | sort
+echo "pwd=$(pwd)"
+echo "nodefile_lines=$(wc -l < "$PBS_NODEFILE")"
+echo "nodefile_hosts=$(sort -u "$PBS_NODEFILE" | tr '\\n' ' ')"
+test -d "$TMPDIR" && echo x > "$TMPDIR/probe" && echo "tmpdir=writable"
+"""
+
+
+def _env_of(
+    stack: Stack,
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> tuple[str, dict[str, str]]:
+    job_id = submit(stack, "-N", "envjob", *args, input=ENV_SCRIPT, cwd=tmp_path, env=env)
+    job = stack.wait_state(job_id, "F")
+    assert job["Exit_status"] == 0, job
+    text = _output(stack, job_id, "envjob", tmp_path / "out")
+    values = dict(line.split("=", 1) for line in text.splitlines())
+    return job_id, values
+
+
+@pytest.mark.parametrize("resources", ["ncpus=2", "select=1:ncpus=2"])
+def test_job_environment(stack: Stack, tmp_path: Path, resources: str) -> None:
+    submit_env = {
+        "HOME": str(tmp_path),
+        "LOGNAME": "envtester",
+        "SHELL": "/bin/bash",
+        "PATH": f"{BIN}:/usr/bin:/bin",
+    }
+    job_id, env = _env_of(stack, tmp_path, "-l", resources, env=submit_env)
+    assert env["PBS_ENVIRONMENT"] == "PBS_BATCH" and env["ENVIRONMENT"] == "BATCH"
+    assert (env["PBS_JOBID"], env["PBS_JOBNAME"], env["PBS_QUEUE"]) == (job_id, "envjob", "workq")
+    assert (env["NCPUS"], env["OMP_NUM_THREADS"]) == ("2", "2")
+    assert env["nodefile_lines"] == "2"
+    assert env["nodefile_hosts"] == socket.gethostname() + " "
+    assert env["tmpdir"] == "writable"
+    assert env["TMPDIR"] != env["pwd"] and env["TMPDIR"].startswith("/")
+    # No shared file system: PBS_O_WORKDIR names the directory the job runs in.
+    assert env["PBS_O_WORKDIR"] == env["pwd"] != str(tmp_path)
+    assert env["PBS_O_HOME"] == str(tmp_path)
+    assert env["PBS_O_LOGNAME"] == "envtester"
+    assert env["PBS_O_PATH"] == f"{BIN}:/usr/bin:/bin"
+    assert env["PBS_O_SHELL"] == "/bin/bash"
+    assert env["PBS_O_HOST"] == socket.getfqdn()
+    assert env["PBS_O_QUEUE"] == "workq"
+    assert env["PBS_O_SYSTEM"] == os.uname().sysname
+    assert "PBS_ARRAY_INDEX" not in env and "PBS_ARRAY_ID" not in env
+
+
+def test_v_and_V_variables_reach_the_job(stack: Stack, tmp_path: Path) -> None:
+    _, env = _env_of(stack, tmp_path, "-v", "A=1,B='x,y',C", env={"C": "from qsub"})
+    assert (env["A"], env["B"], env["C"]) == ("1", "x,y", "from qsub")
+    assert "VFROM" not in env
+    _, env = _env_of(stack, tmp_path, "-V", env={"VFROM": "exported", "PBS_O_HOME": "/bogus"})
+    assert env["VFROM"] == "exported"
+    assert env["PBS_O_HOME"] != "/bogus"  # user-supplied PBS_O_* are dropped
+
+
+# -- walltime ---------------------------------------------------------------------------
+
+
+def test_walltime_overrun_is_killed(stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(
+        stack, "-N", "overrun", input="#PBS -l walltime=00:00:02\necho started\nsleep 30\n"
+    )
+    job = stack.wait_state(job_id, "F", timeout=30)
+    assert job["Exit_status"] == EXIT_WALLTIME
+    assert job["Resource_List"]["walltime"] == "00:00:02"
+    err = _output(stack, job_id, "overrun", tmp_path / "out", "e")
+    assert re.fullmatch(r"=>> PBS: job killed: walltime \d+ exceeded limit 2\n", err), err
+    assert (tmp_path / "out" / f"overrun.o{job_number(job_id)}").read_text() == "started\n"
