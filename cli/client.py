@@ -425,24 +425,14 @@ class Client:
                 time.sleep(delay)
                 delay *= 2
                 continue
-            payload = json.loads(raw) if raw else None
             if response.status >= 400:
-                err = (payload or {}).get("error") if isinstance(payload, dict) else None
-                if not err:
-                    detail = payload.get("detail") if isinstance(payload, dict) else None
-                    raise ApiError(
-                        response.status,
-                        PBSE_SYSTEM,
-                        f"Request failed ({response.status}): {detail}",
-                        None,
-                    )
+                raise api_error(response.status, raw)
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
                 raise ApiError(
-                    response.status,
-                    int(err.get("pbs_errno") or PBSE_SYSTEM),
-                    str(err.get("message")),
-                    err.get("job_id"),
-                )
-            return payload
+                    response.status, PBSE_SYSTEM, "the server's reply is not JSON", None
+                ) from None
         raise AssertionError("unreachable")
 
     def download(
@@ -457,14 +447,7 @@ class Client:
         )
         response = conn.getresponse()
         if response.status != 200:
-            raw = response.read()
-            err = json.loads(raw).get("error", {}) if raw else {}
-            raise ApiError(
-                response.status,
-                int(err.get("pbs_errno") or PBSE_SYSTEM),
-                str(err.get("message") or f"download failed ({response.status})"),
-                err.get("job_id"),
-            )
+            raise api_error(response.status, response.read())
         tmp = os.fspath(target) + ".part"
         with open(tmp, "wb") as out:
             while chunk := response.read(256 * 1024):
@@ -477,6 +460,26 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def api_error(status: int, raw: bytes) -> ApiError:
+    """The ApiError of an error reply: the dispatcher's JSON error, or a clear line for
+    anything else (a proxy's HTML page, a plain-text 500)."""
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = None
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(err, dict):
+        detail = payload.get("detail") if isinstance(payload, dict) else None
+        text = f": {detail}" if detail else ""
+        return ApiError(status, PBSE_SYSTEM, f"Request failed ({status}){text}", None)
+    return ApiError(
+        status,
+        int(err.get("pbs_errno") or PBSE_SYSTEM),
+        str(err.get("message") or f"Request failed ({status})"),
+        err.get("job_id"),
+    )
 
 
 def fail(command: str, message: str, status: int) -> NoReturn:

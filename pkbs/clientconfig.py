@@ -1,4 +1,5 @@
-"""Where the CLI finds the dispatcher endpoint and its token. Standard library only.
+"""Where the CLI finds the dispatcher endpoint and its token. Standard library only,
+and cheap to import (no dataclasses, no pathlib): qsub reads it on every call.
 
 Order: environment (PKBS_ENDPOINT, PKBS_TOKEN), then `$PKBS_HOME/client.json`
 (written by `pkbs up`), then `~/.config/pkbs/client.json` (written by `pkbs login`).
@@ -8,28 +9,56 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 from pkbs.constants import ENV_ENDPOINT, ENV_HOME, ENV_TOKEN
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CLIENT_FILE = "client.json"
 
 
+def _home() -> str:
+    return os.environ.get(ENV_HOME) or os.path.expanduser("~/.local/share/pkbs")
+
+
+def _login() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return os.path.join(base, "pkbs", CLIENT_FILE)
+
+
 def pkbs_home() -> Path:
-    return Path(os.environ.get(ENV_HOME) or os.path.expanduser("~/.local/share/pkbs"))
+    from pathlib import Path
+
+    return Path(_home())
 
 
 def login_file() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    return Path(base) / "pkbs" / CLIENT_FILE
+    from pathlib import Path
+
+    return Path(_login())
 
 
-@dataclass(frozen=True)
 class ClientConfig:
-    endpoint: str
-    token: str
-    server: str = "pkbs"
+    __slots__ = ("endpoint", "token", "server")
+
+    def __init__(self, endpoint: str, token: str, server: str = "pkbs") -> None:
+        self.endpoint = endpoint
+        self.token = token
+        self.server = server
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClientConfig):
+            return NotImplemented
+        return (self.endpoint, self.token, self.server) == (
+            other.endpoint,
+            other.token,
+            other.server,
+        )
+
+    def __repr__(self) -> str:
+        return f"ClientConfig(endpoint={self.endpoint!r}, server={self.server!r})"
 
 
 class NoConfig(Exception):
@@ -41,9 +70,10 @@ def load() -> ClientConfig:
     token = os.environ.get(ENV_TOKEN)
     if endpoint and token:
         return ClientConfig(endpoint.rstrip("/"), token)
-    for path in (pkbs_home() / CLIENT_FILE, login_file()):
+    for path in (os.path.join(_home(), CLIENT_FILE), _login()):
         try:
-            data = json.loads(path.read_text())
+            with open(path) as fh:
+                data = json.load(fh)
         except (OSError, ValueError):
             continue
         return ClientConfig(
