@@ -13,6 +13,7 @@ import sys
 from pkbs import pbs
 from pkbs.constants import DEFAULT_QUEUE
 from pkbs.errors import EXIT_SCRIPT, EXIT_USAGE, PkbsError, exit_code
+from pkbs.payload import check_size
 
 from .client import ApiError, Client, connect, fail
 
@@ -45,6 +46,8 @@ class Source:
         self.default_name = default_name
         self.script = script
         self.payload = payload
+        # A single script or executable travels as itself; a directory as a zip.
+        self.payload_format = "zip" if kind == "dir" else "file"
 
 
 def _usage_error(message: str | None = None, show_usage: bool = True) -> None:
@@ -56,29 +59,19 @@ def _usage_error(message: str | None = None, show_usage: bool = True) -> None:
 
 
 def _read_source(operands: list[str]) -> Source:
-    from pkbs import payload
-
     if operands[:1] == ["--"]:
         import shlex
 
         script = "exec " + " ".join(shlex.quote(a) for a in operands[1:]) + "\n"
         data = script.encode()
-        return Source(
-            "stdin", STDIN_NAME, STDIN_NAME, "", payload.build_from_script(data, STDIN_NAME)
-        )
+        return Source("stdin", STDIN_NAME, STDIN_NAME, "", data)
     if not operands or operands == ["-"]:
         if sys.stdin.isatty():
             sys.stderr.write("Job script will be read from standard input. Submit with CTRL+D.\n")
         data = sys.stdin.buffer.read()
         if not data.strip():
             fail("qsub", "script file is empty (nothing on standard input)", EXIT_SCRIPT)
-        return Source(
-            "stdin",
-            STDIN_NAME,
-            STDIN_NAME,
-            _text(data),
-            payload.build_from_script(data, STDIN_NAME),
-        )
+        return Source("stdin", STDIN_NAME, STDIN_NAME, _text(data), data)
     path = operands[0]
     base = os.path.basename(path.rstrip("/")) or path
     if os.path.isdir(path):
@@ -87,6 +80,8 @@ def _read_source(operands: list[str]) -> Source:
             fail("qsub", f"directory {path} has no {RUN_SH} at its top level", EXIT_SCRIPT)
         with open(run_sh, "rb") as fh:
             script = _text(fh.read())
+        from pkbs import payload
+
         return Source("dir", RUN_SH, base, script, payload.build_from_directory(path))
     try:
         with open(path, "rb") as fh:
@@ -97,7 +92,7 @@ def _read_source(operands: list[str]) -> Source:
     if not data.strip():
         fail("qsub", f"script file {path} is empty", EXIT_SCRIPT)
     if os.access(path, os.X_OK):
-        return Source("file", base, base, _text(data), payload.build_from_file(path))
+        return Source("file", base, base, _text(data), data)
     if b"\0" in data:
         fail(
             "qsub",
@@ -105,7 +100,7 @@ def _read_source(operands: list[str]) -> Source:
             EXIT_SCRIPT,
         )
     # A plain job script, as PBS takes it: run by the job's shell.
-    return Source("stdin", base, base, _text(data), payload.build_from_script(data, base))
+    return Source("stdin", base, base, _text(data), data)
 
 
 def _text(data: bytes) -> str:
@@ -174,6 +169,7 @@ def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> 
         "queue": queue,
         "kind": source.kind,
         "entrypoint": source.entrypoint,
+        "payload_format": source.payload_format,
         "shell": options.shell,
         "resources": dict(options.resources),
         "variables": _variables(options, _workdir()),
@@ -239,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cmdline, operands = pbs.parse_qsub_args(args)
         source = _read_source(operands)
+        check_size(source.payload)
         prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
         options = pbs.merge(pbs.parse_script_options(source.script, prefix), cmdline)
     except pbs.UsageError as exc:

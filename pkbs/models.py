@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pkbs.constants import DEFAULT_QUEUE
 from pkbs.states import JobState
@@ -21,8 +21,18 @@ class JobSpec(BaseModel):
     name: str = Field(min_length=1, max_length=236)
     queue: str = DEFAULT_QUEUE
     kind: PayloadKind
-    # Path, inside the unpacked payload, of the file that is run.
-    entrypoint: str = Field(min_length=1, max_length=255)
+    # Name of the file that is run, at the top of the job directory.
+    entrypoint: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f]+$")
+    # "file": the payload is the entrypoint itself; "zip": a directory, zipped.
+    payload_format: Literal["zip", "file"] = "zip"
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("entrypoint must name a file")
+        return value
+
     shell: str | None = None
     resources: dict[str, str] = Field(default_factory=dict)
     variables: dict[str, str] = Field(default_factory=dict)

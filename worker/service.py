@@ -304,7 +304,11 @@ class Worker:
         job_dir, out_dir, tmp_dir = root / "job", root / "out", root / "tmp"
         for d in (job_dir, out_dir, tmp_dir):
             d.mkdir(mode=0o700)
-        safe_unpack(await self.store.payload(run.number), job_dir)
+        data = await self.store.payload(run.number)
+        if record.spec.payload_format == "file":
+            write_entrypoint(job_dir / record.spec.entrypoint, data)
+        else:
+            safe_unpack(data, job_dir)
         before = snapshot(job_dir)
         nodefile = root / "nodefile"
         write_nodefile(nodefile, record)
@@ -475,6 +479,13 @@ class Worker:
         signo = signal_number(name)
         if signo is not None:
             run.job.send_signal(signo)
+
+
+def write_entrypoint(path: Path, data: bytes) -> None:
+    """A payload that is the job's one file (a script or an executable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
 
 
 def disk_full(path: Path, margin: int = 64 * 1024) -> bool:
