@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
+import random
 import secrets
 import socket
 import time
@@ -55,6 +57,8 @@ from pkbs.states import JobState, is_final
 
 from . import metrics
 from .auth import authenticate, bearer_token, check_hold_types, check_owner
+
+log = logging.getLogger("pkbs.dispatcher")
 
 
 def _store(request: Request) -> JobStore:
@@ -110,6 +114,23 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+async def reconcile_forever(store: JobStore, settings: Settings) -> None:
+    """Periodically repair jobs a crash left between two steps (see JobControl)."""
+    interval = settings.reconcile_seconds
+    if interval <= 0:
+        return
+    control = JobControl(store)
+    while True:
+        await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+        try:
+            repaired = await control.reconcile(grace=interval)
+        except Exception:  # NATS away, a record mid-change: try again next round
+            log.exception("reconcile failed")
+            continue
+        if repaired:
+            log.warning("reconcile queued %d jobs again", repaired)
+
+
 def no_subjob(record: JobRecord) -> None:
     if record.index is not None:
         raise InvalidRequest(
@@ -124,7 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = await JobStore.open(settings, f"dispatcher-{settings.dispatcher_port}")
         app.state.results = ResultStore.from_settings(settings)
+        repair = asyncio.create_task(reconcile_forever(app.state.store, settings))
         yield
+        repair.cancel()
         await app.state.results.aclose()
         await app.state.store.close()
 

@@ -13,7 +13,7 @@ SUBMIT_SUBJECT = "pkbs.submit"
 
 # JetStream work-queue stream: one small message per runnable job, consumed by workers.
 WORK_STREAM = "PKBS_WORK"
-WORK_SUBJECT_PREFIX = "pkbs.work"  # pkbs.work.<queue>
+WORK_SUBJECT_PREFIX = "pkbs.work"  # pkbs.work.<queue>.<number>[.<index>]
 WORKER_CONSUMER = "workers"
 
 # KV bucket with one record per job (key: JOB_KEY_PREFIX + number).

@@ -29,6 +29,7 @@ from pkbs.states import JobEvent, JobState, can, is_active, is_final, next_state
 log = logging.getLogger(__name__)
 
 USER_HOLD, OTHER_HOLD, SYSTEM_HOLD = "u", "o", "s"
+PENDING = frozenset({JobState.QUEUED, JobState.WAITING})
 
 
 def _holds(types: str) -> str:
@@ -123,6 +124,63 @@ class JobControl:
         await self.store.enqueue(
             record, (i for i in record.spec.array_indices() if i not in started)
         )
+
+    # -- repair ----------------------------------------------------------------------
+
+    async def reconcile(self, grace: float) -> int:
+        """Repair what a crash between two steps can leave behind; returns the number
+        of jobs repaired. A queued job (or subjob) idle for `grace` seconds with no
+        message in the work queue is queued again; a held job whose dependencies
+        have ended is judged again. Safe to run in every dispatcher replica."""
+        present = await self.store.queued_work()
+        started: dict[int, set[int]] = {}
+        waiting: list[JobRecord] = []
+        async for record in self.store.iter_records():
+            if record.index is not None:
+                started.setdefault(record.number, set()).add(record.index)
+                if record.state in PENDING and run_key(record) not in present:
+                    waiting.append(record)
+            elif not is_final(record.state):
+                waiting.append(record)
+        cutoff = time.time() - grace
+        repaired = 0
+        for record in waiting:
+            if record.mtime > cutoff:
+                continue
+            if record.is_array and record.state in (JobState.QUEUED, JobState.BEGUN):
+                have = started.get(record.number, set())
+                lost = [
+                    i
+                    for i in record.spec.array_indices()
+                    if i not in have and f"{record.number}.{i}" not in present
+                ]
+                if lost:
+                    await self.store.enqueue(record, lost)
+                    repaired += 1
+            elif record.state in PENDING and run_key(record) not in present:
+                if await self._requeue_lost(record):
+                    repaired += 1
+            elif record.state == JobState.HELD and record.depend_pending:
+                for numbers in list(record.depend_pending.values()):
+                    for number in numbers:
+                        parent, _ = await self.store.get(number)
+                        await self.dependency_event(record.number, parent)
+        return repaired
+
+    async def _requeue_lost(self, seen: JobRecord) -> bool:
+        def bump(record: JobRecord) -> JobRecord | None:
+            if record.state not in PENDING or record.mtime != seen.mtime:
+                return None  # it moved on meanwhile
+            new = record.model_copy(deep=True)
+            new.enqueue_count += 1
+            return new
+
+        record = await self.store.update(seen.number, bump, seen.index)
+        if record is None:
+            return False
+        log.warning("queued job had no work message; queued again", extra={"job": record.job_id})
+        await self.store.enqueue(record)
+        return True
 
     # -- arrays ----------------------------------------------------------------------
 

@@ -196,7 +196,7 @@ class JobStore:
         """Publish the work items of the record's current enqueue: one, or one per
         subjob index of an array. Re-publishing the same enqueue (a retried request)
         is deduplicated by the message ids."""
-        subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}"
+        subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}.{record.number}"
         if indices is None and record.index is not None:
             indices = [record.index]  # a subjob queued again
         if indices is None:
@@ -213,7 +213,9 @@ class JobStore:
             msg_id = f"{record.number}[{index}]-{record.enqueue_count}"
             pending.append(
                 await self.js.publish_async(
-                    subject, item.model_dump_json().encode(), headers={C.MSG_ID_HEADER: msg_id}
+                    f"{subject}.{index}",
+                    item.model_dump_json().encode(),
+                    headers={C.MSG_ID_HEADER: msg_id},
                 )
             )
             if len(pending) >= PUBLISH_WINDOW:
@@ -228,6 +230,19 @@ class JobStore:
         info = await self.js.stream_info(f"KV_{C.JOBS_BUCKET}", subjects_filter=f"{prefix}*")
         subjects = info.state.subjects or {}
         return {int(subject[len(prefix) :]) for subject in subjects}
+
+    async def queued_work(self) -> set[str]:
+        """Run keys (`12`, `12.3`) that have a message in the work queue, delivered
+        or not: a work queue keeps a message until it is acknowledged."""
+        info = await self.js.stream_info(
+            C.WORK_STREAM, subjects_filter=f"{C.WORK_SUBJECT_PREFIX}.>"
+        )
+        keys = set()
+        for subject in info.state.subjects or {}:
+            # pkbs.work.<queue>.<number>[.<index>]
+            parts = subject.split(".")
+            keys.add(".".join(parts[3:]))
+        return keys
 
     async def payload(self, number: int) -> bytes:
         msg = await self.js.get_msg(C.SUBMIT_STREAM, number)

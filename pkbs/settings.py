@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         default_factory=lambda: {DEFAULT_QUEUE: QueueConfig()},
         description='Queues: JSON list of names, or {"name": {limits}}',
     )
+    # How often each dispatcher looks for jobs a crash left without a work message,
+    # and how long a queued job must have been idle before it counts (0: never).
+    reconcile_seconds: float = Field(60.0, ge=0)
     # The most CPUs one job may ask: what one worker offers (None: no check).
     max_job_ncpus: int | None = Field(None, ge=1)
     log_level: str = "INFO"

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 import signal
 from pathlib import Path
+
+from pkbs.jobstore import JobStore
+from pkbs.models import JobRecord
+from pkbs.settings import Settings
+from pkbs.states import JobState
 
 from tests.stackutil import Stack, poll
 
@@ -80,3 +88,43 @@ def test_non_rerunnable_job_is_not_run_twice(fresh_stack: Stack, tmp_path: Path)
     assert final["Exit_status"] == -20
     assert "not rerunnable" in final["comment"]
     assert log.read_text().count("start") == 1
+
+
+def _store_settings(stack: Stack) -> Settings:
+    secrets = json.loads((stack.home / "secrets.json").read_text())
+    conf = (stack.home / "run" / "nats.conf").read_text()
+    port = re.search(r"^port: (\d+)$", conf, re.M)
+    assert port is not None
+    return Settings(
+        nats_url=f"nats://127.0.0.1:{port[1]}",
+        nats_user=secrets["nats_user"],
+        nats_password=secrets["nats_password"],
+    )
+
+
+def test_a_queued_job_that_lost_its_work_message_is_queued_again(fresh_stack: Stack) -> None:
+    """A dispatcher that dies between marking a job queued and publishing its work
+    message leaves it queued with nothing to run it: the reconciler repairs that."""
+    fresh_stack.extra_env["PKBS_RECONCILE_SECONDS"] = "1"
+    fresh_stack.up(workers=1, slots=1)
+    job_id = fresh_stack.qsub("-h", "-N", "orphan", input="echo repaired\n")
+
+    async def release_without_message() -> None:
+        store = await JobStore.open(_store_settings(fresh_stack), "test")
+        try:
+
+            def queue(record: JobRecord) -> JobRecord:
+                new = record.model_copy(deep=True)
+                new.state = JobState.QUEUED
+                new.hold_types = "n"
+                return new
+
+            await store.update(int(job_id.split(".")[0]), queue)
+        finally:
+            await store.close()
+
+    asyncio.run(release_without_message())
+    assert fresh_stack.job(job_id)["job_state"] == "Q"
+    final = fresh_stack.wait_state(job_id, "F", timeout=60)
+    assert final["Exit_status"] == 0
+    assert final["run_count"] == 1
