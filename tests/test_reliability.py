@@ -13,7 +13,6 @@ from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord
 from pkbs.settings import Settings
 from pkbs.states import JobState
-
 from tests.stackutil import Stack, poll
 
 # Each run logs "start <pid>" then ticks; a run whose worker died must stop ticking
