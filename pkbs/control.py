@@ -93,7 +93,7 @@ class JobControl:
 
         record, duplicate = await self.store.create(payload, submit_id, build)
         if record.enqueue_count and not is_final(record.state):
-            await self._enqueue(record)  # deduplicated when this is a retry
+            await self._enqueue(record, payload)  # deduplicated when this is a retry
         if record.depend_pending:
             await self._link_parents(record)
         return record, duplicate
@@ -115,10 +115,10 @@ class JobControl:
                 parent, _ = await self.store.get(number)
                 await self.dependency_event(child.number, parent)
 
-    async def _enqueue(self, record: JobRecord) -> None:
+    async def _enqueue(self, record: JobRecord, payload: bytes | None = None) -> None:
         """Queue a job, or every subjob of an array that has not started yet."""
         if not record.is_array:
-            await self.store.enqueue(record)
+            await self.store.enqueue(record, payload=payload)
             return
         started = await self.store.subjob_indices(record.number)
         await self.store.enqueue(
@@ -365,7 +365,7 @@ class JobControl:
         deleted.deleted_by = by
         deleted.obittime = time.time()
         deleted.comment = f"Job deleted by {by} before it ran"
-        if not is_final(array.state) and await self.store.create_subjob(deleted):
+        if not is_final(array.state) and await self.store.create_subjob(deleted) is not None:
             await self.subjob_ended(number, None)
             return deleted
 

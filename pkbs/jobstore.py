@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 50
 PUBLISH_WINDOW = 4096  # async publishes in flight while queueing an array
+INLINE_PAYLOAD_BYTES = 4096  # payloads up to this size travel in the work message too
 
 
 def job_key(number: int, index: int | None = None) -> str:
@@ -115,33 +117,46 @@ class JobStore:
         index: int | None = None,
     ) -> JobRecord | None:
         """Compare-and-set loop. `change` returns the new record, or None to leave it."""
+        result = await self.cas(number, change, index)
+        return None if result is None else result[0]
+
+    async def cas(
+        self,
+        number: int,
+        change: Callable[[JobRecord], JobRecord | None],
+        index: int | None = None,
+        known: tuple[JobRecord, int] | None = None,
+    ) -> tuple[JobRecord, int] | None:
+        """`update`, returning the new revision too. With `known` (a record and its
+        revision, e.g. from this process's last write) the first try reads nothing."""
         for _ in range(CAS_ATTEMPTS):
-            record, revision = await self.get(number, index)
+            record, revision = known if known is not None else await self.get(number, index)
+            known = None
             new = change(record)
             if new is None:
                 return None
             new.mtime = time.time()
             try:
-                await self.jobs.update(
+                new_revision = await self.jobs.update(
                     job_key(number, index), new.model_dump_json().encode(), last=revision
                 )
             except jserr.KeyWrongLastSequenceError:
                 continue
             await self.announce(new)
-            return new
+            return new, int(new_revision)
         raise Conflict(job_id=f"{number}.{self.settings.server_name}")
 
-    async def create_subjob(self, record: JobRecord) -> bool:
-        """Store a subjob's first record; False if it exists already."""
+    async def create_subjob(self, record: JobRecord) -> int | None:
+        """Store a subjob's first record; its revision, or None if it exists already."""
         assert record.index is not None
         try:
-            await self.jobs.create(
+            revision = await self.jobs.create(
                 job_key(record.number, record.index), record.model_dump_json().encode()
             )
         except jserr.KeyWrongLastSequenceError:
-            return False
+            return None
         await self.announce(record)
-        return True
+        return int(revision)
 
     async def announce(self, record: JobRecord) -> None:
         event = {
@@ -192,7 +207,12 @@ class JobStore:
         await self.announce(record)
         return record, bool(ack.duplicate)
 
-    async def enqueue(self, record: JobRecord, indices: Iterable[int] | None = None) -> None:
+    async def enqueue(
+        self,
+        record: JobRecord,
+        indices: Iterable[int] | None = None,
+        payload: bytes | None = None,
+    ) -> None:
         """Publish the work items of the record's current enqueue: one, or one per
         subjob index of an array. Re-publishing the same enqueue (a retried request)
         is deduplicated by the message ids."""
@@ -201,6 +221,8 @@ class JobStore:
             indices = [record.index]  # a subjob queued again
         if indices is None:
             item = WorkItem(number=record.number, queue=record.spec.queue)
+            if payload is not None and len(payload) <= INLINE_PAYLOAD_BYTES:
+                item.payload = base64.b64encode(payload).decode()
             await self.js.publish(
                 subject,
                 item.model_dump_json().encode(),

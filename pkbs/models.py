@@ -195,6 +195,15 @@ class WorkItem(BaseModel):
     number: int
     queue: str
     index: int | None = None  # subjob of an array
+    # A small payload (a short script) rides along, saving the worker a round trip.
+    payload: str | None = None  # base64
+
+    def payload_bytes(self) -> bytes | None:
+        if self.payload is None:
+            return None
+        import base64
+
+        return base64.b64decode(self.payload)
 
 
 class JobList(BaseModel):

@@ -13,8 +13,8 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,12 @@ class Run:
     token: str
     msg: Msg
     ncpus: int
+    record: JobRecord  # as this run's start wrote it
+    revision: int  # ... and its KV revision then
+    inline_payload: bytes | None = None  # small payloads ride in the work message
     job: RunningJob | None = None
     lost: bool = False  # another run took over: drop everything, no ack
     handed_back: bool = False
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
 class Worker:
@@ -156,6 +158,15 @@ class Worker:
 
     async def _handle(self, msg: Msg) -> None:
         held = 1
+
+        async def free_slots() -> None:
+            """The job's processes are gone: its CPU slots serve the next job while
+            this one's results are stored."""
+            nonlocal held
+            if held:
+                count, held = held, 0
+                await self.slots.release(count)
+
         try:
             item = WorkItem.model_validate_json(msg.data)
             run = await self._begin(msg, item)
@@ -165,13 +176,13 @@ class Worker:
                 extra = min(run.ncpus, self.slots.total) - held
                 await self._wait_slots(run, extra)
                 held += extra
-            await self._execute(run)
+            await self._execute(run, free_slots)
         except Exception:
             log.exception("job handling failed")
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1)
         finally:
-            await self.slots.release(held)
+            await free_slots()
 
     async def _wait_slots(self, run: Run, count: int) -> None:
         acquiring = asyncio.create_task(self.slots.acquire(count))
@@ -223,12 +234,13 @@ class Worker:
 
         try:
             if item.index is None:
-                record = await self.store.update(item.number, start)
+                started = await self.store.cas(item.number, start)
             else:
-                record = await self._start_subjob(item, start)
+                started = await self._start_subjob(item, start)
         except UnknownJob:
             await msg.term()
             return None
+        record, revision = started if started is not None else (None, 0)
         if record is None and defer_for > 0:
             await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
             return None
@@ -249,23 +261,28 @@ class Worker:
             token=token,
             msg=msg,
             ncpus=job_ncpus(record.spec.resources),
+            record=record,
+            revision=revision,
+            inline_payload=item.payload_bytes(),
         )
 
     async def _start_subjob(
         self, item: WorkItem, start: Callable[[JobRecord], JobRecord | None]
-    ) -> JobRecord | None:
+    ) -> tuple[JobRecord, int] | None:
         """A subjob's record is made when it first starts, from its array's."""
         assert item.index is not None
         array, _ = await self.store.get(item.number)
         if array.state not in (JobState.QUEUED, JobState.BEGUN, JobState.WAITING):
             return None  # held, deleted or finished: released arrays are queued again
         first = start(array.subjob(item.index))
-        if first is not None and await self.store.create_subjob(first):
-            return first
-        return await self.store.update(item.number, start, item.index)
+        if first is not None:
+            revision = await self.store.create_subjob(first)
+            if revision is not None:
+                return first, revision
+        return await self.store.cas(item.number, start, item.index)
 
-    async def _execute(self, run: Run) -> None:
-        record, _ = await self.store.get(run.number, run.index)
+    async def _execute(self, run: Run, free_slots: Callable[[], Awaitable[None]]) -> None:
+        record = run.record
         key = run_key(record)
         root = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.base_dir))
         self.runs[key] = run
@@ -281,6 +298,7 @@ class Worker:
             if record.delete_requested:
                 await run.job.kill("qdel")
             outcome = await run.job.wait()
+            await free_slots()
             if run.lost:
                 return
             if run.handed_back:
@@ -304,7 +322,9 @@ class Worker:
         job_dir, out_dir, tmp_dir = root / "job", root / "out", root / "tmp"
         for d in (job_dir, out_dir, tmp_dir):
             d.mkdir(mode=0o700)
-        data = await self.store.payload(run.number)
+        data = run.inline_payload
+        if data is None:
+            data = await self.store.payload(run.number)
         if record.spec.payload_format == "file":
             write_entrypoint(job_dir / record.spec.entrypoint, data)
         else:
@@ -400,7 +420,10 @@ class Worker:
                 new.comment = f"Job deleted by {current.deleted_by or 'request'} while running"
             return new
 
-        final = await self.store.update(run.number, finish, run.index)
+        result = await self.store.cas(
+            run.number, finish, run.index, known=(run.record, run.revision)
+        )
+        final = None if result is None else result[0]
         if final is None:
             log.warning("run was superseded; result dropped", extra={"job": record.job_id})
             return
