@@ -107,8 +107,8 @@ class JobControl:
                 def link(parent: JobRecord) -> JobRecord | None:
                     if child.number in parent.dependents or is_final(parent.state):
                         return None
-                    new = parent.model_copy(deep=True)
-                    new.dependents.append(child.number)
+                    new = parent.model_copy()
+                    new.dependents = [*parent.dependents, child.number]
                     return new
 
                 await self.store.update(number, link)
@@ -171,7 +171,7 @@ class JobControl:
         def bump(record: JobRecord) -> JobRecord | None:
             if record.state not in PENDING or record.mtime != seen.mtime:
                 return None  # it moved on meanwhile
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             new.enqueue_count += 1
             return new
 
@@ -190,7 +190,7 @@ class JobControl:
         def begin(array: JobRecord) -> JobRecord | None:
             if not can(array.state, JobEvent.BEGIN):
                 return None
-            new = array.model_copy(deep=True)
+            new = array.model_copy()
             new.state = next_state(array.state, JobEvent.BEGIN)
             new.stime = time.time()
             return new
@@ -206,7 +206,7 @@ class JobControl:
         def count(array: JobRecord) -> JobRecord | None:
             if is_final(array.state):
                 return None
-            new = array.model_copy(deep=True)
+            new = array.model_copy()
             new.array_done += 1
             if exit_status != 0:
                 new.array_failed += 1
@@ -241,7 +241,8 @@ class JobControl:
             nonlocal released
             if child.state != JobState.HELD:
                 return None
-            new = child.model_copy(deep=True)
+            new = child.model_copy()
+            new.depend_pending = {k: list(v) for k, v in child.depend_pending.items()}
             changed = False
             for kind, numbers in list(new.depend_pending.items()):
                 if parent.number not in numbers:
@@ -285,7 +286,7 @@ class JobControl:
         def change(record: JobRecord) -> JobRecord:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             new.hold_types = _holds(record.hold_types.replace("n", "") + types)
             if can(record.state, JobEvent.HOLD):
                 new.state = next_state(record.state, JobEvent.HOLD)
@@ -302,7 +303,7 @@ class JobControl:
             nonlocal released
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             new.hold_types = _holds("".join(t for t in record.hold_types if t not in types))
             if record.state == JobState.HELD and new.hold_types == "n":
                 if record.depend_pending:  # the system hold stays until they are met
@@ -331,7 +332,7 @@ class JobControl:
         def change(record: JobRecord) -> JobRecord | None:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             new.deleted_by = by
             if can(record.state, JobEvent.DELETE):
                 new.state = next_state(record.state, JobEvent.DELETE)
@@ -372,7 +373,7 @@ class JobControl:
         def change(record: JobRecord) -> JobRecord | None:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             new.deleted_by = by
             new.delete_requested = True
             return new
@@ -393,11 +394,11 @@ class JobControl:
                 raise FinishedJob(job_id=record.job_id)
             if is_active(record.state) and not change.touches_only_running_limits():
                 raise ModifyRunning(job_id=record.job_id)
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             updates = change.model_dump(exclude_none=True, exclude={"resources", "attributes"})
             spec = new.spec.model_copy(update=updates)
-            spec.resources.update(change.resources or {})
-            spec.attributes.update(change.attributes or {})
+            spec.resources = {**spec.resources, **(change.resources or {})}
+            spec.attributes = {**spec.attributes, **(change.attributes or {})}
             new.spec = JobSpec.model_validate(spec.model_dump())
             check(new.spec)
             if change.exec_time is not None:
@@ -420,7 +421,7 @@ class JobControl:
                 raise BadState(job_id=record.job_id)
             if not record.spec.rerunnable:
                 raise NotRerunnable(job_id=record.job_id)
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             new.rerun_requested = True
             return new
 

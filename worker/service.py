@@ -213,7 +213,7 @@ class Worker:
                 event = JobEvent.RESTART
             else:
                 return None  # held, deleted, finished, or a stale duplicate message
-            new = record.model_copy(deep=True)
+            new = record.model_copy()
             if event == JobEvent.RESTART and not record.spec.rerunnable:
                 new.state = next_state(state, JobEvent.FINISH)
                 new.exit_status = EXIT_LOST_NOT_RERUNNABLE
@@ -397,7 +397,7 @@ class Worker:
         def finish(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
                 return None  # fenced out: another run owns the job now
-            new = current.model_copy(deep=True)
+            new = current.model_copy()
             new.state = next_state(current.state, JobEvent.FINISH)
             new.obittime = time.time()
             new.run_token = None
@@ -446,7 +446,7 @@ class Worker:
         def requeue(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
                 return None
-            new = current.model_copy(deep=True)
+            new = current.model_copy()
             new.state = next_state(current.state, JobEvent.REQUEUE)
             new.run_token = None
             new.enqueue_count += 1
