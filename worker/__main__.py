@@ -26,7 +26,12 @@ async def serve() -> None:
 
 def main() -> None:
     setup_logging(get_settings().log_level)
-    asyncio.run(serve())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())
 
 
 if __name__ == "__main__":
