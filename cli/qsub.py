@@ -111,7 +111,8 @@ def _variables(options: pbs.QsubOptions, workdir: str) -> dict[str, str]:
     env = os.environ
     variables: dict[str, str] = {}
     if options.export_env:
-        variables.update({k: v for k, v in env.items() if not k.startswith("PBS_O_")})
+        # Not pkbs's own settings: PKBS_TOKEN is a credential, not job environment.
+        variables.update({k: v for k, v in env.items() if not k.startswith(("PBS_O_", "PKBS_"))})
     for name, value in (options.variables or {}).items():
         if name.startswith("PBS_O_"):
             continue

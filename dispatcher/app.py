@@ -47,7 +47,7 @@ from pkbs.models import (
     TokenRequest,
     TokenResponse,
 )
-from pkbs.payload import check_size
+from pkbs.payload import check_size, format_size
 from pkbs.pbs import parse_job_id
 from pkbs.pbsattrs import job_attributes, queue_attributes, server_attributes
 from pkbs.queues import QueueConfig, check_request
@@ -76,6 +76,9 @@ Caller = Annotated[Identity, Depends(_identity)]
 Store = Annotated[JobStore, Depends(_store)]
 
 
+DISCARD_LIMIT = 32 * 1024 * 1024  # bytes of an oversize body read before answering
+
+
 class BodyLimit:
     """Refuse request bodies over `limit` bytes with 413, whether they announce their
     length or arrive chunked (then as soon as the limit is passed)."""
@@ -87,8 +90,20 @@ class BodyLimit:
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(
             f"Request body of {size} bytes or more exceeds the limit; "
-            f"job payloads may be at most {C.MAX_PAYLOAD_BYTES // 1024} KiB zipped"
+            f"job payloads may be at most {format_size(C.MAX_PAYLOAD_BYTES)} zipped"
         )
+
+    async def _discard_body(self, receive: Receive) -> None:
+        """Read (and drop) what the client is still sending, up to a cap, so that it
+        hears the 413 instead of a connection reset."""
+        left = DISCARD_LIMIT
+        while left > 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            left -= len(message.get("body", b""))
+            if not message.get("more_body"):
+                return
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,21 +112,32 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limit:
             error = self.too_large(int(length))
+            await self._discard_body(receive)
             response = JSONResponse({"error": error.to_dict()}, status_code=413)
             await response(scope, receive, send)
             return
         received = 0
+        refused: PayloadTooLarge | None = None
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise self.too_large(received)
+                    refused = self.too_large(received)
+                    raise refused
             return message
 
-        await self.app(scope, limited, send)
+        async def reply(message: Message) -> None:
+            # Whatever the app makes of the cut-off body, the client hears 413.
+            if refused is None:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                response = JSONResponse({"error": refused.to_dict()}, status_code=413)
+                await response(scope, receive, send)
+
+        await self.app(scope, limited, reply)
 
 
 async def reconcile_forever(store: JobStore, settings: Settings) -> None:

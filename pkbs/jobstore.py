@@ -169,14 +169,20 @@ class JobStore:
         )
 
     async def iter_records(self) -> AsyncIterator[JobRecord]:
-        """Latest value of every job record (one ordered pass over the KV, no replay)."""
-        watcher = await self.jobs.watch(f"{C.JOB_KEY_PREFIX}>", ignore_deletes=True)
+        """Latest value of every job record: one ordered pass over the KV (a consumer
+        delivering the last message per key), no replay of history."""
+        info = await self.js.stream_info(f"KV_{C.JOBS_BUCKET}")
+        if not info.state.messages:
+            return
+        watcher = await self.jobs.watch(f"{C.JOB_KEY_PREFIX}>")
         try:
             while True:
                 entry = await watcher.updates(timeout=10)  # type: ignore[no-untyped-call]
+                # The "initial values done" marker (None) can come early; the pending
+                # count of the last delivered entry is what ends the pass.
                 if entry is None:
-                    return
-                if entry.value:
+                    continue
+                if entry.value and entry.operation is None:
                     yield JobRecord.model_validate_json(entry.value)
                 if entry.delta == 0:
                     return

@@ -635,7 +635,7 @@ def server_attributes(
     out["resources_default.ncpus"] = "1"
     out["default_chunk.ncpus"] = "1"
     out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
-    out["query_other_jobs"] = "True"
+    out["query_other_jobs"] = "False"  # users see only their own jobs
     out["flatuid"] = "True"
     out["pbs_version"] = version
     out["job_history_enable"] = "True"

@@ -15,8 +15,9 @@ from typing import Any
 BIN = Path(sys.executable).parent
 
 
-def poll(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-         what: str = "condition") -> Any:
+def poll(
+    check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll `check` until it returns something truthy; fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -40,17 +41,29 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def run(self, *args: str, input: str | bytes | None = None, cwd: Path | None = None,
-            env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
         data = input.decode() if isinstance(input, bytes) else input
         return subprocess.run(
-            list(args), input=data, capture_output=True, text=True, cwd=cwd,
-            env={**self.env, **(env or {})}, timeout=timeout,
+            list(args),
+            input=data,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
         )
 
     def up(self, workers: int = 2, slots: int = 2) -> None:
-        result = self.run(str(BIN / "pkbs"), "up", "--workers", str(workers), "--slots", str(slots),
-                          timeout=120)
+        result = self.run(
+            str(BIN / "pkbs"), "up", "--workers", str(workers), "--slots", str(slots), timeout=120
+        )
         assert result.returncode == 0, result.stderr + result.stdout
 
     def down(self) -> None:
@@ -67,8 +80,13 @@ class Stack:
                 return int(proc["pid"])
         raise KeyError(name)
 
-    def qsub(self, *args: str, input: str | None = None, cwd: Path | None = None,
-             env: dict[str, str] | None = None) -> str:
+    def qsub(
+        self,
+        *args: str,
+        input: str | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         result = self.run(str(BIN / "qsub"), *args, input=input, cwd=cwd, env=env)
         assert result.returncode == 0, f"qsub failed: {result.stderr}"
         return result.stdout.strip()
@@ -99,3 +117,344 @@ class Stack:
     def as_user(self, user: str) -> dict[str, str]:
         state = self.state()
         return {"PKBS_ENDPOINT": state["endpoint"], "PKBS_TOKEN": self.token_for(user)}
+
+
+# -- helpers for the end-to-end CLI tests (appended) ---------------------------
+
+CTIME_RE = r"[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"
+
+
+def job_number(job_id: str) -> int:
+    """`17.pkbs` -> 17."""
+    return int(job_id.split(".", 1)[0])
+
+
+def write_file(path: Path, text: str | bytes, mode: int = 0o644) -> Path:
+    """Write `text` to `path` (parents created) and set its mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def pid_gone(pid: int) -> bool:
+    """True once `pid` no longer exists (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def client_config(home: Path) -> dict[str, Any]:
+    """The client.json `pkbs up` wrote: endpoint, token and server name."""
+    data: dict[str, Any] = json.loads((home / "client.json").read_text())
+    return data
+
+
+def status_rows(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
+    """`pkbs status` output -> {process: {pid, port, health, restarts}}."""
+    rows: dict[str, dict[str, str]] = {}
+    for line in result.stdout.splitlines()[1:]:
+        name, pid, port, health, restarts = line.split()
+        rows[name] = {"pid": pid, "port": port, "health": health, "restarts": restarts}
+    return rows
+
+
+def cli(stack: Stack, command: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run one of the installed console scripts (qsub, qstat, qdel, pkbs) in `stack`."""
+    return stack.run(str(BIN / command), *args, **kwargs)
+
+
+def submit(
+    stack: Stack,
+    *args: str,
+    input: str | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """qsub that must succeed and print exactly `<n>.pkbs` on stdout, nothing on stderr."""
+    result = cli(stack, "qsub", *args, input=input, cwd=cwd, env=env)
+    assert result.returncode == 0, f"qsub failed: {result.stderr}"
+    assert result.stderr == "", result.stderr
+    job_id = result.stdout.removesuffix("\n")
+    assert result.stdout == job_id + "\n" and job_id.split(".")[0].isdigit(), result.stdout
+    assert job_id.endswith(".pkbs"), job_id
+    return job_id
+
+
+def job_as(stack: Stack, job_id: str, env: dict[str, str]) -> dict[str, Any]:
+    """The job's qstat -f -F json -x attributes, seen with another user's credentials."""
+    jobs: dict[str, Any] = stack.qstat_json(job_id, env=env).get("Jobs", {})
+    return dict(jobs[job_id])
+
+
+def wait_state_as(
+    stack: Stack, job_id: str, state: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """Like Stack.wait_state, for a job owned by the user of `env`."""
+
+    def check() -> dict[str, Any] | None:
+        job = job_as(stack, job_id, env or {})
+        return job if job["job_state"] == state else None
+
+    result: dict[str, Any] = poll(check, timeout, 0.1, f"{job_id} to reach {state}")
+    return result
+
+
+def fetch_results(
+    stack: Stack, job_id: str, dest: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`pkbs fetch JOBID DEST`, which must succeed."""
+    result = cli(stack, "pkbs", "fetch", job_id, str(dest), env=env)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def files_under(root: Path) -> dict[str, int]:
+    """Every regular file under `root` as {relative posix path: size}."""
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def wait_live_output(stack: Stack, job_id: str, name: str, text: str, timeout: float = 30) -> None:
+    """Poll the running job's .o file in the local workers' job directory (the
+    local stack runs jobs under $PKBS_HOME/jobs) until it contains `text`."""
+    seq = job_number(job_id)
+
+    def check() -> bool:
+        for path in (stack.home / "jobs").glob(f"**/{seq}.*/out/{name}.o{seq}"):
+            try:
+                if text in path.read_text():
+                    return True
+            except OSError:
+                pass
+        return False
+
+    poll(check, timeout, 0.05, f"{text!r} in the output of {job_id}")
+
+
+# -- helpers for the fault-injection and hostile-input tests (appended) --------
+
+
+def logged_job(log: Path, ticks: int = 5, tick: float = 0.1, exit_code: int = 0) -> str:
+    """A bash job that appends `start|tick|end <PBS_JOBID> <pid> <epoch>` lines to `log`
+    (an absolute path: the local stack runs jobs on this machine), prints
+    `out <PBS_JOBID>` on stdout and exits with `exit_code`. Audits read the log."""
+    return (
+        "#!/bin/bash\n"
+        f'LOG="{log}"\n'
+        'echo "start $PBS_JOBID $$ $EPOCHREALTIME" >> "$LOG"\n'
+        f"for i in $(seq 1 {ticks}); do sleep {tick}; "
+        'echo "tick $PBS_JOBID $$ $EPOCHREALTIME" >> "$LOG"; done\n'
+        'echo "out $PBS_JOBID"\n'
+        'echo "end $PBS_JOBID $$ $EPOCHREALTIME" >> "$LOG"\n'
+        f"exit {exit_code}\n"
+    )
+
+
+@dataclass
+class RunSpan:
+    """One run of a job, as its log lines show it."""
+
+    pid: str
+    first: float
+    last: float
+    ended: bool
+
+
+def job_runs(log: Path) -> dict[str, list[RunSpan]]:
+    """The runs of each job in a `logged_job` log, ordered by start time."""
+    runs: dict[tuple[str, str], RunSpan] = {}
+    text = log.read_text() if log.exists() else ""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        kind, job, pid, stamp = parts
+        t = float(stamp)
+        span = runs.setdefault((job, pid), RunSpan(pid, t, t, False))
+        span.first, span.last = min(span.first, t), max(span.last, t)
+        span.ended = span.ended or kind == "end"
+    by_job: dict[str, list[RunSpan]] = {}
+    for (job, _), span in runs.items():
+        by_job.setdefault(job, []).append(span)
+    for spans in by_job.values():
+        spans.sort(key=lambda s: s.first)
+    return by_job
+
+
+def overlapping_runs(log: Path) -> list[str]:
+    """Jobs with a run that started before the previous run of the same job stopped."""
+    return sorted(
+        job
+        for job, spans in job_runs(log).items()
+        if any(b.first <= a.last for a, b in zip(spans, spans[1:], strict=False))
+    )
+
+
+def api_endpoint(stack: Stack) -> tuple[str, str]:
+    """(endpoint, admin token) of the stack, from its client.json."""
+    config = client_config(stack.home)
+    return str(config["endpoint"]), str(config["token"])
+
+
+def results_dir(stack: Stack, job: dict[str, Any], job_id: str) -> Path:
+    """Where the local stack's WebDAV server keeps a job's results on disk."""
+    owner = str(job["Job_Owner"]).split("@", 1)[0]
+    return stack.home / "webdav" / "pkbs" / owner / job_id
+
+
+@dataclass
+class Audit:
+    """The outcome of a batch of jobs after a fault."""
+
+    submitted: int = 0
+    completed: int = 0
+    lost: list[str] = field(default_factory=list)  # not F, wrong status, or no results
+    duplicated: list[str] = field(default_factory=list)  # extra records, overlaps, uncounted runs
+    reruns: int = 0  # jobs with run_count >= 2
+    problems: list[str] = field(default_factory=list)
+
+    def row(self, fault: str) -> str:
+        return (
+            f"{fault}: submitted {self.submitted} completed {self.completed} "
+            f"lost {len(self.lost)} duplicated {len(self.duplicated)} rerun {self.reruns}"
+        )
+
+    def check(self) -> None:
+        assert not self.lost and not self.duplicated, "\n".join(self.problems[:20])
+
+
+def audit_jobs(
+    stack: Stack,
+    job_ids: list[str],
+    log: Path | None,
+    exit_status: int = 0,
+    timeout: float = 60.0,
+    exact: bool = True,
+) -> Audit:
+    """Wait (up to `timeout`) for every job to be F, then check each: Exit_status, its
+    .o on WebDAV holding `out <id>` (for one job also through `pkbs fetch`), runs
+    counted (no more starts in the log than run_count), no run overlapping another
+    run of the same job. With `exact`, the server must know no job beyond `job_ids`
+    (no duplicate records)."""
+    import tempfile
+
+    audit = Audit(submitted=len(job_ids))
+    wanted = set(job_ids)
+
+    def all_jobs() -> dict[str, Any]:
+        result = stack.run(str(BIN / "qstat"), "-f", "-F", "json", "-x")
+        assert result.returncode == 0, result.stderr
+        jobs: dict[str, Any] = json.loads(result.stdout).get("Jobs", {})
+        return jobs
+
+    jobs: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = all_jobs()
+        if all(jobs.get(j, {}).get("job_state") == "F" for j in wanted):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    runs = job_runs(log) if log is not None else {}
+    overlaps = set(overlapping_runs(log)) if log is not None else set()
+    for job_id in job_ids:
+        job = jobs.get(job_id)
+        if job is None or job.get("job_state") != "F":
+            audit.lost.append(job_id)
+            state = None if job is None else (job.get("job_state"), job.get("comment"))
+            audit.problems.append(f"{job_id}: not finished: {state}")
+            continue
+        if job.get("Exit_status") != exit_status:
+            audit.lost.append(job_id)
+            audit.problems.append(
+                f"{job_id}: Exit_status {job.get('Exit_status')} ({job.get('comment')})"
+            )
+            continue
+        out_name = str(job["Output_Path"]).rsplit("/", 1)[-1]
+        out = results_dir(stack, job, job_id) / out_name
+        if not out.is_file() or (log is not None and f"out {job_id}" not in out.read_text()):
+            audit.lost.append(job_id)
+            audit.problems.append(f"{job_id}: no results at {out}")
+            continue
+        if audit.completed == 0:  # one job of the batch also comes back through the API
+            with tempfile.TemporaryDirectory() as tmp:
+                got = stack.run(str(BIN / "pkbs"), "fetch", job_id, tmp)
+                fetched = Path(tmp, out_name)
+                if got.returncode != 0 or fetched.read_bytes() != out.read_bytes():
+                    audit.lost.append(job_id)
+                    audit.problems.append(f"{job_id}: pkbs fetch failed: {got.stderr}")
+                    continue
+        audit.completed += 1
+        run_count = int(job.get("run_count") or 0)
+        audit.reruns += run_count >= 2
+        if log is not None:
+            spans = runs.get(job_id, [])
+            if not spans or len(spans) > run_count or not any(s.ended for s in spans):
+                audit.duplicated.append(job_id)
+                audit.problems.append(f"{job_id}: {len(spans)} runs logged, run_count {run_count}")
+            if job_id in overlaps:
+                audit.duplicated.append(job_id)
+                audit.problems.append(f"{job_id}: two runs overlapped: {spans}")
+    if exact:
+        extra = sorted(set(jobs) - wanted)
+        audit.duplicated += extra
+        audit.problems += [f"{j}: a record nobody submitted" for j in extra]
+    return audit
+
+
+def process_start(pid: int) -> float:
+    """Start time of `pid` (epoch seconds), from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as fh:
+        btime = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_restarted(stack: Stack, name: str, old_pid: int, timeout: float = 30) -> int:
+    """Poll until the supervisor has replaced process `name` (pid `old_pid`) by a live one."""
+
+    def check() -> int | None:
+        try:
+            pid = stack.pid_of(name)
+        except (KeyError, OSError, ValueError):
+            return None
+        return pid if pid != old_pid and not pid_gone(pid) else None
+
+    new_pid: int = poll(check, timeout, 0.05, f"{name} to be restarted")
+    return new_pid
+
+
+def process_healthy(stack: Stack, name: str) -> bool:
+    """What `pkbs status` calls healthy, for one process of the stack."""
+    from pkbs import local
+
+    return any(row["name"] == name and row.get("healthy") for row in local.status(stack.home))
+
+
+def job_processes(job_id: str) -> list[int]:
+    """Live (non-zombie) processes whose environment has PBS_JOBID=<job_id>."""
+    needle = f"PBS_JOBID={job_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle not in fh.read().split(b"\0"):
+                    continue
+        except OSError:
+            continue
+        if not pid_gone(int(entry)):
+            found.append(int(entry))
+    return found

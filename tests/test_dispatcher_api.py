@@ -56,7 +56,7 @@ def test_oversize_body_is_413_and_nothing_queued(stack: Stack) -> None:
     big = json.dumps(submit_body()).encode() + b" " * (2 * 1024 * 1024)
     status, body = call(endpoint, "POST", "/v1/jobs", token, raw=big)
     assert status == 413
-    assert "1024 KiB" in body["error"]["message"]
+    assert "1.0 MiB" in body["error"]["message"]
     _, after = call(endpoint, "GET", "/v1/jobs?history=true", token)
     assert len(after["jobs"]) == len(before["jobs"])
 

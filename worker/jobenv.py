@@ -65,6 +65,8 @@ def build_command(record: JobRecord, job_dir: Path) -> list[str]:
     """Executables with a `#!` line run as themselves; other scripts go to the shell."""
     entry = job_dir / record.spec.entrypoint
     shell = record.spec.shell or "/bin/bash"
+    if not entry.is_file():
+        raise FileNotFoundError(f"the payload has no {record.spec.entrypoint!r} to run")
     if record.spec.kind == "stdin":
         return [shell, str(entry)]
     with open(entry, "rb") as fh:

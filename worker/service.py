@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -47,7 +48,10 @@ from .slots import Slots
 
 log = logging.getLogger("pkbs.worker")
 
-FETCH_TIMEOUT = 5.0
+# Long-poll of one fetch; also how long a drain may wait for an idle fetch to end.
+FETCH_TIMEOUT = 1.0
+# A job that meets a full disk on this worker is offered again after this long.
+DISK_FULL_RETRY = 10.0
 # A job whose -a time is ahead goes back to the queue for at most this long at a time.
 MAX_DEFER_SECONDS = 300.0
 # PBS JOB_EXEC_RERUN_MS_FAIL: the node running a non-rerunnable job was lost.
@@ -119,11 +123,8 @@ class Worker:
                     await asyncio.sleep(0.5)
                     continue
                 for msg in msgs:
-                    if self.draining.is_set():
-                        await msg.nak()
-                        continue
-                    if not self.slots.try_acquire(1):
-                        await msg.nak()
+                    if self.draining.is_set() or not self.slots.try_acquire(1):
+                        await self._return_untouched(msg)
                         continue
                     task = asyncio.create_task(self._handle(msg))
                     self._tasks.add(task)
@@ -136,6 +137,15 @@ class Worker:
             await self.results.aclose()
             await self.store.close()
             self.stopped.set()
+
+    async def _return_untouched(self, msg: Msg) -> None:
+        """Give back a message this worker will not run: a copy goes back in the queue
+        and the original is terminated. (A nak is not stored: if the server stopped
+        now, as when the whole stack goes down, the job would wait out ack_wait.)"""
+        copy_id = f"{msg.header.get(C.MSG_ID_HEADER, '') if msg.header else ''}"
+        copy_id += f"-returned-{msg.metadata.sequence.stream}"
+        await self.store.js.publish(msg.subject, msg.data, headers={C.MSG_ID_HEADER: copy_id})
+        await msg.term()
 
     def request_drain(self) -> None:
         self.draining.set()
@@ -291,6 +301,13 @@ class Worker:
             try:
                 request, before = await self._prepare(run, record, root)
             except (InvalidPayload, OSError) as exc:
+                if disk_full_error(exc):
+                    # This worker's disk is full, not the job's fault: another try later.
+                    note = f"Worker {self.settings.worker_name}: disk full"
+                    await self._hand_back(run, note, DISK_FULL_RETRY)
+                    return
+                if not isinstance(exc, (InvalidPayload, FileNotFoundError, IsADirectoryError)):
+                    raise
                 # The job can never start (bad payload, missing entry point): end it.
                 await self._finish(run, record, None, [], f"Job could not start: {exc}")
                 return
@@ -442,15 +459,21 @@ class Worker:
             },
         )
 
-    async def _hand_back(self, run: Run) -> None:
+    async def _hand_back(
+        self, run: Run, reason: str | None = None, retry_after: float | None = None
+    ) -> None:
+        """Queue the job again. With `retry_after` the same message comes back after
+        that delay (this worker cannot run it now); else a fresh message goes out."""
+
         def requeue(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
                 return None
             new = current.model_copy()
             new.state = next_state(current.state, JobEvent.REQUEUE)
             new.run_token = None
-            new.enqueue_count += 1
-            new.comment = (
+            if retry_after is None:
+                new.enqueue_count += 1
+            new.comment = reason or (
                 "Requeued by qrerun"
                 if current.rerun_requested
                 else "Handed back by a draining worker"
@@ -461,9 +484,13 @@ class Worker:
         # A fresh work message, not a nak: a nak is not stored, and a stack stopping
         # right after would leave the job waiting out ack_wait when it comes back.
         record = await self.store.update(run.number, requeue, run.index)
-        if record is not None:
-            await self.store.enqueue(record)
-            await run.msg.ack()
+        if record is None:
+            return
+        if retry_after is not None:
+            await run.msg.nak(delay=retry_after)
+            return
+        await self.store.enqueue(record)
+        await run.msg.ack()
 
     async def _heartbeat(self, run: Run) -> None:
         """Keep the message ours; notice qdel and lost leases."""
@@ -509,6 +536,15 @@ def write_entrypoint(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+
+
+def disk_full_error(exc: BaseException | None) -> bool:
+    """Whether `exc`, or what caused it, is a full disk (ENOSPC / EDQUOT)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def disk_full(path: Path, margin: int = 64 * 1024) -> bool:
