@@ -36,3 +36,4 @@ clean:
 	rm -rf $(VENV) dist build *.egg-info
 
 include mk/k8s.mk
+include mk/bench.mk
