@@ -33,6 +33,7 @@ def _changes(options: pbs.QsubOptions) -> dict[str, Any]:
         "keep": options.keep,
         "shell": options.shell,
         "attributes": attributes_of(options) or None,
+        "depend": options.depend,
     }
     return {k: v for k, v in body.items() if v is not None}
 

@@ -51,11 +51,12 @@ class JobControl:
 
     # -- submit -----------------------------------------------------------------
 
-    def dependencies(self, spec: JobSpec) -> dict[str, list[int]]:
-        if not spec.depend:
+    def dependencies(self, text: str | None) -> dict[str, list[int]]:
+        """`-W depend=` text to {type: [job numbers]}; refuses types pkbs lacks."""
+        if not text:
             return {}
         pending: dict[str, list[int]] = {}
-        for kind, ids in parse_depend(spec.depend, self.server):
+        for kind, ids in parse_depend(text, self.server):
             if kind not in depend.SUPPORTED:
                 raise BadAttributeValue(f"dependency type {kind!r} is not supported by pkbs")
             waited = pending.setdefault(kind, [])
@@ -68,7 +69,7 @@ class JobControl:
     async def submit(
         self, owner: str, spec: JobSpec, payload: bytes, submit_id: str
     ) -> tuple[JobRecord, bool]:
-        pending = self.dependencies(spec)
+        pending = self.dependencies(spec.depend)
         for numbers in pending.values():
             for number in numbers:
                 await self.store.get(number)  # UnknownJob for a missing parent
@@ -389,12 +390,26 @@ class JobControl:
         """qalter: change a job that has not started; a running one only its time limits.
         `check` validates the new spec (queue limits) before it is stored."""
 
+        pending: dict[str, list[int]] = {}
+        if change.depend is not None:
+            pending = self.dependencies(change.depend)
+            for numbers in pending.values():
+                for parent in numbers:
+                    await self.store.get(parent)  # UnknownJob for a missing parent
+
         def apply(record: JobRecord) -> JobRecord:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
             if is_active(record.state) and not change.touches_only_running_limits():
                 raise ModifyRunning(job_id=record.job_id)
             new = record.model_copy()
+            if change.depend is not None:
+                # New dependencies replace the old: a system hold until they are met.
+                new.depend_pending = pending
+                if pending:
+                    new.hold_types = _holds(record.hold_types.replace("n", "") + SYSTEM_HOLD)
+                    if can(record.state, JobEvent.HOLD):
+                        new.state = next_state(record.state, JobEvent.HOLD)
             updates = change.model_dump(exclude_none=True, exclude={"resources", "attributes"})
             spec = new.spec.model_copy(update=updates)
             spec.resources = {**spec.resources, **(change.resources or {})}
@@ -411,6 +426,9 @@ class JobControl:
 
         record = await self.store.update(number, apply)
         assert record is not None
+        if pending:
+            await self._link_parents(record)
+            record, _ = await self.store.get(number)
         return record
 
     async def rerun(self, number: int, index: int | None = None) -> JobRecord:

@@ -252,6 +252,7 @@ class AlterRequest(BaseModel):
     keep: str | None = None
     shell: str | None = None
     attributes: dict[str, str] | None = None
+    depend: str | None = None  # -W depend=...: replaces the job's dependencies
 
     # While a job runs, only these may change (PBS: cput, walltime, min/max_walltime).
     RUNNING_RESOURCES: ClassVar[frozenset[str]] = frozenset(
