@@ -94,8 +94,8 @@ class BodyLimit:
         )
 
     async def _discard_body(self, receive: Receive) -> None:
-        """Read (and drop) what the client is still sending, up to a cap, so that it
-        hears the 413 instead of a connection reset."""
+        """After the 413, read (and drop) what the client is still sending, up to a
+        cap, so that it reads the answer instead of a connection reset."""
         left = DISCARD_LIMIT
         while left > 0:
             message = await receive()
@@ -112,9 +112,9 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limit:
             error = self.too_large(int(length))
-            await self._discard_body(receive)
             response = JSONResponse({"error": error.to_dict()}, status_code=413)
             await response(scope, receive, send)
+            await self._discard_body(receive)
             return
         received = 0
         refused: PayloadTooLarge | None = None
