@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pkbs import clientconfig, servers
-from pkbs.ledger import ledger_path, reap_ledger
+from pkbs.procs import become_subreaper, kill_tree, own_children, reap
 
 STATE_FILE = "run/stack.json"
 SECRETS_FILE = "secrets.json"
@@ -252,6 +252,7 @@ class Supervisor:
 
     def supervise(self) -> None:
         while not self.stopping:
+            self.reap_zombies()
             now = time.monotonic()
             changed = False
             for child in self.children:
@@ -272,14 +273,26 @@ class Supervisor:
                 self.write_state("running")
             time.sleep(0.2)
 
-    def reap_orphans(self, child: Child) -> None:
-        """A worker died: kill the jobs it ran now, before JetStream hands them to
-        another worker (a worker restarted later would be too late)."""
-        name, worker_dir = child.env.get("PKBS_WORKER_NAME"), child.env.get("PKBS_WORKER_DIR")
-        if name is None or worker_dir is None:
+    def known_pids(self) -> set[int]:
+        return {c.proc.pid for c in self.children if c.proc is not None}
+
+    def reap_orphans(self, dead: Child) -> None:
+        """A worker died: its jobs are our children now (we are a subreaper). Kill
+        them at once, before JetStream hands the jobs to another worker."""
+        if not dead.name.startswith("worker"):
             return
-        for job_id in reap_ledger(ledger_path(Path(worker_dir), name)):
-            print(f"killed job {job_id} left by dead {child.name}", flush=True)
+        known = self.known_pids()
+        for pid in own_children():
+            if pid not in known:
+                kill_tree(pid)
+                print(f"killed pid {pid} left by dead {dead.name}", flush=True)
+
+    def reap_zombies(self) -> None:
+        """Orphans that ended by themselves are our zombies: collect them."""
+        known = self.known_pids()
+        for pid in own_children():
+            if pid not in known:
+                reap(pid)
 
     def stop_all(self) -> None:
         self.write_state("stopping")
@@ -323,6 +336,7 @@ def run_supervisor(config: StackConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    become_subreaper()
     sup.plan()
     try:
         sup.start_all(lambda msg: print(msg, flush=True))

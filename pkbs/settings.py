@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # The most CPUs one job may ask: what one worker offers (None: no check).
     max_job_ncpus: int | None = Field(None, ge=1)
     log_level: str = "INFO"
+    # Also ship the JSON log lines to syslog: tcp://HOST:PORT or udp://HOST:PORT
+    # (the logging component's receiver); stderr keeps them all either way.
+    syslog_url: str | None = None
 
     # NATS
     nats_url: str = "nats://127.0.0.1:4222"

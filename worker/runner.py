@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pkbs.ledger import reap_ledger
+from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap
 
 # PBS's JOB_EXEC_KILL_WALLTIME / _KILL_MEM: Exit_status of a job killed for running
 # too long / using more memory than it asked for.
@@ -186,78 +186,32 @@ def session_rss(session_id: int) -> int:
     return total
 
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """prctl(PR_SET_CHILD_SUBREAPER): Linux only; False where it is not available."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
 def end_strays(job_id: str, leaders: set[int]) -> None:
     """Kill what a finished job left running outside its session (they are our
     children now) and reap our children that are not running jobs' leaders."""
     for pid in own_children():
         if pid in leaders:
             continue
-        environ = b""
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/environ", "rb") as fh:
-            environ = fh.read()
-        if f"PBS_JOBID={job_id}".encode() in environ.split(b"\0"):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-
-
-def own_children() -> list[int]:
-    pids: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as fh:
-                pids.extend(int(p) for p in fh.read().split())
-    return pids
+        if has_env(pid, "PBS_JOBID", job_id):
+            kill_tree(pid)
+        else:
+            reap(pid)
 
 
 class LocalProcessRunner:
-    """Starts jobs as local process groups and remembers them in `ledger`, so that a
-    worker restarted after a crash kills what its previous incarnation left running
-    (a job must never run on after its worker died: it would overlap its rerun)."""
+    """Starts jobs as local process groups. It is a child subreaper, so what a job
+    leaves behind outside its group comes back to it and is ended with the job."""
 
-    def __init__(self, ledger: Path | None = None) -> None:
-        self.ledger = ledger
-        self.groups: dict[int, str] = {}
-        # Orphans of our jobs (daemons that left the job's session with setsid) are
-        # re-parented to this process instead of init, so we can find and end them.
+    def __init__(self) -> None:
+        self.groups: dict[int, str] = {}  # session id -> job id, of running jobs
         self.subreaper = become_subreaper()
 
     async def start(self, request: RunRequest) -> RunningJob:
         job = LocalProcessJob(request, on_exit=self._forget)
         self.groups[job.session_id] = request.env.get("PBS_JOBID", "")
-        self._write()
         return job
 
     def _forget(self, session_id: int) -> None:
         job_id = self.groups.pop(session_id, None)
-        self._write()
         if self.subreaper and job_id:
             end_strays(job_id, set(self.groups))
-
-    def _write(self) -> None:
-        if self.ledger is None:
-            return
-        tmp = self.ledger.with_suffix(".tmp")
-        tmp.write_text("".join(f"{pgid} {job}\n" for pgid, job in self.groups.items()))
-        os.replace(tmp, self.ledger)
-
-    def reap_leftovers(self) -> list[str]:
-        """Kill the process groups a previous run of this worker left behind."""
-        return [] if self.ledger is None else reap_ledger(self.ledger)

@@ -27,10 +27,10 @@ from pkbs import tokens
 from pkbs.control import JobControl, run_key
 from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
-from pkbs.ledger import jobs_root, ledger_path
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
+from pkbs.procs import jobs_root
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings
 from pkbs.states import JobEvent, JobState, is_active, next_state
@@ -83,9 +83,7 @@ class Worker:
         # One directory per worker name: a restarted worker clears what it left.
         self.base_dir = jobs_root(settings.worker_dir) / settings.worker_name
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.runner = runner or LocalProcessRunner(
-            ledger_path(settings.worker_dir, settings.worker_name)
-        )
+        self.runner = runner or LocalProcessRunner()
         self.slots = Slots(settings.worker_slots)
         self.runs: dict[str, Run] = {}  # by run_key: "12" or "12.7"
         self.draining = asyncio.Event()
@@ -94,9 +92,6 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        if isinstance(self.runner, LocalProcessRunner):
-            for job_id in self.runner.reap_leftovers():
-                log.warning("killed a job left running by a crashed worker", extra={"job": job_id})
         for leftover in self.base_dir.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
