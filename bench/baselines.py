@@ -57,10 +57,3 @@ def fresh_dir(n: int, threads: int, base: Path) -> dict[str, Any]:
     shutil.rmtree(root, ignore_errors=True)
     return {"n": n, "threads": threads, "wall_s": wall, "jobs_per_s": n / wall,
             "parent_cpu_ms_per_job": 1000 * cpu / n}
-
-
-def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The fastest of repeated baseline runs: the strictest yardstick for a ratio."""
-    best = dict(max(runs, key=lambda r: r["jobs_per_s"]))
-    best["runs_jobs_per_s"] = [round(r["jobs_per_s"], 1) for r in runs]
-    return best

@@ -13,6 +13,7 @@ from pkbs import clientconfig
 from pkbs.errors import exit_code
 
 from .client import ApiError, Client
+from .cluster import cluster
 
 
 def _home() -> Path:
@@ -163,3 +164,6 @@ def token_create(user: str, admin: bool) -> None:
         _api_fail(err)
         return
     click.echo(result["token"])
+
+
+main.add_command(cluster)

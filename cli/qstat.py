@@ -85,6 +85,10 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
     server = client.config.server
     timestamp = 0
     ids = [o for o in operands if _is_job_id(o)]
+    arrays: set[str] = set()
+    if "t" in opts:  # `qstat -t N[]` shows the array and its subjobs
+        arrays = {o.split("[", 1)[0] for o in ids if o.split(".", 1)[0].endswith("[]")}
+        ids = [o for o in ids if o.split("[", 1)[0] not in arrays or "[]" not in o]
     destinations = [o for o in operands if not _is_job_id(o)]
     query: dict[str, Any] = {
         "history": "true" if history else "false",
@@ -102,7 +106,7 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
                 return exit_code(PBSE_UNKQUE)
             if queue:
                 queues.add(queue)
-    if not ids or destinations:
+    if not ids or destinations or arrays:
         payload = client.request("GET", "/jobs", query=query)
         server, timestamp = payload["server"], payload["timestamp"]
         for job_id, attrs in formats.jobs_from_wire(payload):
@@ -111,6 +115,8 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
             if "H" in opts and attrs.get("job_state") != "F":
                 continue
             if "J" in opts and "[" not in job_id:
+                continue
+            if arrays and job_id.split("[", 1)[0] not in arrays:
                 continue
             records.append((job_id, attrs))
     for job_id in ids:

@@ -61,14 +61,14 @@ from .auth import authenticate, bearer_token, check_hold_types, check_owner
 log = logging.getLogger("pkbs.dispatcher")
 
 
-def _store(request: Request) -> JobStore:
+async def _store(request: Request) -> JobStore:  # async: no thread-pool hop per request
     result: JobStore = request.app.state.store
     return result
 
 
 async def _identity(request: Request) -> Identity:
     settings: Settings = request.app.state.settings
-    return await authenticate(bearer_token(request), settings, _store(request))
+    return await authenticate(bearer_token(request), settings, request.app.state.store)
 
 
 # Module level: FastAPI resolves these annotations by name.

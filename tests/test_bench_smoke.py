@@ -55,12 +55,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     tp = sc["throughput"]
     for base in ("spawn", "fresh_dir"):
-        _positive(tp, "baselines", base, "jobs_per_s")
+        _positive(tp, "baselines", base, "jobs_per_s_median")
     for variant in ("http_batch", "qsub_parallel"):
         v = tp["variants"][variant]
         assert v["records_read"] == v["n"] and v["nonzero_exit"] == 0
         _positive(v, "jobs_per_s")
         _positive(v, "ratio_to_fresh_dir")
+        _positive(v, "baseline_fresh_dir_jobs_per_s")
         _positive(v, "pkbs_cpu_ms_per_job")
     # Arrays: measured when qsub -J is accepted, else skipped with a note.
     arr = tp["variants"]["array"]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap
 
@@ -62,6 +62,28 @@ class JobRunner(Protocol):
     async def start(self, request: RunRequest) -> RunningJob: ...
 
 
+def watch_exit(pid: int) -> asyncio.Future[tuple[int, int, Any]]:
+    """A future for os.wait4(pid): woken by a pidfd where Linux has them (no thread
+    per job), else waited for in the default executor."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return loop.run_in_executor(None, os.wait4, pid, 0)
+    future: asyncio.Future[tuple[int, int, Any]] = loop.create_future()
+
+    def exited() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        try:
+            future.set_result(os.wait4(pid, 0))
+        except OSError as exc:
+            future.set_exception(exc)
+
+    loop.add_reader(pidfd, exited)
+    return future
+
+
 class LocalProcessJob:
     """A job running as its own process group (session) on this host."""
 
@@ -87,7 +109,7 @@ class LocalProcessJob:
         self.session_id = self.proc.pid
         self.kill_reason: str | None = None
         self._killing: asyncio.Task[None] | None = None
-        self._reaped = asyncio.get_running_loop().run_in_executor(None, os.wait4, self.proc.pid, 0)
+        self._reaped = watch_exit(self.proc.pid)
         self._memory_watch = (
             asyncio.create_task(self._watch_memory(request.mem_limit))
             if request.mem_limit

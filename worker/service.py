@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -37,6 +36,7 @@ from pkbs.states import JobEvent, JobState, is_active, next_state
 
 from . import metrics
 from .jobenv import build_command, build_env, write_nodefile
+from .rundir import RunDir
 from .runner import (
     JobRunner,
     LocalProcessRunner,
@@ -289,12 +289,12 @@ class Worker:
     async def _execute(self, run: Run, free_slots: Callable[[], Awaitable[None]]) -> None:
         record = run.record
         key = run_key(record)
-        root = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.base_dir))
+        files = RunDir(self.base_dir, key, record)
         self.runs[key] = run
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
             try:
-                request, before = await self._prepare(run, record, root)
+                request, before = await self._prepare(run, record, files)
             except (InvalidPayload, OSError) as exc:
                 if disk_full_error(exc):
                     # This worker's disk is full, not the job's fault: another try later.
@@ -316,24 +316,22 @@ class Worker:
             if run.handed_back:
                 await self._hand_back(run)
                 return
-            notes = cap_outputs(root / "out", self.settings.max_output_bytes)
-            if disk_full(root):
+            notes = cap_outputs(files.outputs, self.settings.max_output_bytes)
+            if disk_full(files.job):
                 notes.append("the job's file system is full (No space left on device)")
-            changed = changed_files(request.job_dir, before)
-            files = await self._store_results(record, root, changed)
-            await self._finish(run, record, outcome, files, "; ".join(notes) or None)
+            changed = changed_files(files.job, before)
+            results = await self._store_results(record, files, changed)
+            await self._finish(run, record, outcome, results, "; ".join(notes) or None)
         finally:
             heartbeat.cancel()
             self.runs.pop(key, None)
-            shutil.rmtree(root, ignore_errors=True)
+            files.cleanup()
 
     async def _prepare(
-        self, run: Run, record: JobRecord, root: Path
+        self, run: Run, record: JobRecord, files: RunDir
     ) -> tuple[RunRequest, dict[str, tuple[int, int]]]:
         """Unpack the payload in a fresh directory and describe the run."""
-        job_dir, out_dir, tmp_dir = root / "job", root / "out", root / "tmp"
-        for d in (job_dir, out_dir, tmp_dir):
-            d.mkdir(mode=0o700)
+        job_dir = files.job
         data = run.inline_payload
         if data is None:
             data = await self.store.payload(run.number)
@@ -342,8 +340,7 @@ class Worker:
         else:
             safe_unpack(data, job_dir)
         before = snapshot(job_dir)
-        nodefile = root / "nodefile"
-        write_nodefile(nodefile, record)
+        write_nodefile(files.nodefile, record)
         token = None
         if self.settings.job_token_secret and self.settings.job_endpoint:
             token = tokens.mint(
@@ -352,38 +349,29 @@ class Worker:
                 record.number,
                 time.time() + 7 * 24 * 3600,
             )
-        env = build_env(record, job_dir, tmp_dir, nodefile, self.settings.job_endpoint, token)
-        stdout, stderr = self._output_paths(record, out_dir)
+        env = build_env(
+            record, job_dir, files.tmp, files.nodefile, self.settings.job_endpoint, token
+        )
         request = RunRequest(
             job_dir=job_dir,
             command=build_command(record, job_dir),
             env=env,
-            stdout_path=stdout,
-            stderr_path=stderr,
+            stdout_path=files.stdout,
+            stderr_path=files.stderr,
             walltime=job_walltime(record.spec.resources),
             mem_limit=job_mem_bytes(record.spec.resources),
             kill_grace=self.settings.kill_grace_seconds,
         )
         return request, before
 
-    @staticmethod
-    def _output_paths(record: JobRecord, out_dir: Path) -> tuple[Path, Path]:
-        out, err = out_dir / record.output_name, out_dir / record.error_name
-        if record.spec.join == "oe":
-            return out, out
-        if record.spec.join == "eo":
-            return err, err
-        return out, err
-
     async def _store_results(
-        self, record: JobRecord, root: Path, changed: list[str]
+        self, record: JobRecord, files: RunDir, changed: list[str]
     ) -> list[ResultFile]:
         base = job_results_path(self.settings.webdav_base, record.owner, record.job_id)
-        local: list[tuple[str, Path]] = [(p.name, p) for p in sorted((root / "out").iterdir())] + [
-            (rel, root / "job" / rel) for rel in changed
-        ]
-        files = [ResultFile(name=name, size=path.stat().st_size) for name, path in local]
-        to_upload = [(name, path) for name, path in local if path.stat().st_size > 0]
+        local = [(name, path) for name, path in files.outputs if path.exists()]
+        local += [(rel, files.job / rel) for rel in changed]
+        sizes = [(name, path, path.stat().st_size) for name, path in local]
+        to_upload = [(name, path) for name, path, size in sizes if size > 0]
         if to_upload:
             await self.results.ensure_collection(base)
             for name, path in to_upload:
@@ -391,7 +379,7 @@ class Worker:
                 if parent:
                     await self.results.ensure_collection(f"{base}{parent}/")
                 await self.results.upload_file(f"{base}{name}", path)
-        return files
+        return [ResultFile(name=name, size=size) for name, _, size in sizes]
 
     async def _finish(
         self,
@@ -547,14 +535,17 @@ def disk_full(path: Path, margin: int = 64 * 1024) -> bool:
     return stat.f_bavail * stat.f_frsize < margin
 
 
-def cap_outputs(out_dir: Path, limit: int) -> list[str]:
+def cap_outputs(outputs: list[tuple[str, Path]], limit: int) -> list[str]:
     """Cut stdout/stderr files over `limit` bytes, with a note at the end of each."""
     notes = []
-    for path in out_dir.iterdir():
-        size = path.stat().st_size
+    for name, path in outputs:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
         if size <= limit:
             continue
-        note = f"output {path.name} cut at the {limit}-byte cap (the job wrote {size} bytes)"
+        note = f"output {name} cut at the {limit}-byte cap (the job wrote {size} bytes)"
         with open(path, "r+b") as fh:
             fh.truncate(limit)
             fh.seek(limit)
