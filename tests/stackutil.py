@@ -224,12 +224,13 @@ def files_under(root: Path) -> dict[str, int]:
 
 
 def wait_live_output(stack: Stack, job_id: str, name: str, text: str, timeout: float = 30) -> None:
-    """Poll the running job's .o file in the local workers' job directory (the
-    local stack runs jobs under $PKBS_HOME/jobs) until it contains `text`."""
+    """Poll the running job's stdout file in the local workers' directory (the
+    local stack runs jobs under $PKBS_HOME/jobs, stdout beside the job directory as
+    `<seq>.<random>.o`, see worker/rundir.py) until it contains `text`."""
     seq = job_number(job_id)
 
     def check() -> bool:
-        for path in (stack.home / "jobs").glob(f"**/{seq}.*/out/{name}.o{seq}"):
+        for path in (stack.home / "jobs").glob(f"*/*/{seq}.*.o"):
             try:
                 if text in path.read_text():
                     return True

@@ -49,7 +49,7 @@ NAMESPACES = {"pkbs", "pkbs-system"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 # Names of settings the manifests set before the Python side has them (pkbs.settings
 # ignores unknown PKBS_ variables). Remove a name once Settings grows the field.
-PENDING_SETTINGS = {"PKBS_SYSLOG_URL"}
+PENDING_SETTINGS: set[str] = set()
 
 Doc = dict[str, Any]
 

@@ -90,6 +90,8 @@ class Worker:
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Array number -> whether it was not yet begun when a subjob of it started.
+        self._array_queued: dict[int, bool] = {}
 
     async def run(self) -> None:
         for leftover in self.base_dir.iterdir():
@@ -256,7 +258,7 @@ class Worker:
             return None
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
-        if record.index is not None:
+        if record.index is not None and self._array_queued.pop(record.number, False):
             await self.control.subjob_started(record.number)
         if record.dependents:
             await self.control.notify_dependents(record)
@@ -279,6 +281,8 @@ class Worker:
         array, _ = await self.store.get(item.number)
         if array.state not in (JobState.QUEUED, JobState.BEGUN, JobState.WAITING):
             return None  # held, deleted or finished: released arrays are queued again
+        # Only the first subjobs find the array queued and mark it begun (B).
+        self._array_queued[item.number] = array.state != JobState.BEGUN
         first = start(array.subjob(item.index))
         if first is not None:
             revision = await self.store.create_subjob(first)
