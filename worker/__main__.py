@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from prometheus_client import start_http_server
@@ -16,12 +17,21 @@ from .service import Worker
 async def serve() -> None:
     settings = get_settings()
     worker = Worker(settings)
+    running = asyncio.create_task(worker.run())
+
+    def stop() -> None:
+        """Drain; a worker still waiting for NATS has nothing to drain: just stop."""
+        worker.request_drain()
+        if not worker.connected:
+            running.cancel()
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, worker.request_drain)
-    loop.add_signal_handler(signal.SIGINT, worker.request_drain)
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port)
-    await worker.run()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
 
 
 def main() -> None:

@@ -90,6 +90,7 @@ class Worker:
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.connected = False
         # Array number -> whether it was not yet begun when a subjob of it started.
         self._array_queued: dict[int, bool] = {}
 
@@ -97,6 +98,7 @@ class Worker:
         for leftover in self.base_dir.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
+        self.connected = True
         self.results = ResultStore.from_settings(self.settings)
         self.control = JobControl(self.store)
         signal_sub = await self.store.nc.subscribe(
