@@ -482,6 +482,16 @@ def api_error(status: int, raw: bytes) -> ApiError:
     )
 
 
+def version_asked(args: list[str]) -> bool:
+    """`<command> --version`, as PBS commands answer it."""
+    if args != ["--version"]:
+        return False
+    from pkbs import __version__
+
+    print(f"pbs_version = pkbs {__version__}")
+    return True
+
+
 def fail(command: str, message: str, status: int) -> NoReturn:
     """Print `<command>: <message>` and exit with `status` (see errors.exit_code)."""
     sys.stderr.write(f"{command}: {message}\n")

@@ -10,17 +10,14 @@ from typing import Any
 
 from pkbs.errors import EXIT_USAGE, exit_code
 
-from .client import ApiError, connect
+from .client import ApiError, connect, version_asked
 
 
 def _run(
     command: str, usage: str, optstring: str, argv: list[str] | None
 ) -> tuple[dict[str, str], list[str]]:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"]:
-        from pkbs import __version__
-
-        print(f"pbs_version = pkbs {__version__}")
+    if version_asked(args):
         sys.exit(0)
     try:
         pairs, ids = getopt.getopt(args, optstring)

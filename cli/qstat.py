@@ -13,7 +13,7 @@ from typing import Any
 from pkbs.errors import EXIT_USAGE, PBSE_HISTJOBID, PBSE_UNKQUE, exit_code
 
 from . import formats
-from .client import ApiError, Client, connect
+from .client import ApiError, Client, connect, version_asked
 
 USAGE = """usage:
 qstat [-f] [-F json|dsv] [-D delim] [-J] [-p] [-t] [-x] [-w]
@@ -44,10 +44,7 @@ def _print(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"]:
-        from pkbs import __version__
-
-        print(f"pbs_version = pkbs {__version__}")
+    if version_asked(args):
         return
     try:
         pairs, operands = getopt.gnu_getopt(args, "1aBD:fF:GHiJMnpqQrsTtu:wxz")

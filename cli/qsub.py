@@ -15,7 +15,7 @@ from pkbs.constants import DEFAULT_QUEUE
 from pkbs.errors import EXIT_SCRIPT, EXIT_USAGE, PkbsError, exit_code
 from pkbs.payload import check_size
 
-from .client import ApiError, Client, connect, fail
+from .client import ApiError, Client, connect, fail, version_asked
 
 USAGE = """usage: qsub [-a date_time] [-A account_string] [-c interval]
 \t[-C directive_prefix] [-e path] [-f ] [-h ] [-I [-X]] [-j oe|eo] [-J X-Y[:Z]]
@@ -228,10 +228,7 @@ def _block(client: Client, job_id: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"]:
-        from pkbs import __version__
-
-        print(f"pbs_version = pkbs {__version__}")
+    if version_asked(args):
         return
     try:
         cmdline, operands = pbs.parse_qsub_args(args)
