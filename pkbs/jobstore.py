@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -287,10 +286,6 @@ class JobStore:
         }
         await self.tokens.put(token_key(token), json.dumps(data).encode())
 
-    async def remove_token(self, token: str) -> None:
-        with contextlib.suppress(jserr.KeyNotFoundError):
-            await self.tokens.delete(token_key(token))
-
     async def identity(self, token: str) -> Identity | None:
         try:
             entry = await self.tokens.get(token_key(token))
@@ -366,16 +361,3 @@ async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:
         )
     except jserr.BadRequestError:
         return await js.key_value(name)
-
-
-async def wait_connected(settings: Settings, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            nc = await connect_nats(settings, "probe")
-            await nc.close()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)

@@ -34,7 +34,3 @@ class Slots:
     async def wait_free(self) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: self.free > 0)
-
-    async def wait_idle(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used == 0)
