@@ -77,6 +77,7 @@ Store = Annotated[JobStore, Depends(_store)]
 
 
 DISCARD_LIMIT = 32 * 1024 * 1024  # bytes of an oversize body read before answering
+DISCARD_WAIT = 1.0  # seconds to wait for more of it
 
 
 class BodyLimit:
@@ -94,11 +95,15 @@ class BodyLimit:
         )
 
     async def _discard_body(self, receive: Receive) -> None:
-        """After the 413, read (and drop) what the client is still sending, up to a
-        cap, so that it reads the answer instead of a connection reset."""
+        """Read (and drop) what the client is sending, up to a cap and while it keeps
+        coming, so that it reads the 413 instead of a connection reset (and a client
+        that sends only headers is not kept waiting)."""
         left = DISCARD_LIMIT
         while left > 0:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), DISCARD_WAIT)
+            except TimeoutError:
+                return
             if message["type"] != "http.request":
                 return
             left -= len(message.get("body", b""))
@@ -112,9 +117,9 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limit:
             error = self.too_large(int(length))
+            await self._discard_body(receive)
             response = JSONResponse({"error": error.to_dict()}, status_code=413)
             await response(scope, receive, send)
-            await self._discard_body(receive)
             return
         received = 0
         refused: PayloadTooLarge | None = None
