@@ -11,7 +11,8 @@ from tests.stackutil import Stack
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One local stack (nats-server, WsgiDAV, dispatcher, 2 workers) for the session."""
-    s = Stack(tmp_path_factory.mktemp("pkbs-home"))
+    # A short kill grace (default 10 s) keeps qdel of a job ignoring SIGTERM quick.
+    s = Stack(tmp_path_factory.mktemp("pkbs-home"), extra_env={"PKBS_KILL_GRACE_SECONDS": "3"})
     s.up(workers=2, slots=2)
     yield s
     s.down()

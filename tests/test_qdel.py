@@ -69,8 +69,8 @@ def test_running_job_gets_sigterm_and_keeps_its_output(stack: Stack, tmp_path: P
 
 
 def test_job_ignoring_sigterm_is_killed_after_grace(stack: Stack, tmp_path: Path) -> None:
-    # The session stack runs with the default kill grace of 10 s (Settings.kill_grace_seconds).
-    grace = 10.0
+    # The session stack runs with a kill grace of 3 s (tests/conftest.py).
+    grace = 3.0
     job_id = submit(stack, "-N", "stubborn", input="trap '' TERM\necho started\nsleep 60\n")
     stack.wait_state(job_id, "R")
     wait_live_output(stack, job_id, "stubborn", "started")  # past its trap
