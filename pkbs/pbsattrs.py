@@ -20,6 +20,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from pkbs import pbs
+from pkbs.errors import BadAttributeValue
+
 if TYPE_CHECKING:
     from pkbs.models import JobRecord
 
@@ -209,26 +212,17 @@ STATE_COUNT_NAMES: tuple[tuple[str, str], ...] = (
 
 def format_duration(seconds: int) -> str:
     """`HH:MM:SS` as encode_time prints it (hours may exceed 99)."""
-    seconds = max(0, int(seconds))
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-_DURATION_RE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?(?:\.(\d*))?$")
+    return pbs.format_duration(max(0, int(seconds)))
 
 
 def parse_duration(text: str) -> int | None:
     """`[[hh:]mm:]ss[.ms]` → seconds (ms ≥ 500 rounds up, as decode_time); None if bad."""
-    m = _DURATION_RE.match(text.strip())
-    if m is None:
+    try:
+        seconds = pbs.parse_duration(text)
+    except BadAttributeValue:
         return None
-    parts = [int(p) for p in m.group(1, 2, 3) if p is not None]
-    total = 0
-    for p in parts:
-        total = total * 60 + p
-    frac = (m.group(4) or "")[:3].ljust(3, "0")
-    if int(frac) >= 500:
-        total += 1
-    return total
+    whole = int(seconds)
+    return whole + 1 if seconds - whole >= 0.5 else whole
 
 
 def normalize_duration(text: str) -> str:
@@ -237,16 +231,14 @@ def normalize_duration(text: str) -> str:
 
 
 _SIZE_RE = re.compile(r"^(\d+)([kmgtp]?)([bw]?)$", re.IGNORECASE)
-_SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
 
 
 def parse_size(text: str) -> int | None:
     """`<int>[k|m|g|t|p][b|w]` (any case) → bytes; None if bad."""
-    m = _SIZE_RE.match(text.strip())
-    if m is None:
+    try:
+        return pbs.parse_size(text)
+    except BadAttributeValue:
         return None
-    num = int(m.group(1)) << _SHIFTS[m.group(2).lower()]
-    return num * 8 if m.group(3).lower() == "w" else num
 
 
 def normalize_size(text: str) -> str:
