@@ -44,6 +44,17 @@ def _ready_state(record: JobRecord, now: float) -> JobState:
     return state
 
 
+def _queued_spans(present: set[str], number: int) -> list[tuple[int, int]]:
+    """The (first, last) index spans of array `number` waiting in the work queue."""
+    found = []
+    for key in present:
+        head, _, span = key.partition(".")
+        if head == str(number) and "-" in span:
+            first, _, last = span.partition("-")
+            found.append((int(first), int(last)))
+    return found
+
+
 class JobControl:
     def __init__(self, store: JobStore) -> None:
         self.store = store
@@ -122,8 +133,9 @@ class JobControl:
             await self.store.enqueue(record, payload=payload)
             return
         started = await self.store.subjob_indices(record.number)
+        indices = record.spec.array_indices()
         await self.store.enqueue(
-            record, (i for i in record.spec.array_indices() if i not in started)
+            record, [i for i in indices if i not in started] if started else indices
         )
 
     # -- repair ----------------------------------------------------------------------
@@ -150,10 +162,13 @@ class JobControl:
                 continue
             if record.is_array and record.state in (JobState.QUEUED, JobState.BEGUN):
                 have = started.get(record.number, set())
+                queued = _queued_spans(present, record.number)
                 lost = [
                     i
                     for i in record.spec.array_indices()
-                    if i not in have and f"{record.number}.{i}" not in present
+                    if i not in have
+                    and f"{record.number}.{i}" not in present
+                    and not any(first <= i <= last for first, last in queued)
                 ]
                 if lost:
                     await self.store.enqueue(record, lost)

@@ -2,7 +2,8 @@
 
 - PKBS_SUBMIT keeps each submission's payload; its sequence is the job number
   and `Nats-Msg-Id` (the client's submit id) makes retried submits idempotent.
-- PKBS_WORK is a work queue of small WorkItem messages, one per runnable job.
+- PKBS_WORK is a work queue of small WorkItem messages, one per runnable job (a
+  large array's later subjobs wait in "span" messages until a worker expands them).
 - PKBS_JOBS (KV) holds one JobRecord per job; every change is compare-and-set on
   the revision, runs through pkbs.states, and is announced on pkbs.events.<n>.
 """
@@ -15,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,26 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password.get_secret_value()
     return await nats.connect(**options)
+
+
+def _split_chunk(indices: Iterable[int], size: int) -> tuple[Sequence[int], Sequence[int]]:
+    if isinstance(indices, range):
+        return indices[:size], indices[size:]
+    listed = list(indices)
+    return listed[:size], listed[size:]
+
+
+def spans(indices: Sequence[int], step: int) -> list[tuple[int, int]]:
+    """Runs of consecutive indices (in steps of `step`) as (first, last) pairs."""
+    if isinstance(indices, range) and indices.step == step:
+        return [(indices[0], indices[-1])] if indices else []
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1] + step:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
 
 
 class JobStore:
@@ -218,9 +239,11 @@ class JobStore:
         indices: Iterable[int] | None = None,
         payload: bytes | None = None,
     ) -> None:
-        """Publish the work items of the record's current enqueue: one, or one per
-        subjob index of an array. Re-publishing the same enqueue (a retried request)
-        is deduplicated by the message ids."""
+        """Publish the work items of the record's current enqueue: one, or for an array
+        one per subjob index of its first `array_chunk` indices and spans for the rest
+        (a worker expands a span when it takes it, so a huge array costs the submitter
+        one chunk). Re-publishing the same enqueue (a retried request, a redelivered
+        span) is deduplicated by the message ids."""
         subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}.{record.number}"
         if indices is None and record.index is not None:
             indices = [record.index]  # a subjob queued again
@@ -234,8 +257,9 @@ class JobStore:
                 headers={C.MSG_ID_HEADER: f"{record.number}-{record.enqueue_count}"},
             )
             return
+        now, later = _split_chunk(indices, self.settings.array_chunk)
         pending = []
-        for index in indices:
+        for index in now:
             item = WorkItem(number=record.number, queue=record.spec.queue, index=index)
             msg_id = f"{record.number}[{index}]-{record.enqueue_count}"
             pending.append(
@@ -249,6 +273,20 @@ class JobStore:
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
+        for first, last in spans(later, record.spec.array_indices().step):
+            item = WorkItem(
+                number=record.number,
+                queue=record.spec.queue,
+                index=first,
+                last=last,
+                enqueue_count=record.enqueue_count,
+            )
+            msg_id = f"{record.number}[{first}-{last}]-{record.enqueue_count}"
+            await self.js.publish(
+                f"{subject}.{first}-{last}",
+                item.model_dump_json().encode(),
+                headers={C.MSG_ID_HEADER: msg_id},
+            )
 
     async def subjob_indices(self, number: int) -> set[int]:
         """Indices of an array's subjobs that have a record (started or deleted): one
@@ -259,14 +297,15 @@ class JobStore:
         return {int(subject[len(prefix) :]) for subject in subjects}
 
     async def queued_work(self) -> set[str]:
-        """Run keys (`12`, `12.3`) that have a message in the work queue, delivered
-        or not: a work queue keeps a message until it is acknowledged."""
+        """Run keys (`12`, `12.3`) and array spans (`12.1025-99999`) that have a
+        message in the work queue, delivered or not: a work queue keeps a message
+        until it is acknowledged."""
         info = await self.js.stream_info(
             C.WORK_STREAM, subjects_filter=f"{C.WORK_SUBJECT_PREFIX}.>"
         )
         keys = set()
         for subject in info.state.subjects or {}:
-            # pkbs.work.<queue>.<number>[.<index>]
+            # pkbs.work.<queue>.<number>[.<index>[-<last>]]
             parts = subject.split(".")
             keys.add(".".join(parts[3:]))
         return keys

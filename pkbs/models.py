@@ -190,11 +190,15 @@ class JobRecord(BaseModel):
 
 
 class WorkItem(BaseModel):
-    """Body of a work-queue message: which job to run. Never credentials or payload."""
+    """Body of a work-queue message: which job to run. Never credentials."""
 
     number: int
     queue: str
     index: int | None = None  # subjob of an array
+    # A span of an array's subjobs, index..last in the array's step: not run itself,
+    # it is expanded into the next subjob messages when a worker takes it.
+    last: int | None = None
+    enqueue_count: int = 0  # the array's enqueue the span belongs to
     # A small payload (a short script) rides along, saving the worker a round trip.
     payload: str | None = None  # base64
 

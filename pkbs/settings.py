@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(60.0, ge=0)
     # The most CPUs one job may ask: what one worker offers (None: no check).
     max_job_ncpus: int | None = Field(None, ge=1)
+    # Subjob messages queued at once per array; the rest wait in one span message
+    # that a worker expands when it gets there (a huge array is quick to submit).
+    array_chunk: int = Field(1024, ge=1)
     log_level: str = "INFO"
     # Also ship the JSON log lines to syslog: tcp://HOST:PORT or udp://HOST:PORT
     # (the logging component's receiver); stderr keeps them all either way.

@@ -11,8 +11,12 @@ from tests.stackutil import Stack
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One local stack (nats-server, WsgiDAV, dispatcher, 2 workers) for the session."""
-    # A short kill grace (default 10 s) keeps qdel of a job ignoring SIGTERM quick.
-    s = Stack(tmp_path_factory.mktemp("pkbs-home"), extra_env={"PKBS_KILL_GRACE_SECONDS": "3"})
+    # A short kill grace (default 10 s) keeps qdel of a job ignoring SIGTERM quick; a
+    # small array chunk makes every array test go through span messages too.
+    s = Stack(
+        tmp_path_factory.mktemp("pkbs-home"),
+        extra_env={"PKBS_KILL_GRACE_SECONDS": "3", "PKBS_ARRAY_CHUNK": "3"},
+    )
     s.up(workers=2, slots=2)
     yield s
     s.down()

@@ -178,6 +178,9 @@ class Worker:
 
         try:
             item = WorkItem.model_validate_json(msg.data)
+            if item.last is not None:
+                await self._expand(msg, item)
+                return
             run = await self._begin(msg, item)
             if run is None:
                 return
@@ -199,6 +202,22 @@ class Worker:
             await asyncio.wait({acquiring}, timeout=self.settings.ack_wait_seconds / 3)
             if not acquiring.done():
                 await run.msg.in_progress()
+
+    async def _expand(self, msg: Msg, span: WorkItem) -> None:
+        """Queue the next subjobs of an array span (and the rest as a new span), unless
+        the array moved on: held, deleted or finished, or queued again since."""
+        assert span.index is not None and span.last is not None
+        try:
+            array, _ = await self.store.get(span.number)
+        except UnknownJob:
+            await msg.term()
+            return
+        if array.state in (JobState.QUEUED, JobState.BEGUN, JobState.WAITING) and (
+            array.enqueue_count == span.enqueue_count
+        ):
+            step = array.spec.array_indices().step
+            await self.store.enqueue(array, range(span.index, span.last + 1, step))
+        await msg.ack()
 
     async def _begin(self, msg: Msg, item: WorkItem) -> Run | None:
         """Take the job with a compare-and-set; None if it is not ours to run now."""
