@@ -30,6 +30,7 @@ from nats.js.kv import KeyValue
 from pkbs import constants as C
 from pkbs.errors import Conflict, ServiceUnavailable, UnknownJob
 from pkbs.models import JobRecord, WorkItem
+from pkbs.queues import consumer_levels
 from pkbs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,12 @@ class JobStore:
         self.settings = settings
 
     @classmethod
-    async def open(cls, settings: Settings, name: str) -> JobStore:
+    async def open(cls, settings: Settings, name: str, arrange: bool = False) -> JobStore:
+        """Connect and make sure the streams and buckets exist. `arrange`: also make
+        the workers' consumers match the queues' priorities (the dispatcher's job)."""
         nc = await connect_nats(settings, name)
         js = nc.jetstream(timeout=10)
-        jobs, tokens = await ensure_layout(js, settings)
+        jobs, tokens = await ensure_layout(js, settings, arrange)
         return cls(nc, js, jobs, tokens, settings)
 
     async def close(self) -> None:
@@ -341,8 +344,10 @@ class JobStore:
         return ident
 
 
-async def ensure_layout(js: JetStreamContext, settings: Settings) -> tuple[KeyValue, KeyValue]:
-    """Create (or update) the streams, buckets and the workers' consumer."""
+async def ensure_layout(
+    js: JetStreamContext, settings: Settings, arrange: bool = False
+) -> tuple[KeyValue, KeyValue]:
+    """Create (or update) the streams, buckets and the workers' consumers."""
     replicas = settings.stream_replicas
     streams = [
         jsapi.StreamConfig(
@@ -367,19 +372,49 @@ async def ensure_layout(js: JetStreamContext, settings: Settings) -> tuple[KeyVa
         await _add_or_update_stream(js, config)
     jobs = await _bucket(js, C.JOBS_BUCKET, replicas)
     tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
-    consumer = jsapi.ConsumerConfig(
-        durable_name=C.WORKER_CONSUMER,
-        ack_policy=jsapi.AckPolicy.EXPLICIT,
-        ack_wait=settings.ack_wait_seconds,
-        max_deliver=-1,
-        max_ack_pending=-1,
-        filter_subject=f"{C.WORK_SUBJECT_PREFIX}.>",
-    )
-    try:
-        await js.add_consumer(C.WORK_STREAM, consumer)
-    except jserr.BadRequestError:
-        log.info("workers consumer exists with another config; keeping it")
+    await _ensure_consumers(js, settings, arrange)
     return jobs, tokens
+
+
+def _filters(info: jsapi.ConsumerInfo) -> list[str]:
+    config = info.config
+    if config.filter_subjects:
+        return list(config.filter_subjects)
+    return [config.filter_subject] if config.filter_subject else []
+
+
+async def _ensure_consumers(js: JetStreamContext, settings: Settings, arrange: bool) -> None:
+    """One durable pull consumer per queue priority level (pkbs.queues.consumer_levels).
+    Consumers of a work queue may not overlap, so arranging first deletes the workers'
+    consumers that do not match the levels (their unacknowledged messages are
+    delivered again by the new ones). Without `arrange`, only missing ones are added."""
+    levels = consumer_levels(settings.queues)
+    wanted = dict(levels)
+    existing = set()
+    for info in await js.consumers_info(C.WORK_STREAM):
+        name = info.name
+        existing.add(name)
+        is_workers = name == C.WORKER_CONSUMER or name.startswith(f"{C.WORKER_CONSUMER}-")
+        if arrange and is_workers and sorted(_filters(info)) != sorted(wanted.get(name, [])):
+            log.warning("replacing workers consumer %s (queue priorities changed)", name)
+            await js.delete_consumer(C.WORK_STREAM, name)
+            existing.discard(name)
+    for name, filters in levels:
+        if name in existing and not arrange:
+            continue
+        consumer = jsapi.ConsumerConfig(
+            durable_name=name,
+            ack_policy=jsapi.AckPolicy.EXPLICIT,
+            ack_wait=settings.ack_wait_seconds,
+            max_deliver=-1,
+            max_ack_pending=-1,
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
+        )
+        try:
+            await js.add_consumer(C.WORK_STREAM, consumer)
+        except jserr.BadRequestError as exc:
+            log.info("workers consumer %s not added (%s); keeping what exists", name, exc)
 
 
 async def _add_or_update_stream(js: JetStreamContext, config: jsapi.StreamConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from pkbs.constants import WORK_SUBJECT_PREFIX, WORKER_CONSUMER
 from pkbs.errors import ExceedsLimits
 from pkbs.pbs import job_mem_bytes, job_ncpus, job_walltime, parse_duration, parse_size
 
@@ -15,7 +16,7 @@ class QueueConfig(BaseModel):
     max_ncpus: int | None = Field(None, ge=1, description="Most CPUs a job may ask")
     max_mem: str | None = Field(None, description="Most memory a job may ask, e.g. 8gb")
     default_walltime: str | None = Field(None, description="Walltime of jobs that ask none")
-    priority: int = Field(0, description="Recorded; higher runs first where supported")
+    priority: int = Field(0, description="Jobs of a higher-priority queue start first")
     enabled: bool = True
     started: bool = True
 
@@ -45,3 +46,25 @@ def check_request(
         raise ExceedsLimits()
     if queue.max_mem and mem is not None and mem > parse_size(queue.max_mem):
         raise ExceedsLimits()
+
+
+def consumer_levels(queues: dict[str, QueueConfig]) -> list[tuple[str, list[str]]]:
+    """The workers' consumers of the work queue, highest priority first, as (name,
+    subject filters). With one priority level (the default) that is one consumer,
+    `workers`, over the whole work queue; with several, one per level over the
+    queues of that level (`workers` for level 0, `workers-p<N>` / `workers-n<N>`)."""
+    levels: dict[int, list[str]] = {}
+    for name, queue in queues.items():
+        levels.setdefault(queue.priority, []).append(name)
+    if len(levels) <= 1:
+        return [(WORKER_CONSUMER, [f"{WORK_SUBJECT_PREFIX}.>"])]
+    return [
+        (_level_consumer(level), [f"{WORK_SUBJECT_PREFIX}.{name}.>" for name in sorted(names)])
+        for level, names in sorted(levels.items(), reverse=True)
+    ]
+
+
+def _level_consumer(level: int) -> str:
+    if level == 0:
+        return WORKER_CONSUMER
+    return f"{WORKER_CONSUMER}-{'p' if level > 0 else 'n'}{abs(level)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -24,7 +25,7 @@ from nats.aio.msg import Msg
 from pkbs import constants as C
 from pkbs import tokens
 from pkbs.control import JobControl, run_key
-from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
+from pkbs.errors import InvalidPayload, InvalidRequest, PkbsError, ServiceUnavailable, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
@@ -35,6 +36,7 @@ from pkbs.settings import Settings
 from pkbs.states import JobEvent, JobState, is_active, next_state
 
 from . import metrics
+from .fetch import open_work_source
 from .jobenv import build_command, build_env, write_nodefile
 from .rundir import RunDir
 from .runner import (
@@ -58,6 +60,10 @@ MAX_DEFER_SECONDS = 300.0
 EXIT_LOST_NOT_RERUNNABLE = -20
 # PBS JOB_EXEC_FAIL1: the job failed before it could start.
 EXIT_FAILED_BEFORE_START = -1
+# PBS JOB_EXEC_FAIL2 ("after files"): the job ran, its results could not be stored.
+EXIT_RESULTS_NOT_STORED = -2
+# Pause between two rounds of uploads while WebDAV is unreachable: doubles up to this.
+RESULTS_RETRY_MAX_PAUSE = 10.0
 
 
 @dataclass
@@ -104,9 +110,7 @@ class Worker:
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
-        sub = await self.store.js.pull_subscribe_bind(
-            durable=C.WORKER_CONSUMER, stream=C.WORK_STREAM
-        )
+        source = await open_work_source(self.store.nc, self.store.js, self.settings.queues)
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
@@ -114,7 +118,7 @@ class Worker:
                     await _first(self.slots.wait_free(), self.draining.wait())
                     continue
                 try:
-                    msgs = await sub.fetch(batch=self.slots.free, timeout=FETCH_TIMEOUT)
+                    msgs = await source.fetch(self.slots.free, FETCH_TIMEOUT)
                 except nats.errors.TimeoutError:
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.Error) as exc:
@@ -132,7 +136,7 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
-                await sub.unsubscribe()
+                await source.close()
             await self.results.aclose()
             await self.store.close()
             self.stopped.set()
@@ -345,7 +349,15 @@ class Worker:
             if disk_full(files.job):
                 notes.append("the job's file system is full (No space left on device)")
             changed = changed_files(files.job, before)
-            results = await self._store_results(record, files, changed)
+            try:
+                results = await self._store_results(record, files, changed)
+            except ResultsNotStored as exc:
+                # Not lost silently: the job ends with the reason, its files kept here.
+                kept = self._keep_undelivered(record, files, changed)
+                note = f"{exc} The job itself exited {outcome.exit_status}; {kept}"
+                failed = dataclasses.replace(outcome, exit_status=EXIT_RESULTS_NOT_STORED)
+                await self._finish(run, record, failed, [], "; ".join([note, *notes]))
+                return
             await self._finish(run, record, outcome, results, "; ".join(notes) or None)
         finally:
             heartbeat.cancel()
@@ -390,6 +402,65 @@ class Worker:
         return request, before
 
     async def _store_results(
+        self, record: JobRecord, files: RunDir, changed: list[str]
+    ) -> list[ResultFile]:
+        """Upload the job's outputs. While WebDAV is unreachable (refused, no answer,
+        5xx) the whole upload is tried again with backoff, the files waiting in the
+        run directory and the heartbeat keeping the job ours, for at most
+        `results_retry_seconds`; then ResultsNotStored. A refusal retrying cannot
+        mend (another 4xx, a local file that cannot be read) raises it at once."""
+        limit = self.settings.results_retry_seconds
+        started = time.monotonic()
+        pause = 1.0
+        while True:
+            left = limit - (time.monotonic() - started)
+            try:
+                async with asyncio.timeout(left):
+                    return await self._upload_results(record, files, changed)
+            except TimeoutError:
+                last = self.results.last_error
+                reason = f"no answer in time (before: {last})" if last else "no answer"
+            except ServiceUnavailable as exc:
+                reason = exc.message
+            except InvalidRequest as exc:
+                raise ResultsNotStored(f"Results not stored: {exc.message}.") from exc
+            waited = time.monotonic() - started
+            if waited >= limit:
+                log.error("results not stored", extra={"job": record.job_id, "reason": reason})
+                raise ResultsNotStored(
+                    f"Results not stored: WebDAV at {self.settings.webdav_url} unreachable "
+                    f"for {waited:.0f} s (limit PKBS_RESULTS_RETRY_SECONDS={limit:g}); "
+                    f"last error: {reason}."
+                )
+            log.warning(
+                "results not stored yet, retrying",
+                extra={"job": record.job_id, "waited": round(waited, 1), "reason": reason},
+            )
+            await asyncio.sleep(min(pause, limit - waited))
+            pause = min(pause * 2, RESULTS_RETRY_MAX_PAUSE)
+
+    def _keep_undelivered(self, record: JobRecord, files: RunDir, changed: list[str]) -> str:
+        """Move the results that could not be stored out of the run directory (which
+        goes next) to <worker dir>/pkbs-undelivered/<job id>.<run>/, as PBS keeps
+        output it cannot deliver; say where, for the job's comment."""
+        local = [(name, path) for name, path in files.outputs if path.exists()]
+        local += [(rel, files.job / rel) for rel in changed]
+        if not local:
+            return "it left no files"
+        dest = jobs_root(self.settings.worker_dir).parent / "pkbs-undelivered"
+        dest = dest / f"{record.job_id}.{record.run_count}"
+        try:
+            for name, path in local:
+                target = dest / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, target)
+        except OSError as exc:
+            return f"its files could not be kept either: {exc}"
+        where = f"on worker {self.settings.worker_name} in {dest}"
+        count = f"{len(local)} result files are" if len(local) > 1 else "result file is"
+        return f"its {count} kept {where}"
+
+    async def _upload_results(
         self, record: JobRecord, files: RunDir, changed: list[str]
     ) -> list[ResultFile]:
         base = job_results_path(self.settings.webdav_base, record.owner, record.job_id)
@@ -537,6 +608,10 @@ class Worker:
         signo = signal_number(name)
         if signo is not None:
             run.job.send_signal(signo)
+
+
+class ResultsNotStored(Exception):
+    """A finished job's results could not be stored on WebDAV; says why."""
 
 
 def write_entrypoint(path: Path, data: bytes) -> None:
