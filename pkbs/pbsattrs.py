@@ -572,13 +572,14 @@ def queue_attributes(
     resources_default: Mapping[str, str] | None = None,
     resources_assigned: Mapping[str, str] | None = None,
     comment: str | None = None,
+    priority: int = 0,
 ) -> dict[str, object]:
     """A queue's attributes for `qstat -Q [-f]` and `qstat -q` (name is not included)."""
-    out: dict[str, object] = {
-        "queue_type": "Execution",
-        "total_jobs": _total_jobs(counts),
-        "state_count": state_count(counts),
-    }
+    out: dict[str, object] = {"queue_type": "Execution"}
+    if priority:
+        out["Priority"] = priority
+    out["total_jobs"] = _total_jobs(counts)
+    out["state_count"] = state_count(counts)
     if max_running is not None:
         out["max_running"] = max_running
     out.update(_sorted_resources("resources_max", resources_max or {}))

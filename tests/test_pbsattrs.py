@@ -378,6 +378,14 @@ def test_queue_and_server_attributes() -> None:
     assert formats.queue_table([("workq", q)]).splitlines()[2] == (
         "workq                0     3 yes yes     1     2     0     0     0     0 Exe*"
     )
+    assert "Priority" not in q
+    high = pbsattrs.queue_attributes("high", counts, priority=10)
+    assert list(high)[:3] == ["queue_type", "Priority", "total_jobs"]
+    assert formats.queue_full([("high", high)]).splitlines()[:3] == [
+        "Queue: high",
+        "    queue_type = Execution",
+        "    Priority = 10",
+    ]
     s = pbsattrs.server_attributes("pkbs", ["workq"], counts, version="0.1.0")
     assert list(s)[:6] == [
         "server_state",
