@@ -103,9 +103,9 @@ class JobControl:
                 record.enqueue_count = 1
             return record
 
-        record, duplicate = await self.store.create(payload, submit_id, build)
+        record, revision, duplicate = await self.store.create(payload, submit_id, build)
         if record.enqueue_count and not is_final(record.state):
-            await self._enqueue(record, payload)  # deduplicated when this is a retry
+            await self._enqueue(record, payload, revision)  # deduplicated if a retry
         if record.depend_pending:
             await self._link_parents(record)
         return record, duplicate
@@ -127,10 +127,12 @@ class JobControl:
                 parent, _ = await self.store.get(number)
                 await self.dependency_event(child.number, parent)
 
-    async def _enqueue(self, record: JobRecord, payload: bytes | None = None) -> None:
+    async def _enqueue(
+        self, record: JobRecord, payload: bytes | None = None, revision: int | None = None
+    ) -> None:
         """Queue a job, or every subjob of an array that has not started yet."""
         if not record.is_array:
-            await self.store.enqueue(record, payload=payload)
+            await self.store.enqueue(record, payload=payload, revision=revision)
             return
         started = await self.store.subjob_indices(record.number)
         indices = record.spec.array_indices()
@@ -255,6 +257,7 @@ class JobControl:
 
         def judge(child: JobRecord) -> JobRecord | None:
             nonlocal released
+            released = False  # a retried compare-and-set decides afresh
             if child.state != JobState.HELD:
                 return None
             new = child.model_copy()
@@ -317,6 +320,7 @@ class JobControl:
 
         def change(record: JobRecord) -> JobRecord:
             nonlocal released
+            released = False  # a retried compare-and-set decides afresh
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
             new = record.model_copy()

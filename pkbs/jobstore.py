@@ -151,12 +151,16 @@ class JobStore:
         known: tuple[JobRecord, int] | None = None,
     ) -> tuple[JobRecord, int] | None:
         """`update`, returning the new revision too. With `known` (a record and its
-        revision, e.g. from this process's last write) the first try reads nothing."""
+        revision, e.g. from this process's last write) the first try reads nothing;
+        `change` declining to change is only final on the stored record."""
         for _ in range(CAS_ATTEMPTS):
+            fresh = known is None
             record, revision = known if known is not None else await self.get(number, index)
             known = None
             new = change(record)
             if new is None:
+                if not fresh:
+                    continue  # decided on a copy that may be stale: decide on the stored one
                 return None
             new.mtime = time.time()
             try:
@@ -216,9 +220,10 @@ class JobStore:
 
     async def create(
         self, payload: bytes, submit_id: str, build: Callable[[int], JobRecord]
-    ) -> tuple[JobRecord, bool]:
-        """Store the payload and create the record `build(number)`. Idempotent per
-        submit_id: a retry returns the record made the first time (duplicate=True)."""
+    ) -> tuple[JobRecord, int, bool]:
+        """Store the payload and create the record `build(number)`: (record, its
+        revision, duplicate). Idempotent per submit_id: a retry returns the record
+        made the first time (duplicate=True)."""
         try:
             ack = await self.js.publish(
                 C.SUBMIT_SUBJECT, payload, headers={C.MSG_ID_HEADER: submit_id}
@@ -227,20 +232,21 @@ class JobStore:
             raise ServiceUnavailable("job store unavailable, retry") from exc
         record = build(ack.seq)
         try:
-            await self.jobs.create(job_key(ack.seq), record.model_dump_json().encode())
+            revision = await self.jobs.create(job_key(ack.seq), record.model_dump_json().encode())
         except jserr.KeyWrongLastSequenceError:
-            record, _ = await self.get(ack.seq)
+            record, revision = await self.get(ack.seq)
             if record.submit_id != submit_id:
                 raise Conflict("job number already taken") from None
-            return record, True
+            return record, revision, True
         await self.announce(record)
-        return record, bool(ack.duplicate)
+        return record, int(revision), bool(ack.duplicate)
 
     async def enqueue(
         self,
         record: JobRecord,
         indices: Iterable[int] | None = None,
         payload: bytes | None = None,
+        revision: int | None = None,
     ) -> None:
         """Publish the work items of the record's current enqueue: one, or for an array
         one per subjob index of its first `array_chunk` indices and spans for the rest
@@ -254,6 +260,8 @@ class JobStore:
             item = WorkItem(number=record.number, queue=record.spec.queue)
             if payload is not None and len(payload) <= INLINE_PAYLOAD_BYTES:
                 item.payload = base64.b64encode(payload).decode()
+            if revision is not None:  # the worker's first compare-and-set reads nothing
+                item.record, item.revision = record, revision
             await self.js.publish(
                 subject,
                 item.model_dump_json().encode(),

@@ -201,6 +201,10 @@ class WorkItem(BaseModel):
     enqueue_count: int = 0  # the array's enqueue the span belongs to
     # A small payload (a short script) rides along, saving the worker a round trip.
     payload: str | None = None  # base64
+    # The record as it was queued and its KV revision: the worker's compare-and-set
+    # tries it first (it fails harmlessly if the record changed since).
+    record: JobRecord | None = None
+    revision: int | None = None
 
     def payload_bytes(self) -> bytes | None:
         if self.payload is None:

@@ -231,6 +231,7 @@ class Worker:
 
         def start(record: JobRecord) -> JobRecord | None:
             nonlocal defer_for
+            defer_for = 0.0  # a retried compare-and-set decides afresh
             now = time.time()
             state = record.state
             if state in (JobState.QUEUED, JobState.WAITING):
@@ -266,7 +267,10 @@ class Worker:
 
         try:
             if item.index is None:
-                started = await self.store.cas(item.number, start)
+                queued = None if item.record is None or item.revision is None else (
+                    item.record, item.revision
+                )
+                started = await self.store.cas(item.number, start, known=queued)
             else:
                 started = await self._start_subjob(item, start)
         except UnknownJob:
@@ -417,9 +421,8 @@ class Worker:
             try:
                 async with asyncio.timeout(left):
                     return await self._upload_results(record, files, changed)
-            except TimeoutError:
-                last = self.results.last_error
-                reason = f"no answer in time (before: {last})" if last else "no answer"
+            except TimeoutError:  # the limit came in the middle of a request
+                reason = self.results.last_error or "no answer"
             except ServiceUnavailable as exc:
                 reason = exc.message
             except InvalidRequest as exc:
