@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import uvicorn
+from pkbs.procs import hide_from_jobs
 
-from pkbs.logs import setup_logging
-from pkbs.settings import get_settings
+if __name__ == "__main__":
+    # First thing, before the slow imports below: the environment holds the admin
+    # token, the NATS and WebDAV passwords and the job-token secret (pkbs/procs.py).
+    hide_from_jobs()
 
-from .app import create_app
+import uvicorn  # noqa: E402
+
+from pkbs.logs import setup_logging  # noqa: E402
+from pkbs.settings import get_settings  # noqa: E402
+
+from .app import create_app  # noqa: E402
 
 
 def main() -> None:
+    hide_from_jobs()
     settings = get_settings()
     setup_logging(settings.log_level)
     uvicorn.run(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pkbs import clientconfig, servers
-from pkbs.procs import become_subreaper, kill_tree, own_children, reap
+from pkbs.procs import become_subreaper, hide_from_jobs, kill_tree, own_children, reap
 
 STATE_FILE = "run/stack.json"
 SECRETS_FILE = "secrets.json"
@@ -181,7 +181,10 @@ class Supervisor:
                 "webdav",
                 [py, "-m", "pkbs.webdav"],
                 {
-                    **common,
+                    # Only its own credential: no NATS password, no job-token secret.
+                    "PKBS_HOME": str(home),
+                    "PKBS_WEBDAV_USER": sec["webdav_user"],
+                    "PKBS_WEBDAV_PASSWORD": sec["webdav_password"],
                     "PKBS_WEBDAV_ROOT": str(home / "webdav"),
                     "PKBS_WEBDAV_LISTEN_PORT": str(dav_port),
                 },
@@ -336,6 +339,9 @@ def run_supervisor(config: StackConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    # Before plan() reads secrets.json: orphaned jobs become our children, and no
+    # job may read our memory or environment (pkbs/procs.py).
+    hide_from_jobs()
     become_subreaper()
     sup.plan()
     try:

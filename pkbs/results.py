@@ -114,6 +114,8 @@ class ResultStore:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.on_retry = on_retry
+        # Why the latest attempt of any operation failed; None once one succeeds.
+        self.last_error: str | None = None
         auth = httpx.BasicAuth(user, password or "") if user else None
         self._client = httpx.AsyncClient(
             auth=auth,
@@ -183,13 +185,17 @@ class ResultStore:
         reason = ""
         for attempt in range(1, self.attempts + 1):
             try:
-                return await op()
+                result = await op()
             except _Retry as exc:
                 reason = str(exc)
             except httpx.UnsupportedProtocol as exc:
                 raise InvalidRequest(f"WebDAV URL {self.url!r}: {exc}") from exc
             except httpx.TransportError as exc:  # connect/read/write errors, timeouts
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                self.last_error = None
+                return result
+            self.last_error = f"{method} {path!r}: {reason}"
             if attempt == self.attempts:
                 break
             pause = min(delay, self.max_backoff) * random.uniform(0.8, 1.2)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     job_endpoint: str | None = None
     # A job's stdout/stderr beyond this is cut before upload, with a note.
     max_output_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # How long a finished job's results wait on the worker, retried with backoff, while
+    # WebDAV is unreachable; after that the job ends F with Exit_status -2 and a comment.
+    results_retry_seconds: float = Field(600.0, gt=0)
     # Port of the worker's /healthz and /metrics (0: none).
     worker_metrics_port: int = 0
 

@@ -13,6 +13,7 @@ from typing import Any
 from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from pkbs.procs import hide_from_jobs
 from pkbs.settings import Settings, get_settings
 
 
@@ -46,6 +47,7 @@ def build_app(settings: Settings) -> WsgiDAVApp:
 
 
 def main() -> None:
+    hide_from_jobs()  # its environment holds the WebDAV password (pkbs/procs.py)
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
     app = build_app(settings)

@@ -247,6 +247,92 @@ def test_webdav_killed_and_restarted(fresh_stack: Stack, tmp_path: Path) -> None
     audit.check()
 
 
+OUTAGE = 30.0  # seconds WebDAV stays down in the long-outage test
+
+
+@contextlib.contextmanager
+def webdav_down(stack: Stack, how: str = "killed") -> Iterator[None]:
+    """WebDAV unreachable until the block ends: SIGKILLed while the supervisor is
+    stopped (so nothing restarts it; refused connections), then restarted on the same
+    port; or SIGSTOPped (connections hang), then SIGCONTinued."""
+    victim = stack.pid_of("webdav")
+    if how == "stopped":
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        return
+    supervisor = int(stack.state()["supervisor_pid"])
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        os.kill(victim, signal.SIGKILL)
+        yield
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    wait_restarted(stack, "webdav", victim)
+
+
+@pytest.mark.timeout(150)
+def test_webdav_down_30s_while_jobs_finish(fresh_stack: Stack, tmp_path: Path) -> None:
+    """WebDAV is killed and stays down 30 s (then restarted on the same port) while 8
+    jobs end: their results wait on the workers, uploads are retried with backoff, no
+    job is recorded F meanwhile, and afterwards every job is F with its results stored,
+    at its first run (spooled, not rerun)."""
+    fresh_stack.up(workers=2, slots=2)
+    log = tmp_path / "runs.log"
+    ids = submit_batch(fresh_stack, logged_job(log, ticks=10, tick=0.1), 8, "davdown")
+    poll(lambda: started_count(log) >= 2, 30, 0.05, "jobs to start")
+    with webdav_down(fresh_stack):
+        down_at = time.time()
+        time.sleep(OUTAGE)  # the outage itself
+        ended_during = [
+            job for job, spans in job_runs(log).items()
+            if any(s.ended and s.last > down_at for s in spans)
+        ]
+        finished_during = [j for j in ids if fresh_stack.job(j)["job_state"] == "F"]
+    assert len(ended_during) >= 6, f"only {ended_during} ended while WebDAV was down"
+    assert not finished_during, f"recorded F without stored results: {finished_during}"
+    audit = audit_jobs(fresh_stack, ids, log, timeout=60)
+    report(audit.row(f"WebDAV down {OUTAGE:.0f} s (killed, restarted on its port)"))
+    audit.check()
+    assert audit.reruns == 0, "a job ran again instead of waiting for its upload"
+
+
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+def test_webdav_down_past_the_limit_fails_the_job_clearly(fresh_stack: Stack, tmp_path: Path,
+                                                          how: str) -> None:
+    """WebDAV stays down past PKBS_RESULTS_RETRY_SECONDS (3 s here): the job ends F at
+    its first run with Exit_status -2 (PBS JOB_EXEC_FAIL2: failed after the job ran)
+    and a comment saying what happened, shown by qstat -f; its files are kept on the
+    worker (PBS's "undelivered"), nothing is rerun; the next job succeeds again."""
+    fresh_stack.extra_env["PKBS_RESULTS_RETRY_SECONDS"] = "3"
+    fresh_stack.up(workers=1, slots=2)
+    log = tmp_path / "runs.log"
+    script = logged_job(log, ticks=1).replace("exit 0", "echo kept > data.txt\nexit 0")
+    with webdav_down(fresh_stack, how):
+        job_id = submit_api(fresh_stack, script, "davlimit")
+        job = fresh_stack.wait_state(job_id, "F", timeout=30)
+    assert job["Exit_status"] == -2 and job["run_count"] == 1, job
+    comment = str(job.get("comment"))
+    assert comment.startswith("Results not stored: WebDAV at http://127.0.0.1:"), comment
+    assert "unreachable for 3 s (limit PKBS_RESULTS_RETRY_SECONDS=3)" in comment, comment
+    assert ("ConnectError" if how == "killed" else "no answer") in comment, comment
+    assert "The job itself exited 0" in comment, comment
+    assert "result files are kept on worker " in comment, comment  # .o, .e, data.txt
+    kept = Path(comment.rsplit(" in ", 1)[1])
+    out = kept / str(job["Output_Path"]).rsplit("/", 1)[-1]
+    assert f"out {job_id}" in out.read_text() and (kept / "data.txt").read_text() == "kept\n"
+    text = fresh_stack.run(str(BIN / "qstat"), "-f", "-x", job_id).stdout
+    assert "Exit_status = -2" in text and "comment = Results not stored: WebDAV" in text, text
+    # WebDAV is back: the failed job stays as it is (no redelivery), the next job runs.
+    after = submit_api(fresh_stack, logged_job(log, ticks=1), "davback")
+    audit = audit_jobs(fresh_stack, [after], log, timeout=30, exact=False)
+    audit.check()
+    assert fresh_stack.job(job_id)["run_count"] == 1 and len(job_runs(log)[job_id]) == 1
+    report(f"WebDAV {how} past a 3 s limit: job F, Exit_status -2, reason in comment")
+
+
 # -- 4. dispatcher SIGKILL during submission -----------------------------------------
 
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
+from pkbs.procs import drop_peek_caps, hide_from_jobs
 
-from prometheus_client import start_http_server
+if __name__ == "__main__":
+    # First thing, before the slow imports below (about a second): the environment
+    # holds the NATS and WebDAV passwords and the job-token secret, and jobs of other
+    # workers run as the same user. Jobs started later lack the capabilities that
+    # would let them read a non-dumpable process anyway (pkbs/procs.py).
+    hide_from_jobs()
+    drop_peek_caps()
 
-from pkbs.logs import setup_logging
-from pkbs.settings import get_settings
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import signal  # noqa: E402
 
-from .service import Worker
+from prometheus_client import start_http_server  # noqa: E402
+
+from pkbs.logs import setup_logging  # noqa: E402
+from pkbs.settings import get_settings  # noqa: E402
+
+from .service import Worker  # noqa: E402
 
 
 async def serve() -> None:
@@ -35,6 +45,8 @@ async def serve() -> None:
 
 
 def main() -> None:
+    hide_from_jobs()
+    drop_peek_caps()
     setup_logging(get_settings().log_level)
     try:
         import uvloop
