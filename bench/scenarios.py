@@ -430,14 +430,19 @@ def _history_point(ctx: Context, repeats: int) -> dict[str, Any]:
         t, _, _ = _timed([qstat], env)
         q.append(t)
         t0 = time.perf_counter()
-        status, data = api.request("GET", "/jobs?history=true")
+        status, data = api.request("GET", "/jobs?history=true&view=table")  # what qstat -x asks
         api_t.append(time.perf_counter() - t0)
+        if status != 200:
+            raise RuntimeError(f"job listing failed ({status}): {data[:300]!r}")
         api_bytes = len(data)
         _, seconds = ctx.nv.scan()
         scan_t.append(seconds)
         t, _, _ = _timed([str(BIN / "python"), "-c", "pass"], env)
         py_t.append(t)
     api.close()
+    rss = procstat.rss_kib(ctx.pids["dispatcher"])
+    # The full attributes (qstat -f -x, -F json), once: 30 s or more at 100 000 records.
+    full_t, full_bytes = _get_once(ctx, "/jobs?history=true")
     qx_p50 = statistics.median(qx)
     return {
         "records_in_kv": keys,
@@ -448,11 +453,50 @@ def _history_point(ctx: Context, repeats: int) -> dict[str, Any]:
         "qstat_no_x": summary_ms(q),
         "api_get_history": summary_ms(api_t),
         "api_response_bytes": api_bytes,
+        "api_get_history_full": summary_ms([full_t]),
+        "api_full_response_bytes": full_bytes,
+        "dispatcher_rss_kib": rss,  # after the table listings
+        "dispatcher_rss_kib_after_full": procstat.rss_kib(ctx.pids["dispatcher"]),
         "baseline_kv_scan_nats_py": summary_ms(scan_t),
         "baseline_python_c_pass": summary_ms(py_t),
         "ratio_qstat_x_to_kv_scan": ratio(qx_p50, statistics.median(scan_t)),
         "qstat_x_us_per_record": round(1e6 * qx_p50 / max(keys, 1), 2),
     }
+
+
+def _get_once(ctx: Context, path: str, timeout: float = 900) -> tuple[float, int]:
+    """(seconds, response bytes) of one GET on a fresh connection with a long timeout."""
+    import http.client
+
+    url = urllib.parse.urlsplit(ctx.stack.endpoint)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=timeout)
+    try:
+        t0 = time.perf_counter()
+        conn.request("GET", "/v1" + path, headers={"Authorization": f"Bearer {ctx.stack.token}"})
+        response = conn.getresponse()
+        data = response.read()
+        elapsed = time.perf_counter() - t0
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"GET {path} failed ({response.status}): {data[:300]!r}")
+    return elapsed, len(data)
+
+
+def _first_listing(ctx: Context) -> float:
+    """Seconds until the dispatcher lists the jobs (its job index has applied every
+    record written so far; it answers 503 while it catches up)."""
+    api = ctx.api()
+    t0 = time.perf_counter()
+    try:
+        while True:
+            status, data = api.request("GET", "/jobs?history=true&view=table")
+            if status == 200:
+                return time.perf_counter() - t0
+            if status != 503 or time.perf_counter() - t0 > 600:
+                raise RuntimeError(f"job listing failed ({status}): {data[:300]!r}")
+    finally:
+        api.close()
 
 
 def history(ctx: Context) -> dict[str, Any]:
@@ -473,7 +517,11 @@ def history(ctx: Context) -> dict[str, Any]:
         ctx.log(f"  injecting {extra} finished records into KV {'PKBS_JOBS'}")
         first = HISTORY_FIRST_NUMBER + ctx.nv.key_count()
         seconds = ctx.nv.inject_history(ctx.template, extra, first)
+        rss_before = procstat.rss_kib(ctx.pids["dispatcher"])
+        listed = _first_listing(ctx)
         out["injected"] = {"count": extra, "seconds": round(seconds, 3),
+                           "first_listing_after_s": round(listed, 3),
+                           "dispatcher_rss_kib_after_inject": rss_before,
                            "per_s": round(extra / seconds, 1), "first_number": first,
                            "note": ("finished JobRecords written straight into KV PKBS_JOBS "
                                     "(keys j.<n>), copies of a real finished record: this "

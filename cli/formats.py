@@ -51,6 +51,14 @@ def jobs_from_wire(payload: Mapping[str, Any]) -> list[Record]:
     return [(str(j["id"]), j.get("attributes") or {}) for j in payload.get("jobs") or []]
 
 
+def jobs_from_table(payload: Mapping[str, Any]) -> list[Record]:
+    """`{"columns": ["id", name..], "rows": [[id, value..]]}` (GET /v1/jobs?view=table
+    or summary) → [(id, attributes)]; a null value is an attribute that is not set."""
+    names = list(payload.get("columns") or [])[1:]
+    rows = payload.get("rows") or []
+    return [(str(row[0]), dict(zip(names, row[1:], strict=False))) for row in rows]
+
+
 # ---------------------------------------------------------------------------
 # Values
 
@@ -544,6 +552,17 @@ def _get(attrs: Attributes, key: str) -> str | None:
     return None if value is None else _text(value)
 
 
+# The attributes the default table prints, in the order of a table row after the id
+# (the columns of GET /v1/jobs?view=table).
+TABLE_COLUMNS = ("Job_Name", "Job_Owner", "resources_used.cput", "job_state", "queue")
+TableRow: TypeAlias = Sequence[Any]  # (id, *TABLE_COLUMNS): text, or None when not set
+
+
+def table_row(jid: str, attrs: Attributes) -> list[str | None]:
+    """A job's (id, *TABLE_COLUMNS) row for default_table_rows."""
+    return [jid, *(_get(attrs, key) for key in TABLE_COLUMNS)]
+
+
 def default_table(
     jobs: Sequence[Record],
     wide: bool = False,
@@ -555,7 +574,19 @@ def default_table(
     `comment` is the server's comment, printed first; `long_ids` is the 22-wide id
     column used when max_job_sequence_id > 9,999,999.
     """
-    if not jobs:
+    rows = [table_row(jid, attrs) for jid, attrs in jobs]
+    return default_table_rows(rows, wide, comment, long_ids)
+
+
+def default_table_rows(
+    rows: Sequence[TableRow],
+    wide: bool = False,
+    comment: str | None = None,
+    long_ids: bool = False,
+) -> str:
+    """default_table of (id, *TABLE_COLUMNS) rows, values as text or None (a job
+    listing of 100 000 is printed straight from the JSON the dispatcher sends)."""
+    if not rows:
         return ""
     out: list[str] = []
     if comment is not None:
@@ -579,21 +610,32 @@ def default_table(
             "----------------  ---------------- ----------------  -------- - -----\n"
         )
         id_w, name_w, user_w, queue_w = 17, 16, 16, 16
-    for jid, attrs in jobs:
-        parts = jid.split(".")
-        short = ".".join(parts[:2])  # cut at the second dot
-        name = _get(attrs, "Job_Name") or ""
-        if len(name) >= name_w:  # >= : a name of exactly the width is cut too
+    line = f"%-{id_w}s %-{name_w}s %-{user_w}s  %8s %1s %-{queue_w}s\n"
+    add = out.append
+    for jid, name, owner, used, state, queue in rows:
+        if jid.count(".") > 1:
+            jid = jid[: jid.index(".", jid.index(".") + 1)]  # cut at the second dot
+        if len(jid) > id_w:
+            jid = jid[: id_w - 1] + TRUNC
+        if name is None:
+            name = ""
+        elif len(name) >= name_w:  # >= : a name of exactly the width is cut too
             name = name[: name_w - 1] + TRUNC
-        owner = _trunc((_get(attrs, "Job_Owner") or "").split("@", 1)[0], user_w)
-        used = _get(attrs, "resources_used.cput")
-        timeu = "0" if used is None else _trunc(used, 8)
-        state = _trunc(_get(attrs, "job_state") or "", 1)
-        queue = _trunc((_get(attrs, "queue") or "").split("@", 1)[0], queue_w)
-        out.append(
-            f"{_trunc(short, id_w):<{id_w}} {name:<{name_w}} {owner:<{user_w}}  "
-            f"{timeu:>8} {state:>1} {queue:<{queue_w}}\n"
-        )
+        owner = (owner or "").partition("@")[0]
+        if len(owner) > user_w:
+            owner = owner[: user_w - 1] + TRUNC
+        if used is None:
+            used = "0"
+        elif len(used) > 8:
+            used = used[:7] + TRUNC
+        if state is None:
+            state = ""
+        elif len(state) > 1:
+            state = TRUNC
+        queue = (queue or "").partition("@")[0]
+        if len(queue) > queue_w:
+            queue = queue[: queue_w - 1] + TRUNC
+        add(line % (jid, name, owner, used, state, queue))
     return "".join(out)
 
 

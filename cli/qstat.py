@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
     history = "x" in opts or "H" in opts
     status = 0
-    records: list[formats.Record] = []
+    records: list[formats.Record] = []  # attributes of each job (all but the default table)
     server = client.config.server
     timestamp = 0
     ids = [o for o in operands if _is_job_id(o)]
@@ -103,19 +103,30 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
                 return exit_code(PBSE_UNKQUE)
             if queue:
                 queues.add(queue)
+    full = "f" in opts or bool(opts.get("F"))
+    table = not full and not ALTERNATE_FLAGS & opts.keys()
+    rows: list[formats.TableRow] = []  # the default table is printed from rows
+
+    def wanted(job_id: str, queue: Any, state: Any) -> bool:
+        return not (
+            (queues and queue not in queues)
+            or ("H" in opts and state != "F")
+            or ("J" in opts and "[" not in job_id)
+            or (arrays and job_id.split("[", 1)[0] not in arrays)
+        )
+
     if not ids or destinations or arrays:
+        if not full:  # the tables need a few columns, which the job index serves
+            query["view"] = "table" if table else "summary"
         payload = client.request("GET", "/jobs", query=query)
         server, timestamp = payload["server"], payload["timestamp"]
-        for job_id, attrs in formats.jobs_from_wire(payload):
-            if queues and attrs.get("queue") not in queues:
-                continue
-            if "H" in opts and attrs.get("job_state") != "F":
-                continue
-            if "J" in opts and "[" not in job_id:
-                continue
-            if arrays and job_id.split("[", 1)[0] not in arrays:
-                continue
-            records.append((job_id, attrs))
+        if table:
+            rows = _table_rows(payload)
+            if queues or arrays or "H" in opts or "J" in opts:
+                rows = [row for row in rows if wanted(row[0], row[5], row[4])]
+        else:
+            listed = formats.jobs_from_wire(payload) if full else formats.jobs_from_table(payload)
+            records = [(j, a) for j, a in listed if wanted(j, a.get("queue"), a.get("job_state"))]
     for job_id in ids:
         try:
             payload = client.request("GET", "/jobs/" + urllib.parse.quote(job_id, safe=""))
@@ -129,9 +140,26 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
                 sys.stderr.write(f"qstat: {found_id} {FINISHED_HINT}\n")
                 status = exit_code(PBSE_HISTJOBID)
                 continue
-            records.append((found_id, attrs))
-    _print(_render_jobs(records, opts, server, timestamp))
+            if table:
+                rows.append(formats.table_row(found_id, attrs))
+            else:
+                records.append((found_id, attrs))
+    if table:
+        _print(formats.default_table_rows(rows, "w" in opts))
+    else:
+        _print(_render_jobs(records, opts, server, timestamp))
     return status
+
+
+def _table_rows(payload: dict[str, Any]) -> list[formats.TableRow]:
+    """The rows of GET /v1/jobs?view=table as (id, *formats.TABLE_COLUMNS)."""
+    rows: list[formats.TableRow] = payload.get("rows") or []
+    columns = payload.get("columns") or []
+    wanted = ["id", *formats.TABLE_COLUMNS]
+    if columns != wanted:  # another order, or more columns: pick them by name
+        at = [columns.index(name) if name in columns else None for name in wanted]
+        rows = [[None if i is None else row[i] for i in at] for row in rows]
+    return rows
 
 
 def _render_jobs(

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -57,6 +57,7 @@ from pkbs.states import JobState, is_final
 
 from . import metrics
 from .auth import authenticate, bearer_token, check_hold_types, check_owner
+from .jobindex import COLUMNS, JobIndex, listing_body
 
 log = logging.getLogger("pkbs.dispatcher")
 
@@ -74,6 +75,20 @@ async def _identity(request: Request) -> Identity:
 # Module level: FastAPI resolves these annotations by name.
 Caller = Annotated[Identity, Depends(_identity)]
 Store = Annotated[JobStore, Depends(_store)]
+
+
+ListView = Literal["full", "table", "summary"]
+VIEW_DOC = (
+    "full: each job's PBS attributes (qstat -f). table / summary: only the columns of "
+    f"qstat's default table ({', '.join(COLUMNS['table'])}) / of its alternate tables "
+    f"(and {', '.join(COLUMNS['summary'][len(COLUMNS['table']) :])}), "
+    "from the dispatcher's job index."
+)
+LISTING_DOC = (
+    'view=full: {"server", "timestamp", "jobs": [{"id", "attributes": {...}}]}. '
+    'view=table|summary: {"server", "timestamp", "columns": [names], "rows": [[values]]}, '
+    "null for an attribute that is not set."
+)
 
 
 DISCARD_LIMIT = 32 * 1024 * 1024  # bytes of an oversize body read before answering
@@ -174,11 +189,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = await JobStore.open(settings, f"dispatcher-{settings.dispatcher_port}")
+        app.state.store = await JobStore.open(
+            settings, f"dispatcher-{settings.dispatcher_port}", arrange=True
+        )
         app.state.results = ResultStore.from_settings(settings)
+        # Follows the job records from now on; loads them in the background (/readyz).
+        app.state.index = JobIndex(app.state.store)
+        await app.state.index.start()
         repair = asyncio.create_task(reconcile_forever(app.state.store, settings))
         yield
         repair.cancel()
+        await app.state.index.stop()
         await app.state.results.aclose()
         await app.state.store.close()
 
@@ -241,8 +262,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"ok": True}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz(st: Store) -> JSONResponse:
-        ok = st.nc.is_connected
+    async def readyz(request: Request, st: Store) -> JSONResponse:
+        index: JobIndex = request.app.state.index
+        ok = st.nc.is_connected and index.ready  # not before the job index has loaded
         return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
@@ -275,16 +297,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.SUBMITTED.labels(body.spec.queue).inc()
         return SubmitResponse(job_id=record.job_id, duplicate=duplicate)
 
-    @app.get(f"{C.API_PREFIX}/jobs")
+    @app.get(
+        f"{C.API_PREFIX}/jobs",
+        response_model=None,
+        responses={200: {"description": LISTING_DOC, "content": {"application/json": {}}}},
+    )
     async def list_jobs(
+        request: Request,
         who: Caller,
         st: Store,
         history: bool = False,
         subjobs: bool = False,
         user: Annotated[list[str] | None, Query()] = None,
-    ) -> dict[str, Any]:
+        view: Annotated[ListView, Query(description=VIEW_DOC)] = "full",
+    ) -> dict[str, Any] | Response:
         """The caller's jobs (an operator's: everybody's), finished ones with history,
         subjobs of arrays with `subjobs` (queued ones that have no record yet too)."""
+        if view != "full":
+            index: JobIndex = request.app.state.index
+            await index.sync()  # every change stored before this request is in
+            rows = index.rows(
+                view,
+                owner=None if who.is_admin else who.user,
+                users=user,
+                history=history,
+                subjobs=subjobs,
+            )
+            body = listing_body(settings.server_name, view, rows)
+            return Response(body, media_type="application/json")
         records: list[JobRecord] = []
         started: dict[int, set[int]] = {}
         async for record in st.iter_records():
@@ -311,12 +351,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return wire([await owned(st, who, job_id)])
 
     @app.get(f"{C.API_PREFIX}/queues")
-    async def list_queues(who: Caller, st: Store) -> dict[str, Any]:
+    async def list_queues(request: Request, who: Caller) -> dict[str, Any]:
         """Queues with their job counts, and the server's attributes (qstat -Q/-q/-B)."""
-        counts: dict[str, Counter[str]] = {q: Counter() for q in settings.queues}
-        async for record in st.iter_records():
-            if not is_final(record.state) and record.spec.queue in counts:
-                counts[record.spec.queue][record.state.value] += 1
+        index: JobIndex = request.app.state.index
+        await index.sync()
+        known = index.counts()  # unfinished jobs, subjobs with a record included
+        counts: dict[str, Counter[str]] = {q: known.get(q, Counter()) for q in settings.queues}
         total: Counter[str] = sum(counts.values(), Counter())
         return {
             "server": settings.server_name,
@@ -330,6 +370,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         enabled=queue.enabled,
                         started=queue.started,
                         resources_max=queue.resources_max(),
+                        priority=queue.priority,
                     ),
                 }
                 for name, queue in settings.queues.items()

@@ -1,0 +1,548 @@
+"""An in-memory index of every job, fed by the KV bucket's change stream.
+
+Each dispatcher process follows the stream behind KV `PKBS_JOBS` (`KV_PKBS_JOBS`)
+with an ordered push consumer: first the last message of every key, then every
+change as it is stored. For each job it keeps only what qstat's tables and their
+filters need - owner, state, queue, and the table's columns already encoded as
+JSON - never the record itself (no Variable_List): ~0.4 KB per job. It also
+counts unfinished jobs per queue and state (qstat -Q/-q/-B).
+
+It cannot go stale: it is nothing but the change stream applied in order. A listing
+first asks the stream for its last sequence and waits until the index has applied
+that far (`sync`), so a job stored through any dispatcher (or worker) before the
+listing began is in it: read-your-writes across replicas. nats-py's ordered consumer
+recreates itself after a gap or a lost server (missed heartbeats) from the last
+stream sequence it delivered; a gap it cannot see (a message dropped as a slow
+consumer) is caught here by the consumer sequence and the subscription is made
+again from the last applied sequence.
+
+The JSON of each row is built once, when the job changes; a listing only filters,
+orders and joins bytes. Columns (`TABLE_COLUMNS`, `SUMMARY_COLUMNS`) are the
+attributes of `pkbs.pbsattrs.SUMMARY_ATTRIBUTES`, with the values `job_attributes`
+gives them (tests compare the two, field by field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple
+
+import nats.errors
+import pydantic_core
+from nats.js import api as jsapi
+from nats.js import errors as jserr
+
+from pkbs import constants as C
+from pkbs.errors import ServiceUnavailable
+from pkbs.jobstore import JobStore
+from pkbs.pbsattrs import _exec_host, normalize_resource, resource_list
+from pkbs.states import FINAL_STATES
+
+log = logging.getLogger("pkbs.dispatcher.jobindex")
+
+STREAM = f"KV_{C.JOBS_BUCKET}"
+SUBJECT_PREFIX = f"$KV.{C.JOBS_BUCKET}."
+KEY_PREFIX = SUBJECT_PREFIX + C.JOB_KEY_PREFIX
+SYNC_TIMEOUT = 5.0  # seconds a listing waits for the index to catch up, then 503
+HEARTBEAT = 1.0  # ordered consumer idle heartbeat: a lost consumer is remade in ~2-3 s
+CHECK_INTERVAL = 0.5  # while waiting, ask the consumer itself this often (see _caught_up)
+
+View = Literal["table", "summary"]
+# Columns of the compact views: "table" is what the default qstat table prints,
+# "summary" adds what the alternate tables (-a -n -s -1 ...) print.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "id",
+    "Job_Name",
+    "Job_Owner",
+    "resources_used.cput",
+    "job_state",
+    "queue",
+)
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "Resource_List.nodect",
+    "Resource_List.ncpus",
+    "Resource_List.mem",
+    "Resource_List.cput",
+    "Resource_List.walltime",
+    "resources_used.walltime",
+    "exec_host",
+    "comment",
+)
+SUMMARY_COLUMNS = TABLE_COLUMNS + EXTRA_COLUMNS
+COLUMNS: dict[str, tuple[str, ...]] = {"table": TABLE_COLUMNS, "summary": SUMMARY_COLUMNS}
+
+_FINAL = frozenset(s.value for s in FINAL_STATES)
+_DELETES = frozenset({"DEL", "PURGE"})
+_MARKER_DELETES = frozenset({"MaxAge", "Purge", "Remove"})  # nats-server 2.11+ markers
+_INDEX_SHIFT = 32  # entry key: number << 32 | (index + 1); 0 for a job or an array
+_INDEX_MASK = (1 << _INDEX_SHIFT) - 1
+
+
+class Entry(NamedTuple):
+    """One job as the index keeps it. `head` / `tail` are the JSON of the row's
+    table columns and of its extra columns, without brackets."""
+
+    owner: str
+    state: str
+    queue: str
+    head: bytes
+    tail: bytes
+
+
+class Array(NamedTuple):
+    """What the queued subjobs of an unfinished array are rendered from: the array's
+    row with state Q and no comment, the id cut around the index."""
+
+    indices: range
+    id_prefix: bytes  # `"12[`
+    head_rest: bytes  # `].pkbs","name","owner",...`
+    tail: bytes
+
+
+def _subjob_template(spec_array: str, head: list[Any], tail: list[Any]) -> Array:
+    """What JobRecord.subjob gives a queued subjob: the array's values, state Q, no
+    comment; its id `<n>[<index>].<server>`."""
+    id_prefix, _, id_suffix = pydantic_core.to_json(head[0]).partition(b"[]")
+    head_rest = _dumps([*head[1:4], "Q", head[5]])
+    return Array(
+        _array_range(spec_array),
+        id_prefix + b"[",
+        b"]" + id_suffix + b"," + head_rest,
+        _dumps([*tail[:-1], None]),
+    )
+
+
+def _dumps(values: Iterable[Any]) -> bytes:
+    """JSON items without the brackets."""
+    return pydantic_core.to_json(list(values))[1:-1]
+
+
+def _array_range(text: str) -> range:
+    """JobSpec.array_indices of `start-end[:step]`."""
+    bounds, _, step = text.partition(":")
+    start, _, end = bounds.partition("-")
+    return range(int(start), int(end) + 1, int(step or 1) or 1)
+
+
+_REQUESTED = ("nodect", "ncpus", "mem", "cput", "walltime")
+# resources_used values and exec_host as job_attributes shows them: also pure, and
+# with few distinct values.
+_normalized = lru_cache(maxsize=8192)(normalize_resource)
+_exec_host_text = lru_cache(maxsize=8192)(_exec_host)
+
+
+@lru_cache(maxsize=4096)
+def _requested(resources: tuple[tuple[str, str], ...]) -> tuple[tuple[str | None, ...], str]:
+    """nodect, ncpus, mem, cput, walltime of Resource_List (pbsattrs.resource_list),
+    and the ncpus exec_host is written with. A pure function of the job's
+    resources, which jobs mostly share."""
+    res = resource_list(dict(resources))
+    return tuple(res.get(k) for k in _REQUESTED), res.get("ncpus", "1")
+
+
+def summarise(data: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+    """A record (the KV value, parsed JSON) -> its table and extra column values, as
+    pkbs.pbsattrs.job_attributes gives them (None: not set)."""
+    spec = data["spec"]
+    owner = data["owner"]
+    index = data.get("index")
+    state = data["state"]
+    server = data["server"]
+    host = spec.get("submit_host", "localhost")
+    extras = spec.get("attributes") or {}
+    if index is not None:
+        job_id = f"{data['number']}[{index}].{server}"
+        if state == "F":
+            state = "X"  # a finished subjob
+    elif spec.get("array") is not None:
+        job_id = f"{data['number']}[].{server}"
+    else:
+        job_id = f"{data['number']}.{server}"
+    used = data.get("resources_used") or {}
+    cput = used.get("cput")
+    walltime_used = used.get("walltime")
+    requested, slot_ncpus = _requested(tuple((spec.get("resources") or {}).items()))
+    exec_host = data.get("exec_host")
+    exec_host = _exec_host_text(exec_host, slot_ncpus) if exec_host else extras.get("exec_host")
+    head = [
+        job_id,
+        spec["name"],
+        owner if "@" in owner else f"{owner}@{host}",
+        None if cput is None else _normalized("cput", cput),
+        state,
+        spec.get("queue", C.DEFAULT_QUEUE),
+    ]
+    tail = [
+        data.get("session_id"),
+        *requested,
+        None if walltime_used is None else _normalized("walltime", walltime_used),
+        exec_host,
+        data.get("comment"),
+    ]
+    return head, tail
+
+
+def parse_key(key: str) -> tuple[int, int | None] | None:
+    """`12` -> (12, None), `12.3` -> (12, 3) (after the `j.` prefix); None otherwise."""
+    number, dot, index = key.partition(".")
+    if not _digits(number) or (dot and not (_digits(index) and int(index) < _INDEX_MASK)):
+        return None
+    return int(number), (int(index) if dot else None)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def entry_key(number: int, index: int | None) -> int:
+    return number << _INDEX_SHIFT | (0 if index is None else index + 1)
+
+
+class JobIndex:
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.js = store.js
+        self._jobs: dict[int, Entry] = {}
+        self._arrays: dict[int, Array] = {}
+        self._subjobs: dict[int, set[int]] = {}  # array number -> indices with a record
+        self._counts: dict[str, Counter[str]] = {}  # unfinished jobs: queue -> state -> n
+        self._applied = 0  # stream sequence of the last message applied
+        self._dseq = 0  # consumer sequence of the last message applied
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tie = itertools.count()
+        self._sub: Any = None
+        self._replacing = False  # a lost message was seen: a new subscription is coming
+        self._loaded = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # -- life cycle ------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """The initial load is done (every record stored before start is in)."""
+        return self._loaded.is_set()
+
+    @property
+    def applied(self) -> int:
+        return self._applied
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    async def start(self) -> None:
+        """Subscribe (last message per key, then live) and load in the background."""
+        info = await self.js.stream_info(STREAM)
+        await self._subscribe(None)
+        self._spawn(self._load(int(info.state.last_seq)))
+
+    async def stop(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # connection closing already
+                log.debug("unsubscribe failed", exc_info=True)
+        for _, _, fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+        self._waiters.clear()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, last_seq: int) -> None:
+        started = time.monotonic()
+        while not self._loaded.is_set():
+            try:
+                await self.wait_applied(last_seq, 60.0)
+            except ServiceUnavailable:
+                log.warning("job index still loading: %d jobs so far", len(self._jobs))
+                continue
+            self._loaded.set()
+        log.info(
+            "job index loaded: %d jobs in %.2f s",
+            len(self._jobs),
+            time.monotonic() - started,
+            extra={"jobs": len(self._jobs)},
+        )
+
+    async def _subscribe(self, start_seq: int | None) -> None:
+        """The ordered consumer: from `start_seq` on, or the last message of each key."""
+        config = jsapi.ConsumerConfig(inactive_threshold=60.0)
+        if start_seq is None:
+            config.deliver_policy = jsapi.DeliverPolicy.LAST_PER_SUBJECT
+        else:
+            config.deliver_policy = jsapi.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_seq
+        # The whole bucket, not only `j.>`: the stream's last sequence may belong to
+        # any key, and `sync` waits for it.
+        self._sub = await self.js.subscribe(
+            SUBJECT_PREFIX + ">",
+            stream=STREAM,
+            cb=self._on_msg,
+            config=config,
+            ordered_consumer=True,
+            idle_heartbeat=HEARTBEAT,
+        )
+        self._dseq = 0
+        self._replacing = False
+
+    async def _resubscribe(self, old: Any) -> None:
+        """A message was lost between the server and us: start again after the last
+        message applied (the index is kept; every later change is replayed)."""
+        try:
+            await old.unsubscribe()
+        except Exception:
+            log.debug("unsubscribe failed", exc_info=True)
+        delay = 0.1
+        while not self._closing:
+            try:
+                await self._subscribe(self._applied + 1)
+                return
+            except Exception:  # NATS away: the client reconnects meanwhile
+                log.warning("job index: subscribe failed, retrying", exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- applying changes ------------------------------------------------------------
+
+    async def _on_msg(self, msg: Any) -> None:
+        if self._replacing:
+            return  # the new subscription delivers it again
+        if not msg.reply:
+            return  # not a message of the stream
+        tokens = msg.reply.split(".")
+        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<n>.<sseq>.<dseq>.<ts>.<pending>
+            sseq, dseq = int(tokens[5]), int(tokens[6])
+        else:  # the longer form with domain and account: let nats-py read it
+            meta = msg.metadata
+            sseq, dseq = meta.sequence.stream, meta.sequence.consumer
+        if dseq != 1 and dseq != self._dseq + 1:
+            # nats-py recreates its consumer (dseq restarts at 1) after gaps it sees;
+            # this one it did not (a dropped message): subscribe again.
+            log.warning("job index: consumer sequence %d after %d, resubscribing", dseq, self._dseq)
+            self._replacing = True
+            self._spawn(self._resubscribe(self._sub))
+            return
+        self._dseq = dseq
+        if sseq <= self._applied:
+            return  # already applied (a consumer recreated from an earlier sequence)
+        headers = msg.headers
+        op = None
+        if headers:
+            op = headers.get("KV-Operation")
+            if op is None and headers.get("Nats-Marker-Reason") in _MARKER_DELETES:
+                op = "DEL"
+        self.apply(msg.subject, msg.data if op not in _DELETES else None)
+        self._applied = sseq
+        if self._waiters:
+            self._wake()
+
+    def apply(self, subject: str, value: bytes | None) -> None:
+        """Store the new value of a key (None: deleted or purged)."""
+        if not subject.startswith(KEY_PREFIX):
+            return
+        parsed = parse_key(subject[len(KEY_PREFIX) :])
+        if parsed is None:
+            return
+        number, index = parsed
+        key = entry_key(number, index)
+        old = self._jobs.pop(key, None)
+        if old is not None:
+            self._count(old, -1)
+        if index is None:
+            self._arrays.pop(number, None)
+        elif value is None:
+            have = self._subjobs.get(number)
+            if have is not None:
+                have.discard(index)
+                if not have:
+                    del self._subjobs[number]
+        if not value:
+            return
+        try:
+            data = pydantic_core.from_json(value)
+            head, tail = summarise(data)
+            entry = Entry(
+                sys.intern(str(data["owner"])),
+                sys.intern(str(data["state"])),
+                sys.intern(str(head[5])),
+                _dumps(head),
+                _dumps(tail),
+            )
+            array = None
+            if index is None and data["spec"].get("array") is not None:
+                array = _subjob_template(data["spec"]["array"], head, tail)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("job index: unreadable record %s", subject, exc_info=True)
+            return
+        self._jobs[key] = entry
+        self._count(entry, 1)
+        if index is not None:
+            self._subjobs.setdefault(number, set()).add(index)
+        elif array is not None:
+            self._arrays[number] = array
+
+    def _count(self, entry: Entry, delta: int) -> None:
+        if entry.state in _FINAL:
+            return
+        counts = self._counts.setdefault(entry.queue, Counter())
+        counts[entry.state] += delta
+        if counts[entry.state] <= 0:
+            del counts[entry.state]
+
+    # -- read-your-writes ------------------------------------------------------------
+
+    def _wake(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self._applied:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def sync(self, timeout: float = SYNC_TIMEOUT) -> None:
+        """Return once the index holds every change stored before this call (the
+        stream's last sequence now); ServiceUnavailable after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        try:
+            info = await asyncio.wait_for(self.js.stream_info(STREAM), timeout)
+        except (nats.errors.Error, jserr.Error, TimeoutError) as exc:
+            raise ServiceUnavailable("job store unavailable, retry") from exc
+        await self.wait_applied(int(info.state.last_seq), deadline - time.monotonic())
+        if not self._loaded.is_set():
+            await self._wait_loaded(deadline)
+
+    async def _wait_loaded(self, deadline: float) -> None:
+        try:
+            await asyncio.wait_for(self._loaded.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise ServiceUnavailable("job index is loading, retry") from None
+
+    async def wait_applied(self, target: int, timeout: float) -> None:
+        """Wait (an event per target, no polling of the index) until the stream
+        sequence `target` is applied."""
+        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        while self._applied < target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServiceUnavailable(
+                    f"job index at sequence {self._applied} of {target}, retry"
+                )
+            fut: asyncio.Future[None] = loop.create_future()
+            heapq.heappush(self._waiters, (target, next(self._tie), fut))
+            try:
+                await asyncio.wait_for(fut, min(left, CHECK_INTERVAL))
+            except TimeoutError:
+                if await self._caught_up():
+                    return
+
+    async def _caught_up(self) -> bool:
+        """The consumer has nothing left to deliver and everything it delivered is
+        applied: true even when the stream's last message is gone (e.g. a delete
+        marker purged), which the sequence alone never reaches."""
+        sub = self._sub
+        if sub is None:
+            return False
+        try:
+            info = await sub.consumer_info()
+        except Exception:  # being recreated, or NATS away
+            return False
+        delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
+        return (
+            int(info.num_pending or 0) == 0
+            and sub.pending_msgs == 0  # nothing delivered waits in the client's queue
+            and delivered <= self._applied
+            and not self._replacing
+        )
+
+    # -- reading ---------------------------------------------------------------------
+
+    def counts(self) -> dict[str, Counter[str]]:
+        """Unfinished jobs (subjobs with a record included) per queue and state."""
+        return {queue: Counter(counts) for queue, counts in self._counts.items()}
+
+    def rows(
+        self,
+        view: View,
+        *,
+        owner: str | None,
+        users: Iterable[str] | None,
+        history: bool,
+        subjobs: bool,
+    ) -> list[bytes]:
+        """The JSON rows (`[...]`) of a listing, ordered by number and index: jobs of
+        `owner` (None: everybody's) among `users`, finished ones with `history`,
+        subjobs with `subjobs` - an unfinished array's subjobs without a record
+        (never started) as queued rows made from the array's."""
+        wanted = set(users) if users else None
+        full = view == "summary"
+        out: list[bytes] = []
+        jobs = self._jobs
+        expanded: dict[int, range] = {}  # arrays whose subjobs are listed already
+        for key in sorted(jobs):
+            entry = jobs[key]
+            if (owner is not None and entry.owner != owner) or (
+                wanted is not None and entry.owner not in wanted
+            ):
+                continue
+            number, sub = key >> _INDEX_SHIFT, key & _INDEX_MASK
+            if sub:  # a subjob's record, unless listed with its array already
+                span = expanded.get(number)
+                listed = span is not None and sub - 1 in span
+                if subjobs and not listed and (history or entry.state not in _FINAL):
+                    out.append(_row(entry, full))
+                continue
+            if history or entry.state not in _FINAL:
+                out.append(_row(entry, full))
+            array = self._arrays.get(number) if subjobs else None
+            if array is not None and entry.state not in _FINAL:
+                expanded[number] = array.indices
+                self._subjob_rows(number, array, out, full, history)
+        return out
+
+    def _subjob_rows(
+        self, number: int, array: Array, out: list[bytes], full: bool, history: bool
+    ) -> None:
+        """The subjobs of an unfinished array in index order: its record where a
+        subjob has one, else a queued row."""
+        have = self._subjobs.get(number, set())
+        jobs = self._jobs
+        prefix = b"[" + array.id_prefix
+        rest = array.head_rest + (b"," + array.tail + b"]" if full else b"]")
+        for index in array.indices:
+            if index not in have:
+                out.append(prefix + str(index).encode() + rest)
+                continue
+            entry = jobs.get(entry_key(number, index))
+            if entry is not None and (history or entry.state not in _FINAL):
+                out.append(_row(entry, full))
+
+
+def _row(entry: Entry, full: bool) -> bytes:
+    if full:
+        return b"[" + entry.head + b"," + entry.tail + b"]"
+    return b"[" + entry.head + b"]"
+
+
+def listing_body(server: str, view: View, rows: list[bytes]) -> bytes:
+    """GET /v1/jobs?view=...: `{"server", "timestamp", "columns", "rows"}`."""
+    head = json.dumps(
+        {"server": server, "timestamp": int(time.time()), "columns": list(COLUMNS[view])}
+    ).encode()
+    return head[:-1] + b',"rows":[' + b",".join(rows) + b"]}"
