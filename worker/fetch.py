@@ -1,71 +1,178 @@
 """How a worker takes work from the work queue.
 
-With one queue priority level (the default) there is one consumer and a fetch is a
-long poll on it. With several levels (pkbs.queues.consumer_levels) each pass asks
-every level's consumer, highest first, for what it has right now (`no_wait`: no
-request lingers on the server, so nothing is delivered to a worker that stopped
-asking), and an idle worker waits for the next work message to be published.
+A worker asks a consumer for at most as many messages as it has free slots, and
+never stops listening to a pull request the server may still answer: every message
+the server hands it is one it runs (or gives back). That rules out a message
+delivered into a queue nobody reads, redelivered to another worker after the ack
+wait while the stale copy waits here to be started a second time.
+
+- One queue priority level (the default): one consumer, one pull request at a time.
+  Its messages are passed on as they arrive (not when the batch is full); a new
+  request is made once the server has ended the last one (all delivered, or the
+  408 at its expiry) or it is certainly over (expiry plus a margin: a NATS restart).
+- Several levels (pkbs.queues.consumer_levels): each pass asks every level's
+  consumer, highest first, for what it has right now (`no_wait`: answered at once),
+  and an idle worker waits for the next work message to be published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from typing import Protocol
 
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
 from nats.js import api as jsapi
 
 from pkbs import constants as C
 from pkbs.queues import QueueConfig, consumer_levels
 
+# A pull request's lifetime on the server; how long past it a request that got no
+# answer is taken for lost (the server restarted, the connection dropped).
+REQUEST_EXPIRES = 5.0
+LOST_MARGIN = 2.0
 # How long one no_wait request may take to be answered.
 REPLY_TIMEOUT = 5.0
+# Statuses that end a pull request (no messages, expired, conflict, bad request).
+ENDS_REQUEST = frozenset({"404", "408", "409", "400"})
+# After a publish rang the bell, the stream may not have stored the message yet.
+SETTLE_DELAYS = (0.002, 0.01)
 
 
 class WorkSource(Protocol):
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
-        """Up to `batch` messages; nats.errors.TimeoutError if none came in `timeout`."""
+        """At least one and at most `batch` messages; nats.errors.TimeoutError if none
+        came within `timeout`."""
 
-    async def close(self) -> None: ...
+    async def finish(self) -> list[Msg]:
+        """Stop asking; the messages already delivered for requests made."""
+
+
+def _api(consumer: str) -> str:
+    return f"$JS.API.CONSUMER.MSG.NEXT.{C.WORK_STREAM}.{consumer}"
+
+
+def _status(msg: Msg) -> str | None:
+    return msg.headers.get(jsapi.Header.STATUS) if msg.headers else None
+
+
+class _Inbox:
+    """A private reply subject for pull requests, read through a local queue."""
+
+    def __init__(self, nc: NATS, inbox: str) -> None:
+        self.nc = nc
+        self.inbox = inbox
+        self.queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self.sub: Subscription | None = None
+
+    @classmethod
+    async def open(cls, nc: NATS) -> _Inbox:
+        box = cls(nc, nc.new_inbox())
+
+        async def arrived(msg: Msg) -> None:
+            box.queue.put_nowait(msg)
+
+        box.sub = await nc.subscribe(box.inbox, cb=arrived)
+        return box
+
+    async def ask(self, consumer: str, request: dict[str, object]) -> None:
+        await self.nc.publish(_api(consumer), json.dumps(request).encode(), reply=self.inbox)
+
+    async def next(self, wait: float) -> Msg | None:
+        """The next message: one already here, else the first within `wait` s."""
+        if not self.queue.empty() or wait <= 0:
+            return None if self.queue.empty() else self.queue.get_nowait()
+        try:
+            return await asyncio.wait_for(self.queue.get(), wait)
+        except TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            await sub.unsubscribe()
 
 
 class OneConsumer:
-    def __init__(self, sub: JetStreamContext.PullSubscription) -> None:
-        self.sub = sub
+    """Pull requests for at most the free slots, each read until the server ends it.
+    The server answers requests in order, so a delivery counts against the oldest
+    open one, and a request's end (408 at expiry) ends the oldest too."""
 
-    @classmethod
-    async def open(cls, js: JetStreamContext, name: str) -> OneConsumer:
-        return cls(await js.pull_subscribe_bind(durable=name, stream=C.WORK_STREAM))
+    def __init__(self, inbox: _Inbox, consumer: str) -> None:
+        self.inbox = inbox
+        self.consumer = consumer
+        self.requests: deque[list[float]] = deque()  # [messages still due, lost after]
+
+    def _open_for(self) -> int:
+        return int(sum(due for due, _ in self.requests))
+
+    def _drop_lost(self, now: float) -> None:
+        while self.requests and (self.requests[0][0] <= 0 or self.requests[0][1] <= now):
+            self.requests.popleft()
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
-        return await self.sub.fetch(batch=batch, timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            now = loop.time()
+            self._drop_lost(now)
+            want = batch - self._open_for()
+            if want > 0:
+                expires = int(REQUEST_EXPIRES * 1e9)
+                await self.inbox.ask(self.consumer, {"batch": want, "expires": expires})
+                self.requests.append([want, now + REQUEST_EXPIRES + LOST_MARGIN])
+            lost_at = min(lost for _, lost in self.requests)
+            msgs = await self._read(min(deadline, lost_at) - loop.time())
+            if msgs:
+                return msgs
+            if loop.time() >= deadline:
+                raise nats.errors.TimeoutError
 
-    async def close(self) -> None:
-        await self.sub.unsubscribe()
+    async def _read(self, wait: float) -> list[Msg]:
+        """What has arrived, else what comes first within `wait` seconds."""
+        msgs: list[Msg] = []
+        while (msg := await self.inbox.next(0 if msgs else wait)) is not None:
+            status = _status(msg)
+            if status is None:
+                msgs.append(msg)
+                self._settle(1)
+            elif status in ENDS_REQUEST:
+                self._settle(None)
+        return msgs
+
+    def _settle(self, delivered: int | None) -> None:
+        """Count a delivery (or, with None, the end) against the oldest open request."""
+        for request in self.requests:
+            if request[0] > 0:
+                request[0] = 0 if delivered is None else request[0] - delivered
+                return
+
+    async def finish(self) -> list[Msg]:
+        """What has arrived; then the inbox closes, and the server drops the requests
+        still open (nobody listens to their reply subject any more)."""
+        msgs = await self._read(0)
+        await self.inbox.close()
+        return msgs + await self._read(0)
 
 
 class PriorityConsumers:
-    """Several consumers, asked in order. Work published anywhere in the work queue
-    wakes an idle worker; work that comes back after an ack wait is not published
-    again, so an idle worker also looks every `timeout` seconds."""
+    """Several consumers, asked in order with `no_wait`. Work published anywhere in
+    the work queue wakes an idle worker; work that comes back after an ack wait is
+    not published again, so an idle worker also looks every `timeout` seconds."""
 
-    def __init__(self, nc: NATS, names: list[str], replies: Subscription, inbox: str) -> None:
-        self.nc = nc
-        self.names = names
-        self.replies = replies
+    def __init__(self, inbox: _Inbox, consumers: list[str]) -> None:
         self.inbox = inbox
+        self.consumers = consumers
         self.new_work = asyncio.Event()
         self.bell: Subscription | None = None
 
     @classmethod
-    async def open(cls, nc: NATS, names: list[str]) -> PriorityConsumers:
-        inbox = nc.new_inbox()
-        source = cls(nc, names, await nc.subscribe(inbox), inbox)
+    async def open(cls, nc: NATS, consumers: list[str]) -> PriorityConsumers:
+        source = cls(await _Inbox.open(nc), consumers)
 
         async def ring(msg: Msg) -> None:
             source.new_work.set()
@@ -76,48 +183,52 @@ class PriorityConsumers:
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        rang = False
         while True:
             self.new_work.clear()
-            for name in self.names:
-                msgs = await self._take(name, batch)
+            for pause in (0.0, *(SETTLE_DELAYS if rang else ())):
+                await asyncio.sleep(pause)
+                msgs = await self._pass(batch)
                 if msgs:
                     return msgs
             try:
                 await asyncio.wait_for(self.new_work.wait(), deadline - loop.time())
             except TimeoutError:
                 raise nats.errors.TimeoutError from None
+            rang = True
 
-    async def _take(self, name: str, batch: int) -> list[Msg]:
-        """What the consumer has now, up to `batch`. A late answer to an earlier
-        request may be waiting first: its messages are real deliveries, taken too."""
-        request = json.dumps({"batch": batch, "no_wait": True}).encode()
-        api = f"$JS.API.CONSUMER.MSG.NEXT.{C.WORK_STREAM}.{name}"
-        await self.nc.publish(api, request, reply=self.inbox)
+    async def _pass(self, batch: int) -> list[Msg]:
+        for consumer in self.consumers:
+            msgs = await self._take(consumer, batch)
+            if msgs:
+                return msgs
+        return []
+
+    async def _take(self, consumer: str, batch: int) -> list[Msg]:
+        """What the consumer has now, up to `batch`; the answer ends with a status
+        unless all `batch` came."""
+        await self.inbox.ask(consumer, {"batch": batch, "no_wait": True})
         msgs: list[Msg] = []
         while len(msgs) < batch:
-            try:
-                msg = await self.replies.next_msg(timeout=REPLY_TIMEOUT)
-            except TimeoutError:
+            msg = await self.inbox.next(REPLY_TIMEOUT)
+            if msg is None:
                 break
-            status = msg.headers.get(jsapi.Header.STATUS) if msg.headers else None
+            status = _status(msg)
             if status is None:
                 msgs.append(msg)
-            elif status not in ("404", "408", "409", "100"):
-                raise nats.errors.Error(f"consumer {name}: status {status}")
-            else:
+            elif status in ENDS_REQUEST:
                 break
         return msgs
 
-    async def close(self) -> None:
-        for sub in (self.bell, self.replies):
-            if sub is not None:
-                await sub.unsubscribe()
+    async def finish(self) -> list[Msg]:
+        if self.bell is not None:
+            await self.bell.unsubscribe()
+        await self.inbox.close()
+        return []  # every no_wait request was read to its end
 
 
-async def open_work_source(
-    nc: NATS, js: JetStreamContext, queues: dict[str, QueueConfig]
-) -> WorkSource:
+async def open_work_source(nc: NATS, queues: dict[str, QueueConfig]) -> WorkSource:
     levels = [name for name, _ in consumer_levels(queues)]
     if len(levels) == 1:
-        return await OneConsumer.open(js, levels[0])
+        return OneConsumer(await _Inbox.open(nc), levels[0])
     return await PriorityConsumers.open(nc, levels)

@@ -110,7 +110,7 @@ class Worker:
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
-        source = await open_work_source(self.store.nc, self.store.js, self.settings.queues)
+        source = await open_work_source(self.store.nc, self.settings.queues)
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
@@ -132,11 +132,13 @@ class Worker:
                     task = asyncio.create_task(self._handle(msg))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
+            for msg in await source.finish():
+                await self._return_untouched(msg)
             await self._drain()
         finally:
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
-                await source.close()
+                await source.finish()
             await self.results.aclose()
             await self.store.close()
             self.stopped.set()
