@@ -1,16 +1,19 @@
 """The CLI's HTTP client: standard library only, so qsub starts fast.
 
-http:// endpoints use a small HTTP/1.1 client on ``socket`` (keep-alive, Content-Length
+http:// endpoints use a small HTTP/1.1 client on ``_socket`` (keep-alive, Content-Length
 request bodies, Content-Length / chunked / read-to-close responses): ``http.client``
-would import email.parser, email.utils and ssl, about as long as qsub's own work.
+would import email.parser, email.utils and ssl, about as long as qsub's own work, and
+the ``socket`` module wrapping ``_socket`` builds four enums at import (3-5 ms of a
+qsub's start).
 https:// endpoints use ``http.client``, imported only then.
 """
 
 from __future__ import annotations
 
+import _socket
+import io
 import json
 import os
-import socket
 import sys
 import time
 
@@ -20,7 +23,6 @@ from pkbs.errors import PBSE_SYSTEM, exit_code
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from io import BufferedReader
     from typing import Any, NoReturn, Protocol
 
     class _Response(Protocol):
@@ -120,6 +122,20 @@ def split_endpoint(endpoint: str) -> tuple[bool, str, int, str]:
 
 
 # --------------------------------------------------------------------------- plain HTTP/1.1
+
+
+class _SocketReader(io.RawIOBase):
+    """The raw side of ``socket.makefile("rb")`` (socket.SocketIO) for a blocking socket
+    with a timeout: recv_into raises TimeoutError after it, returns 0 at end of stream."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._sock.recv_into(buffer)
 
 
 class _PlainResponse:
@@ -253,8 +269,8 @@ class _PlainConnection:
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        self.sock: socket.socket | None = None
-        self.rfile: BufferedReader | None = None
+        self.sock: _socket.socket | None = None
+        self.rfile: io.BufferedReader | None = None
         self._host_header = f"[{host}]" if ":" in host else host
         if port != 80:
             self._host_header += f":{port}"
@@ -268,10 +284,10 @@ class _PlainConnection:
         # host makes it load the idna codec (encodings.idna, stringprep, unicodedata).
         host = self.host.encode() if self.host.isascii() else self.host
         error: OSError | None = None
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            host, self.port, 0, socket.SOCK_STREAM
+        for family, kind, proto, _, address in _socket.getaddrinfo(
+            host, self.port, 0, _socket.SOCK_STREAM
         ):
-            sock = socket.socket(family, kind, proto)
+            sock = _socket.socket(family, kind, proto)
             try:
                 sock.settimeout(self.timeout)
                 sock.connect(address)
@@ -283,8 +299,8 @@ class _PlainConnection:
             break
         else:
             raise error or OSError(f"getaddrinfo returned no address for {self.host}")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = sock.makefile("rb")
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        self.rfile = io.BufferedReader(_SocketReader(sock))
         self._reused = False
 
     def request(

@@ -7,13 +7,16 @@ must start about as fast as Python itself.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
+# _socket is what socket.py wraps (the same gethostname / gethostbyaddr functions); the
+# wrapper module itself builds four enums from _socket's constants at import, ~3-5 ms.
+from _socket import gethostbyaddr, gethostname
+from binascii import b2a_base64
+
 from pkbs import pbs
-from pkbs.constants import DEFAULT_QUEUE
+from pkbs.constants import DEFAULT_QUEUE, MAX_PAYLOAD_BYTES
 from pkbs.errors import EXIT_SCRIPT, EXIT_USAGE, PkbsError, exit_code
-from pkbs.payload import check_size
 
 from .client import ApiError, Client, connect, fail, version_asked
 
@@ -122,8 +125,27 @@ def _variables(options: pbs.QsubOptions, workdir: str) -> dict[str, str]:
             variables[f"PBS_O_{name}"] = env[name]
     variables["PBS_O_SYSTEM"] = os.uname().sysname
     variables["PBS_O_WORKDIR"] = workdir
-    variables["PBS_O_HOST"] = socket.getfqdn()
+    variables["PBS_O_HOST"] = _fqdn()
     return variables
+
+
+def _fqdn() -> str:
+    """socket.getfqdn() of the local host, without what it costs on a cold start.
+
+    An ASCII host name goes to gethostbyaddr as bytes: as str it is encoded with the
+    idna codec, whose import (encodings.idna, stringprep, unicodedata and a regex
+    compiled at import) costs more than the lookup itself."""
+    name = gethostname()
+    try:
+        hostname, aliases, _ = gethostbyaddr(
+            name.encode() if name.isascii() else name  # type: ignore[arg-type]
+        )
+    except OSError:
+        return name
+    for alias in (hostname, *aliases):
+        if "." in alias:
+            return alias
+    return hostname
 
 
 def _workdir() -> str:
@@ -160,8 +182,6 @@ def attributes_of(options: pbs.QsubOptions) -> dict[str, str]:
 
 
 def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> dict[str, object]:
-    import base64
-
     queue = DEFAULT_QUEUE
     if options.destination:
         queue = pbs.parse_destination(options.destination)[0] or DEFAULT_QUEUE
@@ -183,14 +203,15 @@ def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> 
         "exec_time": options.exec_time,
         "depend": options.depend,
         "array": _array(options),
-        "submit_host": socket.gethostname(),
+        "submit_host": gethostname(),
         "attributes": attributes_of(options),
         "submit_args": " ".join(argv),
     }
     return {
         "submit_id": os.urandom(16).hex(),
         "spec": spec,
-        "payload_b64": base64.b64encode(source.payload).decode(),
+        # base64.b64encode, without importing base64 (and struct) for it.
+        "payload_b64": b2a_base64(source.payload, newline=False).decode(),
     }
 
 
@@ -233,7 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cmdline, operands = pbs.parse_qsub_args(args)
         source = _read_source(operands)
-        check_size(source.payload)
+        if len(source.payload) > MAX_PAYLOAD_BYTES:
+            from pkbs.payload import check_size  # for its message; rarely needed
+
+            check_size(source.payload)
         prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
         options = pbs.merge(pbs.parse_script_options(source.script, prefix), cmdline)
     except pbs.UsageError as exc:

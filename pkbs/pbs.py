@@ -14,15 +14,17 @@ Errors:
 
 from __future__ import annotations
 
-import re
 import time
 
 from pkbs.errors import BadAttributeValue, UnknownJob
 
 # typing and dataclasses are not imported at run time: dataclasses pulls in inspect and
-# ast, typing costs milliseconds, and this module is on qsub's start-up path.
+# ast, typing costs milliseconds, and this module is on qsub's start-up path. Neither is
+# re: it is imported where a pattern is matched (`echo true | qsub` matches none), as
+# importing it costs several milliseconds (enum, functools, collections).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from typing import Any, Final
 
@@ -96,9 +98,11 @@ class _Frozen:
         return (type(self), self._values())  # fields are positional parameters, in order
 
 
-def _fullmatch(pattern: str, text: str, flags: int = 0) -> re.Match[str] | None:
+def _fullmatch(pattern: str, text: str, ignorecase: bool = False) -> re.Match[str] | None:
     """Patterns compile on first use (re caches them), keeping the import cheap."""
-    return re.fullmatch(pattern, text, flags | re.ASCII)
+    import re
+
+    return re.fullmatch(pattern, text, re.ASCII | re.IGNORECASE if ignorecase else re.ASCII)
 
 
 def _bad(detail: str) -> BadAttributeValue:
@@ -219,7 +223,7 @@ _SIZE_UNITS = {"b": 0, "kb": 10, "mb": 20, "gb": 30, "tb": 40, "pb": 50}
 def parse_size(text: str) -> int:
     """``<int>[k|m|g|t|p][b|w]`` to bytes, case-insensitive, binary multiples, w = 8-byte
     words, no suffix = bytes (attr_fn_size.c to_size)."""
-    match = _fullmatch(_SIZE_RE, text.strip(), re.IGNORECASE)
+    match = _fullmatch(_SIZE_RE, text.strip(), ignorecase=True)
     if match is None:
         raise _bad(f"{text!r} is not a size <int>[k|m|g|t|p][b|w]")
     number, scale, unit = match.groups()
@@ -815,6 +819,8 @@ _STAGE_ITEM_RE = r"[^@]+@[^\s@:]+:[^@]+"
 
 def validate_stage_list(value: str) -> str:
     """``-W stagein/stageout=local@host:remote[,...]`` (Libcmds/parse_stage.c)."""
+    import re
+
     for item in re.split(r"(?<!\\),", value):
         if not _fullmatch(_STAGE_ITEM_RE, item.strip()):
             raise _bad(f"stage item {item!r} is not local_path@host:remote_path")

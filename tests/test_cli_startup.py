@@ -4,8 +4,10 @@ servers that close connections, streamed downloads."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -26,21 +28,41 @@ from pkbs.clientconfig import ClientConfig
 HEAVY = (
     "dataclasses", "inspect", "ast", "http.client", "email", "ssl", "typing",
     "pydantic", "click", "nats", "httpx",
+    # qsub needs none of these: b2a_base64, gethostbyaddr with bytes (no idna codec),
+    # pkbs.payload only for a directory or an oversize payload.
+    "base64", "struct", "encodings.idna", "stringprep", "unicodedata", "pkbs.payload",
+    # cli/client.py talks through _socket: socket.py builds four enums at import.
+    "socket", "selectors",
 )  # fmt: skip
 # Imported by pkbs/clientconfig.py (a frozen dataclass), not by pkbs.pbs or cli/client.py.
 VIA_CLIENTCONFIG = {"dataclasses", "inspect", "ast"}
 
 
-def _loaded_after(code: str, tmp_path: Path) -> set[str]:
-    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+def _modules(out: list[str], names: tuple[str, ...] = HEAVY) -> set[str]:
+    return {name for name in names if any(m == name or m.startswith(name + ".") for m in out)}
+
+
+def _loaded_after(
+    code: str, tmp_path: Path, names: tuple[str, ...] = HEAVY, new_only: bool = False
+) -> set[str]:
+    """Which of `names` are in sys.modules after `code` (with new_only: imported by `code`,
+    not already at start-up: this venv's editable-install finder imports re, a wheel's
+    installation does not)."""
+    probe = (
+        f"import sys\nbefore = set(sys.modules)\n{code}\n"
+        f"print(' '.join(sorted(set(sys.modules) - before if {new_only} else sys.modules)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, check=True, capture_output=True, text=True
     ).stdout.split()
-    return {name for name in HEAVY if any(m == name or m.startswith(name + ".") for m in out)}
+    return _modules(out, names)
 
 
 def test_pbs_import_is_light(tmp_path: Path) -> None:
     assert _loaded_after("import pkbs.pbs", tmp_path) == set()
+    # pbs imports re where a pattern is matched, not at import: re costs several ms
+    # (enum, functools, collections), and `echo true | qsub` matches no pattern.
+    assert _loaded_after("import pkbs.pbs", tmp_path, ("re", "enum"), new_only=True) == set()
 
 
 def test_qsub_import_is_light(tmp_path: Path) -> None:
@@ -68,6 +90,7 @@ class _Server(ThreadingHTTPServer):
         self.log: list[dict[str, Any]] = []
         self.connections: set[tuple[str, int]] = set()
         self.flaky_calls = 0
+        self.submitted: list[bytes] = []
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -118,7 +141,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.log.append({"path": path, "peer": self.client_address})
             self.server.flaky_calls += path == "/v1/flaky"
             flaky_calls = self.server.flaky_calls
-        if path == "/v1/echo":
+        if path == "/v1/jobs" and self.command == "POST":
+            with self.server.lock:
+                self.server.submitted.append(body)
+            self._json(201, {"job_id": "1.pkbs"})
+        elif path == "/v1/echo":
             self._json(
                 200,
                 {
@@ -311,6 +338,48 @@ def test_https_uses_http_client() -> None:
     assert isinstance(conn, http.client.HTTPSConnection)
     assert (conn.host, conn.port, client.base) == ("example.invalid", 8443, "/base")
     client.close()
+
+
+def test_qsub_run_stays_light(server: _Server, tmp_path: Path) -> None:
+    """A whole `echo true | qsub`, not only its imports: no base64, no idna codec (from
+    socket.getfqdn with a str host name), and the request carries what it did with them."""
+    host, port = server.server_address[:2]
+    code = (
+        "import sys\n"
+        "from pkbs.cli.qsub import main\n"
+        "main([])\n"
+        "sys.stderr.write(' '.join(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "PKBS_ENDPOINT": f"http://{host}:{port}", "PKBS_TOKEN": "tok"}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input="true\n",
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout == "1.pkbs\n"
+    assert _modules(out.stderr.split()) - VIA_CLIENTCONFIG == set()
+    (body,) = server.submitted
+    request = json.loads(body)
+    assert base64.b64decode(request["payload_b64"], validate=True) == b"true\n"
+    assert request["spec"]["variables"]["PBS_O_HOST"] == socket.getfqdn()
+    assert request["spec"]["submit_host"] == socket.gethostname()
+
+
+def test_qsub_payload_encoding_and_host_match_the_stdlib() -> None:
+    from pkbs.cli import qsub
+
+    from pkbs import pbs
+
+    options = pbs.parse_qsub_args([])[0]
+    data = bytes(range(256)) * 3 + b"x"
+    source = qsub.Source("file", "a.out", "a.out", "", data)
+    request = qsub.build_request(options, source, ["a.out"])
+    assert request["payload_b64"] == base64.b64encode(data).decode()
+    assert qsub._fqdn() == socket.getfqdn()
 
 
 # --------------------------------------------------------------------------- URL helpers
