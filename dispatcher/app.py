@@ -160,16 +160,19 @@ class BodyLimit:
         await self.app(scope, limited, reply)
 
 
-async def reconcile_forever(store: JobStore, settings: Settings) -> None:
-    """Periodically repair jobs a crash left between two steps (see JobControl)."""
+async def reconcile_forever(store: JobStore, index: JobIndex, settings: Settings) -> None:
+    """Periodically repair jobs a crash left between two steps (see JobControl). The
+    job index names the unfinished jobs, so finished ones (history) are not read."""
     interval = settings.reconcile_seconds
     if interval <= 0:
         return
     control = JobControl(store)
     while True:
         await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+        if not index.ready:
+            continue
         try:
-            repaired = await control.reconcile(grace=interval)
+            repaired = await control.reconcile(grace=interval, unfinished=index.unfinished())
         except Exception:  # NATS away, a record mid-change: try again next round
             log.exception("reconcile failed")
             continue
@@ -196,7 +199,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Follows the job records from now on; loads them in the background (/readyz).
         app.state.index = JobIndex(app.state.store)
         await app.state.index.start()
-        repair = asyncio.create_task(reconcile_forever(app.state.store, settings))
+        repair = asyncio.create_task(
+            reconcile_forever(app.state.store, app.state.index, settings)
+        )
         yield
         repair.cancel()
         await app.state.index.stop()

@@ -473,6 +473,14 @@ class JobIndex:
 
     # -- reading ---------------------------------------------------------------------
 
+    def unfinished(self) -> list[tuple[int, int | None]]:
+        """(number, index) of every job, array and subjob record not finished."""
+        return [
+            (key >> _INDEX_SHIFT, (key & _INDEX_MASK) - 1 if key & _INDEX_MASK else None)
+            for key, entry in self._jobs.items()
+            if entry.state not in _FINAL
+        ]
+
     def counts(self) -> dict[str, Counter[str]]:
         """Unfinished jobs (subjobs with a record included) per queue and state."""
         return {queue: Counter(counts) for queue, counts in self._counts.items()}

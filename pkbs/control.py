@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from pkbs import constants as C
 from pkbs import depend
@@ -142,17 +142,23 @@ class JobControl:
 
     # -- repair ----------------------------------------------------------------------
 
-    async def reconcile(self, grace: float) -> int:
+    async def reconcile(
+        self, grace: float, unfinished: list[tuple[int, int | None]] | None = None
+    ) -> int:
         """Repair what a crash between two steps can leave behind; returns the number
         of jobs repaired. A queued job (or subjob) idle for `grace` seconds with no
         message in the work queue is queued again; a held job whose dependencies
-        have ended is judged again. Safe to run in every dispatcher replica."""
+        have ended is judged again. Safe to run in every dispatcher replica.
+        `unfinished`: the (number, index) keys of the jobs not finished, when the
+        caller knows them (the dispatcher's job index); else every record is read."""
         present = await self.store.queued_work()
-        started: dict[int, set[int]] = {}
+        started: dict[int, set[int]] | None = None if unfinished is not None else {}
         waiting: list[JobRecord] = []
-        async for record in self.store.iter_records():
+        records = self.store.iter_records() if unfinished is None else self._read(unfinished)
+        async for record in records:
             if record.index is not None:
-                started.setdefault(record.number, set()).add(record.index)
+                if started is not None:
+                    started.setdefault(record.number, set()).add(record.index)
                 if record.state in PENDING and run_key(record) not in present:
                     waiting.append(record)
             elif not is_final(record.state):
@@ -163,7 +169,10 @@ class JobControl:
             if record.mtime > cutoff:
                 continue
             if record.is_array and record.state in (JobState.QUEUED, JobState.BEGUN):
-                have = started.get(record.number, set())
+                if started is None:
+                    have = await self.store.subjob_indices(record.number)
+                else:
+                    have = started.get(record.number, set())
                 queued = _queued_spans(present, record.number)
                 lost = [
                     i
@@ -184,6 +193,14 @@ class JobControl:
                         parent, _ = await self.store.get(number)
                         await self.dependency_event(record.number, parent)
         return repaired
+
+    async def _read(self, keys: list[tuple[int, int | None]]) -> AsyncIterator[JobRecord]:
+        for number, index in keys:
+            try:
+                record, _ = await self.store.get(number, index)
+            except UnknownJob:
+                continue  # deleted meanwhile
+            yield record
 
     async def _requeue_lost(self, seen: JobRecord) -> bool:
         def bump(record: JobRecord) -> JobRecord | None:

@@ -245,6 +245,9 @@ def test_index_loads_follows_and_survives_a_restart(nats_server: Nats) -> None:
                     *(f"900003[{i}].pkbs" for i in range(1, 5)),
                 ]
                 assert index.counts()["workq"] == {"Q": 2, "R": 1}
+                # what the reconciler reads instead of every record
+                assert sorted(index.unfinished(), key=str) == [
+                    (900001, None), (900003, 2), (900003, None)]
                 # created, updated, deleted, purged: each seen by the next listing
                 await put(store, record(900004, JobState.HELD))
                 await put(store, record(900001, JobState.RUNNING, session_id=5))
