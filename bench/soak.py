@@ -57,6 +57,7 @@ from typing import Any
 
 from . import procstat, source
 from .natsio import NatsView
+from .runlog import job_runs
 from .stack import BIN, BenchStack, StackFailed
 from .submit import job_number, request_body
 
@@ -384,37 +385,6 @@ class FaultInjector(threading.Thread):
 # -- auditing ---------------------------------------------------------------------
 
 
-@dataclass
-class Span:
-    first: float
-    last: float
-    ended: bool
-
-
-def read_runs(log: Path) -> dict[str, list[Span]]:
-    """The runs of each job in the run log (keyed by job id and pid), by start."""
-    runs: dict[tuple[str, str], Span] = {}
-    text = log.read_text(errors="replace") if log.exists() else ""
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 4:
-            continue
-        kind, job, pid, stamp = parts
-        try:
-            t = float(stamp)
-        except ValueError:
-            continue
-        span = runs.setdefault((job, pid), Span(t, t, False))
-        span.first, span.last = min(span.first, t), max(span.last, t)
-        span.ended = span.ended or kind == "end"
-    by_job: dict[str, list[Span]] = {}
-    for (job, _), span in runs.items():
-        by_job.setdefault(job, []).append(span)
-    for spans in by_job.values():
-        spans.sort(key=lambda s: s.first)
-    return by_job
-
-
 async def _get_records(nv: NatsView, keys: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
 
@@ -472,7 +442,7 @@ def audit(stack: BenchStack, nv: NatsView, plan: list[Submission], log: Path,
     arrays = [s for s in acked if s.kind == "array"]
     records = nv.call(_get_records(nv, [k for k, _ in units] + [f"j.{s.number}" for s in arrays]),
                       timeout=1800)
-    runs = read_runs(log)
+    runs = job_runs(log)
     webdav_root = stack.home / "webdav"
     base = "pkbs"
     lost: dict[str, str] = {}

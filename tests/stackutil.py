@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.runlog import job_runs
+
 BIN = Path(sys.executable).parent
 
 
@@ -258,37 +260,6 @@ def logged_job(log: Path, ticks: int = 5, tick: float = 0.1, exit_code: int = 0)
         'echo "end $PBS_JOBID $$ $EPOCHREALTIME" >> "$LOG"\n'
         f"exit {exit_code}\n"
     )
-
-
-@dataclass
-class RunSpan:
-    """One run of a job, as its log lines show it."""
-
-    pid: str
-    first: float
-    last: float
-    ended: bool
-
-
-def job_runs(log: Path) -> dict[str, list[RunSpan]]:
-    """The runs of each job in a `logged_job` log, ordered by start time."""
-    runs: dict[tuple[str, str], RunSpan] = {}
-    text = log.read_text() if log.exists() else ""
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 4:
-            continue
-        kind, job, pid, stamp = parts
-        t = float(stamp)
-        span = runs.setdefault((job, pid), RunSpan(pid, t, t, False))
-        span.first, span.last = min(span.first, t), max(span.last, t)
-        span.ended = span.ended or kind == "end"
-    by_job: dict[str, list[RunSpan]] = {}
-    for (job, _), span in runs.items():
-        by_job.setdefault(job, []).append(span)
-    for spans in by_job.values():
-        spans.sort(key=lambda s: s.first)
-    return by_job
 
 
 def overlapping_runs(log: Path) -> list[str]:
