@@ -20,6 +20,7 @@ import contextlib
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 PR_SET_DUMPABLE = 4
@@ -99,4 +100,34 @@ def has_env(pid: int, name: str, value: str) -> bool:
         with open(f"/proc/{pid}/environ", "rb") as fh:
             return f"{name}={value}".encode() in fh.read().split(b"\0")
     except OSError:
+        return False
+
+
+def end_processes_of(job_id: str) -> int:
+    """SIGKILL every process (and its group) whose environment says PBS_JOBID=job_id:
+    what a lost run of the job left on this host when its worker died and nobody
+    ended it. Returns how many were found."""
+    me = os.getpid()
+    found = [
+        int(entry.name)
+        for entry in os.scandir("/proc")
+        if entry.name.isdigit()
+        and int(entry.name) != me
+        and has_env(int(entry.name), "PBS_JOBID", job_id)
+    ]
+    for pid in found:
+        kill_tree(pid)
+    # SIGKILL lands when a process next leaves the kernel: wait until they are gone
+    # (or zombies), so that not even a write in progress comes after this returns.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(_alive(pid) for pid in found):
+        time.sleep(0.005)
+    return len(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
         return False

@@ -120,16 +120,11 @@ def _worker_of(stack: Stack, job_id: str, workers: int) -> int:
     raise AssertionError(f"no worker directory holds {job_id}")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (double fault): a job is not tied to its worker's "
-                   "life (worker/runner.py sets no PR_SET_PDEATHSIG); only the supervisor "
-                   "kills a dead worker's jobs (pkbs/local.py reap_orphans). With the "
-                   "supervisor stalled, the orphan runs on past ack_wait and overlaps its "
-                   "rerun on another worker")
 def test_worker_dead_for_longer_than_ack_wait_no_overlap(fresh_stack: Stack,
                                                           tmp_path: Path) -> None:
     """A worker is SIGKILLed while its supervisor is stalled (SIGSTOP, 4 s): the job is
     rerun on the other worker after ack_wait, and the orphaned first run must not
-    still be running then."""
+    still be running then (the restarting worker, on the same host, ends it)."""
     fresh_stack.extra_env["PKBS_ACK_WAIT_SECONDS"] = "2"
     fresh_stack.up(workers=2, slots=1)
     log = tmp_path / "runs.log"

@@ -30,7 +30,7 @@ from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
-from pkbs.procs import jobs_root
+from pkbs.procs import end_processes_of, jobs_root
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings
 from pkbs.states import JobEvent, JobState, is_active, next_state
@@ -230,10 +230,11 @@ class Worker:
         seq = msg.metadata.sequence.stream
         token = uuid.uuid4().hex
         defer_for = 0.0
+        lost_on: str | None = None  # host of the lost run this start replaces
 
         def start(record: JobRecord) -> JobRecord | None:
-            nonlocal defer_for
-            defer_for = 0.0  # a retried compare-and-set decides afresh
+            nonlocal defer_for, lost_on
+            defer_for, lost_on = 0.0, None  # a retried compare-and-set decides afresh
             now = time.time()
             state = record.state
             if state in (JobState.QUEUED, JobState.WAITING):
@@ -246,6 +247,7 @@ class Worker:
             elif is_active(state) and record.work_seq == seq:
                 # This very message started a run whose worker was lost.
                 event = JobEvent.RESTART
+                lost_on = (record.exec_host or "").split("/", 1)[0]
             else:
                 return None  # held, deleted, finished, or a stale duplicate message
             new = record.model_copy()
@@ -287,6 +289,11 @@ class Worker:
             if record is not None and record.dependents:
                 await self.control.notify_dependents(record)
             return None
+        # The lost run was on this host: whoever should have ended it with its worker
+        # (the stack's supervisor) may not have yet. It must not overlap this one.
+        if lost_on == self.host and run_key(record) not in self.runs:
+            stale = await asyncio.to_thread(end_processes_of, record.job_id)
+            log.warning("lost run ended", extra={"job": record.job_id, "processes": stale})
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
         if record.index is not None and self._array_queued.pop(record.number, False):
