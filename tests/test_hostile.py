@@ -205,10 +205,6 @@ def test_daemon_in_its_own_session_is_killed(stack: Stack) -> None:
         _kill_all(job_id)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: worker/runner.py end_strays recognises a job's "
-                   "stray processes by PBS_JOBID in their environment: a daemon that leaves "
-                   "the session and clears its environment (setsid env -i ...) survives the "
-                   "job; a cgroup per job would catch it")
 def test_daemon_with_a_clean_environment_is_killed(stack: Stack, tmp_path: Path) -> None:
     pidfile = tmp_path / "daemon.pid"
     job_id = stack.qsub("-N", "envi", input=(
@@ -222,6 +218,40 @@ def test_daemon_with_a_clean_environment_is_killed(stack: Stack, tmp_path: Path)
     finally:
         if pid and not pid_gone(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[1].split()[1])
+
+
+def test_a_running_jobs_helper_outlives_another_jobs_end(fresh_stack: Stack,
+                                                        tmp_path: Path) -> None:
+    """Strays found by age must not include a running job's own helper: job A starts
+    a helper that clears its environment; job B ends on the same worker; the helper
+    lives on until A ends, then it goes too."""
+    fresh_stack.up(workers=1, slots=2)
+    pidfile, go = tmp_path / "helper.pid", tmp_path / "go"
+    keeper = fresh_stack.qsub("-N", "keeper", input=(
+        # (...&): the subshell exits at once, so the helper is the worker's orphan.
+        f"(setsid env -i /bin/bash -c 'echo $$ > {pidfile}; exec sleep 300' &)\n"
+        f"until [ -e {go} ]; do sleep 0.05; done\n"))
+    poll(lambda: pidfile.exists() and pidfile.read_text().strip() != "", 30, 0.05,
+         "the helper to start")
+    helper = int(pidfile.read_text())
+    worker = fresh_stack.pid_of("worker-1")
+    poll(lambda: _parent(helper) == worker, 10, 0.05, "the helper to be the worker's orphan")
+    try:
+        other = fresh_stack.qsub("-N", "other", input="true\n")
+        fresh_stack.wait_state(other, "F", timeout=30)
+        assert not pid_gone(helper), "another job's end killed a running job's helper"
+        go.touch()
+        fresh_stack.wait_state(keeper, "F", timeout=30)
+        poll(lambda: pid_gone(helper), 5, 0.05, f"the helper {helper} to go with its job")
+    finally:
+        go.touch()
+        if not pid_gone(helper):
+            os.kill(helper, signal.SIGKILL)
 
 
 def test_huge_stdout_is_capped_with_a_note(stack: Stack) -> None:

@@ -210,14 +210,31 @@ def session_rss(session_id: int) -> int:
 
 def end_strays(job_id: str, leaders: set[int]) -> None:
     """Kill what a finished job left running outside its session (they are our
-    children now) and reap our children that are not running jobs' leaders."""
+    children now) and reap our children that are not running jobs' leaders.
+
+    A stray is known by the job's PBS_JOBID in its environment, or, if it cleared
+    that, by its age: a child that is no running job's leader and started before the
+    oldest running job did can only come from a job that has ended (one started
+    later may be a running job's helper, and is left until that job ends)."""
+    oldest = min((t for t in map(start_ticks, leaders) if t is not None), default=None)
     for pid in own_children():
         if pid in leaders:
             continue
-        if has_env(pid, "PBS_JOBID", job_id):
+        started = start_ticks(pid)
+        older = started is not None and (oldest is None or started < oldest)
+        if older or has_env(pid, "PBS_JOBID", job_id):
             kill_tree(pid)
         else:
             reap(pid)
+
+
+def start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, /proc/<pid>/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class LocalProcessRunner:
