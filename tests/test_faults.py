@@ -90,12 +90,12 @@ def started_count(log: Path) -> int:
 
 
 def test_worker_sigkill_during_a_batch(fresh_stack: Stack, tmp_path: Path) -> None:
-    """Workers are SIGKILLed four times while 60 short jobs run: every job finishes once
+    """Workers are SIGKILLed four times while 200 short jobs run: every job finishes once
     recorded, the killed runs are rerun (run_count >= 2), none overlaps its rerun."""
     fresh_stack.extra_env["PKBS_ACK_WAIT_SECONDS"] = "2"
     fresh_stack.up(workers=2, slots=2)
     log = tmp_path / "runs.log"
-    ids = submit_batch(fresh_stack, logged_job(log, ticks=6, tick=0.1), 60, "wkill")
+    ids = submit_batch(fresh_stack, logged_job(log, ticks=3, tick=0.1), 200, "wkill")
     kills = 0
     for index in (1, 2, 1, 2):
         if started_count(log) >= len(ids):
