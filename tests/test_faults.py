@@ -112,10 +112,17 @@ def test_worker_sigkill_during_a_batch(fresh_stack: Stack, tmp_path: Path) -> No
     assert audit.reruns >= 1, "no killed run was rerun"
 
 
-def _worker_of(stack: Stack, job_id: str, workers: int) -> int:
+def _holds_run(stack: Stack, index: int, job_id: str) -> bool:
+    """Whether worker-<index> has a run directory of the job (a worker that has not
+    made its directory yet holds nothing)."""
     number = job_id.split(".")[0]
+    base = worker_dir(stack, index)
+    return base.is_dir() and any(d.name.startswith(f"{number}.") for d in base.iterdir())
+
+
+def _worker_of(stack: Stack, job_id: str, workers: int) -> int:
     for index in range(1, workers + 1):
-        if any(d.name.startswith(f"{number}.") for d in worker_dir(stack, index).iterdir()):
+        if _holds_run(stack, index, job_id):
             return index
     raise AssertionError(f"no worker directory holds {job_id}")
 
@@ -140,6 +147,37 @@ def test_worker_dead_for_longer_than_ack_wait_no_overlap(fresh_stack: Stack,
         os.kill(supervisor, signal.SIGCONT)
     audit = audit_jobs(fresh_stack, [job_id], log, timeout=40)
     report(audit.row("worker SIGKILL with the supervisor stalled 4 s"))
+    audit.check()
+
+
+def test_stalled_worker_stores_nothing_over_the_rerun(fresh_stack: Stack,
+                                                       tmp_path: Path) -> None:
+    """A worker stalls (SIGSTOP: its heartbeats stop) while its job runs: the job is
+    rerun on the other worker after ack_wait and finishes; when the stalled worker
+    resumes, its stale run stores neither results nor an end. The .o on WebDAV is the
+    rerun's (the stale run had written a first line to it)."""
+    fresh_stack.extra_env["PKBS_ACK_WAIT_SECONDS"] = "2"
+    fresh_stack.up(workers=2, slots=1)
+    log = tmp_path / "runs.log"
+    script = logged_job(log, ticks=20, tick=0.1).replace(
+        "for i in", 'echo "begin $PBS_JOBID $$"\nfor i in', 1)
+    job_id = submit_api(fresh_stack, script, "stall")
+    poll(lambda: started_count(log) >= 1, 30, 0.05, "the job to start")
+    index = _worker_of(fresh_stack, job_id, 2)
+    victim = fresh_stack.pid_of(f"worker-{index}")
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        final = fresh_stack.wait_state(job_id, "F", timeout=40)
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    assert final["run_count"] == 2, final
+    # The resumed worker finds its lease gone and drops the run: wait until it has
+    # cleared the run's directory (what it does after storing results, or not).
+    poll(lambda: not _holds_run(fresh_stack, index, job_id), 20, 0.05,
+         "the stalled worker to let go of its run")
+    probe = submit_api(fresh_stack, logged_job(log, ticks=1), "probe")
+    audit = audit_jobs(fresh_stack, [job_id, probe], log, timeout=40)
+    report(audit.row("worker SIGSTOP past ack_wait"))
     audit.check()
 
 

@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,9 @@ class Run:
     job: RunningJob | None = None
     lost: bool = False  # another run took over: drop everything, no ack
     handed_back: bool = False
+    # When (monotonic) the record last showed this run's token: at start, then at
+    # each heartbeat. Its work message cannot have gone to another worker since.
+    lease_seen: float = field(default_factory=time.monotonic)
 
 
 class Worker:
@@ -353,7 +356,7 @@ class Worker:
                 await run.job.kill("qdel")
             outcome = await run.job.wait()
             await free_slots()
-            if run.lost:
+            if run.lost or await self._lease_lost(run):
                 return
             if run.handed_back:
                 await self._hand_back(run)
@@ -583,6 +586,22 @@ class Worker:
         await self.store.enqueue(record)
         await run.msg.ack()
 
+    async def _lease_lost(self, run: Run) -> bool:
+        """Before storing results: if no heartbeat has confirmed the run for most of an
+        ack wait (this worker was stopped, or starved), the job may have been rerun
+        elsewhere meanwhile; then its results must not overwrite the new run's."""
+        if time.monotonic() - run.lease_seen < 0.8 * self.settings.ack_wait_seconds:
+            return False
+        try:
+            record, _ = await self.store.get(run.number, run.index)
+        except UnknownJob:
+            record = None
+        if record is None or record.run_token != run.token:
+            log.warning("run was superseded while this worker was stalled; results dropped",
+                        extra={"job": run.record.job_id})
+            run.lost = True
+        return run.lost
+
     async def _heartbeat(self, run: Run) -> None:
         """Keep the message ours; notice qdel and lost leases."""
         interval = self.settings.ack_wait_seconds / 3
@@ -598,7 +617,9 @@ class Worker:
                 run.lost = True
                 if run.job is not None:
                     await run.job.kill("lost")
-            elif record.delete_requested and run.job is not None:
+                continue
+            run.lease_seen = time.monotonic()
+            if record.delete_requested and run.job is not None:
                 await run.job.kill("qdel")
             elif record.rerun_requested and run.job is not None:
                 run.handed_back = True
