@@ -17,6 +17,7 @@ them from its bounding set, so no job it starts ever gets them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import tempfile
@@ -103,17 +104,27 @@ def has_env(pid: int, name: str, value: str) -> bool:
         return False
 
 
-def end_processes_of(job_id: str) -> int:
-    """SIGKILL every process (and its group) whose environment says PBS_JOBID=job_id:
-    what a lost run of the job left on this host when its worker died and nobody
-    ended it. Returns how many were found."""
+RUN_ID_VARIABLE = "PKBS_RUN_ID"
+
+
+def run_id(run_token: str) -> str:
+    """What a run's processes carry in PKBS_RUN_ID: derived from its run token (which
+    fences the run's writes, and is not given to the job itself)."""
+    return hashlib.sha256(run_token.encode()).hexdigest()[:20]
+
+
+def end_run(run_token: str) -> int:
+    """SIGKILL every process (and its group) of the run with this token, found by
+    PKBS_RUN_ID in its environment: what a lost run left on this host when its worker
+    died and nobody ended it. Returns how many were found."""
     me = os.getpid()
+    value = run_id(run_token)
     found = [
         int(entry.name)
         for entry in os.scandir("/proc")
         if entry.name.isdigit()
         and int(entry.name) != me
-        and has_env(int(entry.name), "PBS_JOBID", job_id)
+        and has_env(int(entry.name), RUN_ID_VARIABLE, value)
     ]
     for pid in found:
         kill_tree(pid)

@@ -414,18 +414,22 @@ def process_healthy(stack: Stack, name: str) -> bool:
     return any(row["name"] == name and row.get("healthy") for row in local.status(stack.home))
 
 
-def job_processes(job_id: str) -> list[int]:
-    """Live (non-zombie) processes whose environment has PBS_JOBID=<job_id>."""
+def job_processes(stack: Stack, job_id: str) -> list[int]:
+    """Live (non-zombie) processes of the stack's job <job_id>: PBS_JOBID in their
+    environment, and a job directory under the stack's home (tests running side by
+    side have stacks with jobs of the same ids)."""
     needle = f"PBS_JOBID={job_id}".encode()
+    workdir = f"PBS_O_WORKDIR={stack.home}/".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle not in fh.read().split(b"\0"):
-                    continue
+                env = fh.read().split(b"\0")
         except OSError:
+            continue
+        if needle not in env or not any(v.startswith(workdir) for v in env):
             continue
         if not pid_gone(int(entry)):
             found.append(int(entry))

@@ -175,8 +175,8 @@ def test_hostile_payload_is_refused_or_fails_clearly(hostile: dict[str, Any],
 # -- jobs that misbehave -----------------------------------------------------------
 
 
-def _kill_all(job_id: str) -> None:
-    for pid in job_processes(job_id):
+def _kill_all(stack: Stack, job_id: str) -> None:
+    for pid in job_processes(stack, job_id):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -188,9 +188,9 @@ def test_daemon_in_the_job_process_group_is_killed(stack: Stack) -> None:
         "nohup sleep 301 >/dev/null 2>&1 &\n( sleep 302 & )\necho spawned\n"))
     try:
         stack.wait_state(job_id, "F", timeout=30)
-        poll(lambda: job_processes(job_id) == [], 5, 0.05, f"processes of {job_id} to go")
+        poll(lambda: job_processes(stack, job_id) == [], 5, 0.05, f"processes of {job_id} to go")
     finally:
-        _kill_all(job_id)
+        _kill_all(stack, job_id)
 
 
 def test_daemon_in_its_own_session_is_killed(stack: Stack) -> None:
@@ -200,9 +200,9 @@ def test_daemon_in_its_own_session_is_killed(stack: Stack) -> None:
         "until [ -s daemon.pid ]; do sleep 0.05; done\n"))
     try:
         stack.wait_state(job_id, "F", timeout=30)
-        poll(lambda: job_processes(job_id) == [], 5, 0.05, f"processes of {job_id} to go")
+        poll(lambda: job_processes(stack, job_id) == [], 5, 0.05, f"processes of {job_id} to go")
     finally:
-        _kill_all(job_id)
+        _kill_all(stack, job_id)
 
 
 def test_daemon_with_a_clean_environment_is_killed(stack: Stack, tmp_path: Path) -> None:
@@ -288,9 +288,9 @@ def test_job_ignoring_sigterm_is_killed_after_the_grace(fresh_stack: Stack,
         assert 0.9 <= took < 10, took
         assert job["Exit_status"] == 256 + signal.SIGKILL, job
         assert "deleted" in str(job.get("comment", "")).lower(), job
-        poll(lambda: job_processes(job_id) == [], 5, 0.05, "the job's processes to go")
+        poll(lambda: job_processes(fresh_stack, job_id) == [], 5, 0.05, "the job's processes to go")
     finally:
-        _kill_all(job_id)
+        _kill_all(fresh_stack, job_id)
 
 
 # -- names, variables, queues and ids --------------------------------------------------

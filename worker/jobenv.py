@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pkbs.models import JobRecord
 from pkbs.pbs import job_ncpus
+from pkbs.procs import RUN_ID_VARIABLE, run_id
 
 PBS_ENVIRONMENT = "PBS_BATCH"
 
@@ -44,6 +45,8 @@ def build_env(
         "NCPUS": ncpus,
         "OMP_NUM_THREADS": record.spec.resources.get("ompthreads", ncpus),
         "TMPDIR": str(tmp_dir),
+        # Names this run among all on the host (other stacks have jobs of the same id).
+        RUN_ID_VARIABLE: run_id(record.run_token or ""),
     }
     if record.index is not None:
         env["PBS_ARRAY_INDEX"] = str(record.index)

@@ -30,7 +30,7 @@ from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
-from pkbs.procs import end_processes_of, jobs_root
+from pkbs.procs import end_run, jobs_root
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings
 from pkbs.states import JobEvent, JobState, is_active, next_state
@@ -233,11 +233,11 @@ class Worker:
         seq = msg.metadata.sequence.stream
         token = uuid.uuid4().hex
         defer_for = 0.0
-        lost_on: str | None = None  # host of the lost run this start replaces
+        lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
 
         def start(record: JobRecord) -> JobRecord | None:
-            nonlocal defer_for, lost_on
-            defer_for, lost_on = 0.0, None  # a retried compare-and-set decides afresh
+            nonlocal defer_for, lost
+            defer_for, lost = 0.0, None  # a retried compare-and-set decides afresh
             now = time.time()
             state = record.state
             if state in (JobState.QUEUED, JobState.WAITING):
@@ -250,7 +250,7 @@ class Worker:
             elif is_active(state) and record.work_seq == seq:
                 # This very message started a run whose worker was lost.
                 event = JobEvent.RESTART
-                lost_on = (record.exec_host or "").split("/", 1)[0]
+                lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
             else:
                 return None  # held, deleted, finished, or a stale duplicate message
             new = record.model_copy()
@@ -294,8 +294,8 @@ class Worker:
             return None
         # The lost run was on this host: whoever should have ended it with its worker
         # (the stack's supervisor) may not have yet. It must not overlap this one.
-        if lost_on == self.host and run_key(record) not in self.runs:
-            stale = await asyncio.to_thread(end_processes_of, record.job_id)
+        if lost is not None and lost[0] == self.host and run_key(record) not in self.runs:
+            stale = await asyncio.to_thread(end_run, lost[1])
             log.warning("lost run ended", extra={"job": record.job_id, "processes": stale})
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
