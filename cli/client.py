@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import _socket
 import io
-import json
 import os
 import sys
 import time
 
-from pkbs import clientconfig
+from pkbs import clientconfig, wirejson
 from pkbs.errors import PBSE_SYSTEM, exit_code
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
@@ -414,7 +413,7 @@ class Client:
         url = self.base + "/v1" + path
         if query:
             url += "?" + urlencode(query)
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else wirejson.dumps(body).encode()
         headers = {"Authorization": f"Bearer {self.config.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -444,7 +443,7 @@ class Client:
             if response.status >= 400:
                 raise api_error(response.status, raw)
             try:
-                return json.loads(raw) if raw else None
+                return wirejson.loads(raw) if raw else None
             except ValueError:
                 raise ApiError(
                     response.status, PBSE_SYSTEM, "the server's reply is not JSON", None
@@ -482,7 +481,7 @@ def api_error(status: int, raw: bytes) -> ApiError:
     """The ApiError of an error reply: the dispatcher's JSON error, or a clear line for
     anything else (a proxy's HTML page, a plain-text 500)."""
     try:
-        payload = json.loads(raw) if raw else None
+        payload = wirejson.loads(raw) if raw else None
     except ValueError:
         payload = None
     err = payload.get("error") if isinstance(payload, dict) else None

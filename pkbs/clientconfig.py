@@ -7,9 +7,9 @@ Order: environment (PKBS_ENDPOINT, PKBS_TOKEN), then `$PKBS_HOME/client.json`
 
 from __future__ import annotations
 
-import json
 import os
 
+from pkbs import wirejson
 from pkbs.constants import ENV_ENDPOINT, ENV_HOME, ENV_TOKEN
 
 TYPE_CHECKING = False
@@ -73,7 +73,7 @@ def load() -> ClientConfig:
     for path in (os.path.join(_home(), CLIENT_FILE), _login()):
         try:
             with open(path) as fh:
-                data = json.load(fh)
+                data = wirejson.load(fh)
         except (OSError, ValueError):
             continue
         return ClientConfig(
@@ -92,5 +92,7 @@ def save(path: Path, config: ClientConfig) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"endpoint": config.endpoint, "token": config.token, "server": config.server}, fh)
+        wirejson.dump(
+            {"endpoint": config.endpoint, "token": config.token, "server": config.server}, fh
+        )
     os.replace(tmp, path)

@@ -31,8 +31,9 @@ HEAVY = (
     # qsub needs none of these: b2a_base64, gethostbyaddr with bytes (no idna codec),
     # pkbs.payload only for a directory or an oversize payload.
     "base64", "struct", "encodings.idna", "stringprep", "unicodedata", "pkbs.payload",
-    # cli/client.py talks through _socket: socket.py builds four enums at import.
-    "socket", "selectors",
+    # cli/client.py talks through _socket: socket.py builds four enums at import; the
+    # json package imports re and compiles six patterns (pkbs.wirejson calls _json).
+    "socket", "selectors", "json",
 )  # fmt: skip
 # Imported by pkbs/clientconfig.py (a frozen dataclass), not by pkbs.pbs or cli/client.py.
 VIA_CLIENTCONFIG = {"dataclasses", "inspect", "ast"}
@@ -362,7 +363,22 @@ def test_qsub_run_stays_light(server: _Server, tmp_path: Path) -> None:
     )
     assert out.stdout == "1.pkbs\n"
     assert _modules(out.stderr.split()) - VIA_CLIENTCONFIG == set()
-    (body,) = server.submitted
+    # Nothing on the path imports re: with a wrapper that does not either (uv's, or a
+    # plain script), `echo true | qsub` never loads enum, functools or collections.
+    code = "import sys\nbefore = set(sys.modules)\n" + code.replace(
+        "sorted(sys.modules)", "sorted(set(sys.modules) - before)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input="true\n",
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert _modules(out.stderr.split(), ("re", "enum")) == set()
+    body = server.submitted[0]
     request = json.loads(body)
     assert base64.b64decode(request["payload_b64"], validate=True) == b"true\n"
     assert request["spec"]["variables"]["PBS_O_HOST"] == socket.getfqdn()
@@ -380,6 +396,47 @@ def test_qsub_payload_encoding_and_host_match_the_stdlib() -> None:
     request = qsub.build_request(options, source, ["a.out"])
     assert request["payload_b64"] == base64.b64encode(data).decode()
     assert qsub._fqdn() == socket.getfqdn()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, 2.5, None, True, False, 'é\n"x\\\u2028\ud800'], "b": {}, "c": []},
+        [],
+        "x",
+        1e300,
+        -0.0,
+        10**30,
+        {"k": {"n": [1, [2, [3]]]}, "": 0},
+    ],
+)
+def test_wirejson_is_json(value: Any) -> None:
+    from pkbs import wirejson
+
+    text = json.dumps(value)
+    assert wirejson.dumps(value) == text
+    for data in (text, text.encode(), f" \n{text}\t ", b"\xef\xbb\xbf" + text.encode()):
+        assert repr(wirejson.loads(data)) == repr(json.loads(data))
+
+
+@pytest.mark.parametrize("text", ["", "  ", "{", "[1,]", "1 2", '{"a" 1}', "nul", '"\x01"'])
+def test_wirejson_rejects_what_json_rejects(text: str) -> None:
+    from pkbs import wirejson
+
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        wirejson.loads(text)
+
+
+def test_wirejson_refuses_what_json_refuses() -> None:
+    from pkbs import wirejson
+
+    for value in ({"a": object()}, {1j: 1}):
+        with pytest.raises(TypeError):
+            json.dumps(value)
+        with pytest.raises(TypeError):
+            wirejson.dumps(value)
 
 
 # --------------------------------------------------------------------------- URL helpers
