@@ -101,20 +101,16 @@ class BenchStack:
                 return int(proc["port"])
         raise KeyError(name)
 
-    def child_env(self, name: str) -> dict[str, str]:
-        """The environment of one of the stack's processes (as it was started)."""
-        pid = self.pids()[name]
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-        env = {}
-        for item in raw.split(b"\0"):
-            key, sep, value = item.partition(b"=")
-            if sep:
-                env[key.decode()] = value.decode(errors="replace")
-        return env
+    def supervisor_args(self) -> list[str]:
+        """The supervisor's command line: `python -m pkbs.local HOME WORKERS SLOTS
+        SERVER` (readable although the supervisor hides its environment)."""
+        pid = self.pids()["supervisor"]
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
     def layout(self) -> dict[str, Any]:
         workers = [p["name"] for p in self.processes() if p["name"].startswith("worker")]
-        slots = int(self.child_env(workers[0]).get("PKBS_WORKER_SLOTS", "1")) if workers else 0
+        slots = int(self.supervisor_args()[-2]) if workers else 0
         return {
             "workers": len(workers),
             "slots_per_worker": slots,
