@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from pkbs import clientconfig, servers
-from pkbs.procs import become_subreaper, hide_from_jobs, kill_tree, own_children, reap
+from pkbs.procs import (
+    become_subreaper,
+    hide_from_jobs,
+    kill_tree,
+    own_children,
+    reap,
+    stat_fields,
+)
 
 STATE_FILE = "run/stack.json"
 SECRETS_FILE = "secrets.json"
@@ -422,11 +429,8 @@ def down(home: Path, progress: Callable[[str], None], timeout: float = 120) -> b
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] == b"Z"
 
 
 def status(home: Path) -> list[dict[str, Any]]:

@@ -137,8 +137,17 @@ def end_run(run_token: str) -> int:
 
 
 def _alive(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != b"Z"
+
+
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name: [0] is field 3 (the
+    state), [3] field 6 (session), [19] field 22 (start time), [21] field 24 (rss).
+    None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+            fields = fh.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return None
+    return fields or None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap
+from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap, stat_fields
 
 # PBS's JOB_EXEC_KILL_WALLTIME / _KILL_MEM: Exit_status of a job killed for running
 # too long / using more memory than it asked for.
@@ -195,15 +195,8 @@ def session_rss(session_id: int) -> int:
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        # fields[0] is the state (field 3 of stat): session is field 6, rss field 24.
-        if int(fields[3]) == session_id:
+        fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None and int(fields[3]) == session_id:
             total += int(fields[21]) * page
     return total
 
@@ -230,11 +223,8 @@ def end_strays(job_id: str, leaders: set[int]) -> None:
 
 def start_ticks(pid: int) -> int | None:
     """When a process started (clock ticks since boot, /proc/<pid>/stat field 22)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 class LocalProcessRunner:
