@@ -184,20 +184,20 @@ def _kill_all(stack: Stack, job_id: str) -> None:
 def test_daemon_in_the_job_process_group_is_killed(stack: Stack) -> None:
     """`nohup sleep &` and a double fork stay in the job's process group: the worker
     kills them when the job script exits."""
-    job_id = stack.qsub("-N", "daemon", input=(
+    _assert_job_leaves_nothing(stack, "daemon", (
         "nohup sleep 301 >/dev/null 2>&1 &\n( sleep 302 & )\necho spawned\n"))
-    try:
-        stack.wait_state(job_id, "F", timeout=30)
-        poll(lambda: job_processes(stack, job_id) == [], 5, 0.05, f"processes of {job_id} to go")
-    finally:
-        _kill_all(stack, job_id)
 
 
 def test_daemon_in_its_own_session_is_killed(stack: Stack) -> None:
     # The job waits until its daemon has left the process group, then exits.
-    job_id = stack.qsub("-N", "setsid", input=(
+    _assert_job_leaves_nothing(stack, "setsid", (
         "setsid bash -c 'echo $$ > daemon.pid; exec sleep 300' &\n"
         "until [ -s daemon.pid ]; do sleep 0.05; done\n"))
+
+
+def _assert_job_leaves_nothing(stack: Stack, name: str, script: str) -> None:
+    """Once the job has finished, no process of it is left."""
+    job_id = stack.qsub("-N", name, input=script)
     try:
         stack.wait_state(job_id, "F", timeout=30)
         poll(lambda: job_processes(stack, job_id) == [], 5, 0.05, f"processes of {job_id} to go")
