@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="subjobs of the one-array variant (default: --n; 0 skips it)")
     g.add_argument("--qsub-threads", type=int, default=8)
     g.add_argument("--http-threads", type=int, default=4)
+    g.add_argument("--http-batch", type=int, default=100,
+                   help="jobs per POST /v1/jobs/batch in the HTTP batch variant (100); "
+                        "the one-job-per-POST variant runs as http_single (0 skips it)")
+    g.add_argument("--n-single", type=int, default=None,
+                   help="jobs of the http_single variant (default: --n; 0 skips it)")
     g.add_argument("--baseline-threads", type=int, default=None,
                    help="threads of the spawn baselines (default: total worker slots)")
     g = p.add_argument_group("2/3 latency")
@@ -102,9 +107,9 @@ def git_describe() -> str:
 
 class _Target(prof.Target):
     def __init__(self, stack: BenchStack, nv: NatsView, body: dict[str, Any], n: int,
-                 threads: int, owned: bool) -> None:
+                 threads: int, owned: bool, per_request: int) -> None:
         self.stack, self.nv, self.body, self.n, self.threads = stack, nv, body, n, threads
-        self.owned = owned
+        self.owned, self.per_request = owned, per_request
         self.numbers: list[int] = []
 
     def pids(self, with_supervisor: bool = True) -> dict[str, int]:
@@ -113,7 +118,7 @@ class _Target(prof.Target):
     def batch(self) -> tuple[int, float]:
         t0 = time.time()
         numbers, _, _ = submit_http(self.stack.endpoint, self.stack.token, self.body,
-                                    self.n, self.threads)
+                                    self.n, self.threads, self.per_request)
         self.numbers += numbers
         self.nv.wait_states(numbers, "F", timeout=900)
         return self.n, time.time() - t0
@@ -151,7 +156,8 @@ def _profile(ctx: scenarios.Context, outdir: Path) -> dict[str, Any]:
     if args.profile in ("py-spy", "both"):
         ctx.settle()
         ctx.log(f"  profile: HTTP batch of {args.n} under py-spy (dispatcher, worker-1)")
-        target = _Target(ctx.stack, ctx.nv, ctx.body, args.n, args.http_threads, owned=False)
+        target = _Target(ctx.stack, ctx.nv, ctx.body, args.n, args.http_threads, owned=False,
+                         per_request=args.http_batch)
         try:
             out["py_spy"] = prof.pyspy_pass(target, outdir / "py-spy")
         except Exception as exc:
@@ -165,7 +171,8 @@ def _profile(ctx: scenarios.Context, outdir: Path) -> dict[str, Any]:
         try:
             stack, nv = _open_stack(args, prof.hook_env(hook_dir))
             out["cprofile"] = prof.cprofile_pass(
-                _Target(stack, nv, ctx.body, args.n, args.http_threads, owned=True), hook_dir)
+                _Target(stack, nv, ctx.body, args.n, args.http_threads, owned=True,
+                        per_request=args.http_batch), hook_dir)
         except Exception as exc:
             out["cprofile"] = {"error": f"{type(exc).__name__}: {exc}"}
     imports, number = prof.qsub_imports(ctx.env_warm)

@@ -1,8 +1,8 @@
 """The harness's own view of the stack, straight from NATS (not through the API).
 
-- Every state change is announced on `pkbs.events.<n>` (core NATS); the harness
-  subscribes once and notes when it first saw each job in each state. That is how it
-  knows, cheaply and without polling, when the last job has finished.
+- Every change of a job record is a message on `$KV.PKBS_JOBS.j.<n>[.<i>]`; the
+  harness subscribes there once (core NATS) and notes when it first saw each job in
+  each state. That is how it knows, without polling, when the last job has finished.
 - Exact times come from the job records in KV `PKBS_JOBS` (JobRecord: float epoch
   seconds for ctime/stime/obittime), read once per job after it finished.
 - `inject_history` writes finished records straight into the KV bucket: it bypasses
@@ -25,7 +25,7 @@ import nats
 
 JOBS_BUCKET = "PKBS_JOBS"
 JOB_KEY_PREFIX = "j."
-EVENTS = "pkbs.events"
+CHANGES = f"$KV.{JOBS_BUCKET}.{JOB_KEY_PREFIX}>"
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ class NatsView:
                                      pending_size=64 * 1024 * 1024)
         self.js = self.nc.jetstream(timeout=30)
         self.kv = await self.js.key_value(JOBS_BUCKET)
-        await self.nc.subscribe(f"{EVENTS}.>", cb=self._on_event,
+        await self.nc.subscribe(CHANGES, cb=self._on_event,
                                 pending_msgs_limit=10_000_000,
                                 pending_bytes_limit=1024 * 1024 * 1024)
         await self.nc.flush()
@@ -60,21 +60,18 @@ class NatsView:
     async def _on_event(self, msg: Any) -> None:
         now = time.time()
         self.events += 1
+        if not msg.data:
+            return  # a delete or purge marker
         try:
-            number = int(msg.subject.rsplit(".", 1)[1])
-            event = json.loads(msg.data)
-            state = event["state"]
-            job = str(event.get("job", ""))
-        except (ValueError, KeyError, TypeError):
+            # $KV.PKBS_JOBS.j.<number>[.<index>]
+            key = msg.subject.split(".")[3:]
+            number = int(key[0])
+            state = json.loads(msg.data)["state"]
+        except (ValueError, KeyError, TypeError, IndexError):
             return
-        if "[" in job and not job.startswith(f"{number}[]"):
-            # A subjob ("12[3].pkbs") is announced on its array's subject.
+        if len(key) > 1:
             if state == "F":
-                try:
-                    index = int(job.split("[", 1)[1].split("]", 1)[0])
-                except ValueError:
-                    return
-                self.subjobs_finished.setdefault(number, set()).add(index)
+                self.subjobs_finished.setdefault(number, set()).add(int(key[1]))
             return
         states = self.seen.setdefault(number, {})
         states.setdefault(state, now)
@@ -95,7 +92,7 @@ class NatsView:
     def wait_states(self, numbers: Iterable[int], state: str = "F", timeout: float = 600,
                     stall: float = 5.0, poll: float = 0.01) -> float:
         """Block until every job was seen in `state`; returns the wall time that happened.
-        Events are fire-and-forget, so if nothing moves for `stall` seconds the
+        Core NATS delivery is at most once, so if nothing moves for `stall` seconds the
         records are read from KV instead (nothing is lost, only a little later)."""
         pending = set(numbers)
         deadline = time.monotonic() + timeout

@@ -27,14 +27,17 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
     tp = sc.get("throughput")
     if tp:
         fresh = tp["baselines"]["fresh_dir"]
-        names = {"http_batch": "1 throughput: HTTP batch", "qsub_parallel": "1 throughput: qsub",
-                 "array": "1 throughput: one array"}
+        names = {"http_batch": "1 throughput: HTTP batch",
+                 "http_single": "1 throughput: HTTP 1/req",
+                 "qsub_parallel": "1 throughput: qsub", "array": "1 throughput: one array"}
         for key, label in names.items():
             v = tp["variants"].get(key)
             if not v or "jobs_per_s" not in v:
                 continue
             r = v["ratio_to_fresh_dir"]
             how = "qsub -J" if key == "array" else f"{v['threads']} thr"
+            if v.get("batch"):
+                how += f", {v['batch']}/req"
             bl = (f"fresh-dir {v['baseline_fresh_dir_jobs_per_s']:.0f}/s, spawn "
                   f"{v['baseline_spawn_jobs_per_s']:.0f}/s ({tp['baseline_threads']} thr)")
             out.append((f"{label} ({how})", str(v["n"]),

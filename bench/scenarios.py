@@ -268,9 +268,16 @@ def throughput(ctx: Context) -> dict[str, Any]:
             v[f"ratio_to_{kind}"] = ratio(v["jobs_per_s"], base)
 
     measure_baselines()
-    attempt("http_batch", lambda: _variant(
+    attempt("http_batch", lambda: {**_variant(
         ctx, "http_batch", n, a.http_threads,
-        lambda: submit_http(ctx.stack.endpoint, ctx.stack.token, ctx.body, n, a.http_threads)))
+        lambda: submit_http(ctx.stack.endpoint, ctx.stack.token, ctx.body, n, a.http_threads,
+                            a.http_batch)), "batch": a.http_batch})
+    n_single = a.n_single if a.n_single is not None else n
+    if n_single > 0:
+        attempt("http_single", lambda: _variant(
+            ctx, "http_single", n_single, a.http_threads,
+            lambda: submit_http(ctx.stack.endpoint, ctx.stack.token, ctx.body, n_single,
+                                a.http_threads)))
     n_qsub = a.n_qsub
     if n_qsub > 0:
         attempt("qsub_parallel", lambda: _variant(

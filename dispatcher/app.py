@@ -37,6 +37,8 @@ from pkbs.errors import (
 from pkbs.jobstore import Identity, JobStore
 from pkbs.models import (
     AlterRequest,
+    BatchSubmitRequest,
+    BatchSubmitResponse,
     HoldRequest,
     JobRecord,
     JobSpec,
@@ -282,8 +284,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name=settings.server_name, version=pkbs.__version__, queues=list(settings.queues)
         )
 
-    @app.post(f"{C.API_PREFIX}/jobs", response_model=SubmitResponse, status_code=201)
-    async def submit(body: SubmitRequest, who: Caller, st: Store) -> SubmitResponse:
+    def admitted(body: SubmitRequest) -> bytes:
+        """Check a submission against its queue; its payload."""
         queue = queue_of(body.spec)
         if not queue.enabled:
             raise QueueDisabled()
@@ -295,12 +297,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except (binascii.Error, ValueError):
             raise InvalidRequest("payload_b64 is not valid base64") from None
         check_size(payload)
+        return payload
+
+    def submitted(record: JobRecord, duplicate: bool) -> SubmitResponse:
+        if not duplicate:
+            metrics.SUBMITTED.labels(record.spec.queue).inc()
+        return SubmitResponse(job_id=record.job_id, duplicate=duplicate)
+
+    @app.post(f"{C.API_PREFIX}/jobs", response_model=SubmitResponse, status_code=201)
+    async def submit(body: SubmitRequest, who: Caller, st: Store) -> SubmitResponse:
+        payload = admitted(body)
         record, duplicate = await JobControl(st).submit(
             who.user, body.spec, payload, body.submit_id
         )
-        if not duplicate:
-            metrics.SUBMITTED.labels(body.spec.queue).inc()
-        return SubmitResponse(job_id=record.job_id, duplicate=duplicate)
+        return submitted(record, duplicate)
+
+    @app.post(
+        f"{C.API_PREFIX}/jobs/batch", response_model=BatchSubmitResponse, status_code=201
+    )
+    async def submit_batch(
+        body: BatchSubmitRequest, who: Caller, st: Store
+    ) -> BatchSubmitResponse:
+        """Many jobs in one request, numbered in order. Every job is checked first: if
+        one is refused, none is submitted (the error names its position). A retry of
+        the same batch (same submit ids) returns the same jobs."""
+        jobs = []
+        for position, item in enumerate(body.jobs):
+            try:
+                jobs.append((item.spec, admitted(item), item.submit_id))
+            except PkbsError as exc:
+                exc.message = f"batch job {position}: {exc.message}"
+                raise
+        done = await JobControl(st).submit_many(who.user, jobs)
+        return BatchSubmitResponse(jobs=[submitted(*job) for job in done])
 
     @app.get(
         f"{C.API_PREFIX}/jobs",
@@ -474,7 +503,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def on_event(msg: Any) -> None:
             done.set()
 
-        sub = await st.nc.subscribe(f"{C.EVENTS_SUBJECT_PREFIX}.{number}", cb=on_event)
+        key = f"{C.JOBS_SUBJECT_PREFIX}{C.JOB_KEY_PREFIX}{number}"
+        sub = await st.nc.subscribe(key, cb=on_event)  # each change of its record
         try:
             deadline = time.monotonic() + timeout
             while True:

@@ -19,12 +19,14 @@ WORKER_CONSUMER = "workers"
 # KV bucket with one record per job (key: JOB_KEY_PREFIX + number).
 JOBS_BUCKET = "PKBS_JOBS"
 JOB_KEY_PREFIX = "j."
+# Every change of a record is a message on this prefix + its key (`$KV.PKBS_JOBS.j.12`):
+# a core NATS subscription there hears each change as it is stored.
+JOBS_SUBJECT_PREFIX = f"$KV.{JOBS_BUCKET}."
 
 # KV bucket mapping sha256(token) -> identity (user, role, expiry).
 TOKENS_BUCKET = "PKBS_TOKENS"
 
 # Core NATS subjects.
-EVENTS_SUBJECT_PREFIX = "pkbs.events"  # pkbs.events.<number>: every state change
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).
 SIGNAL_SUBJECT_PREFIX = "pkbs.signal"
@@ -40,6 +42,8 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 NATS_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 # The HTTP body carries the payload base64-encoded inside JSON.
 MAX_SUBMIT_BODY_BYTES = MAX_PAYLOAD_BYTES * 4 // 3 + 256 * 1024
+# POST /v1/jobs/batch: at most this many jobs, within the same body limit.
+MAX_BATCH_JOBS = 1000
 
 # Environment variables the CLI reads (the server side uses pkbs.settings).
 ENV_HOME = "PKBS_HOME"

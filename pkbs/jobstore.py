@@ -5,7 +5,9 @@
 - PKBS_WORK is a work queue of small WorkItem messages, one per runnable job (a
   large array's later subjobs wait in "span" messages until a worker expands them).
 - PKBS_JOBS (KV) holds one JobRecord per job; every change is compare-and-set on
-  the revision, runs through pkbs.states, and is announced on pkbs.events.<n>.
+  the revision and runs through pkbs.states. Each change is a message on
+  `$KV.PKBS_JOBS.j.<n>[.<i>]`: whoever wants to hear of changes (the dispatcher's
+  job index, `wait`, the bench) listens there; nothing is published twice.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 50
 PUBLISH_WINDOW = 4096  # async publishes in flight while queueing an array
 INLINE_PAYLOAD_BYTES = 4096  # payloads up to this size travel in the work message too
+WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code: the expected last sequence did not match
 
 
 def job_key(number: int, index: int | None = None) -> str:
@@ -169,7 +172,6 @@ class JobStore:
                 )
             except jserr.KeyWrongLastSequenceError:
                 continue
-            await self.announce(new)
             return new, int(new_revision)
         raise Conflict(job_id=f"{number}.{self.settings.server_name}")
 
@@ -182,18 +184,7 @@ class JobStore:
             )
         except jserr.KeyWrongLastSequenceError:
             return None
-        await self.announce(record)
         return int(revision)
-
-    async def announce(self, record: JobRecord) -> None:
-        event = {
-            "job": record.job_id,
-            "state": record.state.value,
-            "exit_status": record.exit_status,
-        }
-        await self.nc.publish(
-            f"{C.EVENTS_SUBJECT_PREFIX}.{record.number}", json.dumps(event).encode()
-        )
 
     async def iter_records(self) -> AsyncIterator[JobRecord]:
         """Latest value of every job record: one ordered pass over the KV (a consumer
@@ -238,8 +229,57 @@ class JobStore:
             if record.submit_id != submit_id:
                 raise Conflict("job number already taken") from None
             return record, revision, True
-        await self.announce(record)
         return record, int(revision), bool(ack.duplicate)
+
+    async def create_many(
+        self, submissions: Sequence[tuple[bytes, str]], build: Callable[[int, int], JobRecord]
+    ) -> list[tuple[JobRecord, int, bool]]:
+        """`create` for many (payload, submit_id) at once, `build(position, number)`
+        making each record. The payload publishes are pipelined, then the record
+        creates: two round trips for the lot instead of two per job. One connection
+        keeps the publishes in order, so the numbers ascend with the positions."""
+        acks = await self._pipelined(
+            (C.SUBMIT_SUBJECT, payload, {C.MSG_ID_HEADER: submit_id})
+            for payload, submit_id in submissions
+        )
+        records = []
+        for position, ack in enumerate(acks):
+            if isinstance(ack, BaseException):
+                raise ServiceUnavailable("job store unavailable, retry") from ack
+            records.append(build(position, ack.seq))
+        created = await self._pipelined(
+            (
+                f"{C.JOBS_SUBJECT_PREFIX}{job_key(record.number)}",
+                record.model_dump_json().encode(),
+                {jsapi.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "0"},
+            )
+            for record in records
+        )
+        results = []
+        rows = zip(records, acks, submissions, created, strict=True)
+        for record, ack, (_, submit_id), pub in rows:
+            if isinstance(pub, jserr.APIError) and pub.err_code == WRONG_LAST_SEQUENCE:
+                # The record exists: this submission was made before (a retry).
+                existing, revision = await self.get(record.number)
+                if existing.submit_id != submit_id:
+                    raise Conflict("job number already taken")
+                results.append((existing, revision, True))
+                continue
+            if isinstance(pub, BaseException):
+                raise ServiceUnavailable("job store unavailable, retry") from pub
+            assert not isinstance(ack, BaseException)
+            results.append((record, int(pub.seq), bool(ack.duplicate)))
+        return results
+
+    async def _pipelined(
+        self, messages: Iterable[tuple[str, bytes, dict[str, str]]]
+    ) -> list[jsapi.PubAck | BaseException]:
+        """Publish to JetStream without waiting for each ack before the next publish;
+        the acks (or each publish's error) in order. Concurrent `publish` calls, not
+        nats-py's publish_async: its futures never complete when the server refuses
+        a message (the error is raised in the reply handler instead)."""
+        publishes = [self.js.publish(subj, data, headers=hdrs) for subj, data, hdrs in messages]
+        return await asyncio.gather(*publishes, return_exceptions=True)
 
     async def enqueue(
         self,
@@ -257,16 +297,8 @@ class JobStore:
         if indices is None and record.index is not None:
             indices = [record.index]  # a subjob queued again
         if indices is None:
-            item = WorkItem(number=record.number, queue=record.spec.queue)
-            if payload is not None and len(payload) <= INLINE_PAYLOAD_BYTES:
-                item.payload = base64.b64encode(payload).decode()
-            if revision is not None:  # the worker's first compare-and-set reads nothing
-                item.record, item.revision = record, revision
-            await self.js.publish(
-                subject,
-                item.model_dump_json().encode(),
-                headers={C.MSG_ID_HEADER: f"{record.number}-{record.enqueue_count}"},
-            )
+            subject, data, headers = _work_message(record, payload, revision)
+            await self.js.publish(subject, data, headers=headers)
             return
         now, later = _split_chunk(indices, self.settings.array_chunk)
         pending = []
@@ -298,6 +330,15 @@ class JobStore:
                 item.model_dump_json().encode(),
                 headers={C.MSG_ID_HEADER: msg_id},
             )
+
+    async def enqueue_many(self, jobs: Sequence[tuple[JobRecord, bytes, int]]) -> None:
+        """`enqueue` of many single jobs (record, payload, revision), pipelined."""
+        acks = await self._pipelined(
+            _work_message(record, payload, revision) for record, payload, revision in jobs
+        )
+        for ack in acks:
+            if isinstance(ack, BaseException):
+                raise ServiceUnavailable("job store unavailable, retry") from ack
 
     async def subjob_indices(self, number: int) -> set[int]:
         """Indices of an array's subjobs that have a record (started or deleted): one
@@ -350,6 +391,23 @@ class JobStore:
         if ident.expires is not None and ident.expires < time.time():
             return None
         return ident
+
+
+def _work_message(
+    record: JobRecord, payload: bytes | None, revision: int | None
+) -> tuple[str, bytes, dict[str, str]]:
+    """(subject, body, headers) of a single job's work message. Small payloads ride
+    along; with the revision the worker's first compare-and-set reads nothing."""
+    item = WorkItem(number=record.number, queue=record.spec.queue)
+    if payload is not None and len(payload) <= INLINE_PAYLOAD_BYTES:
+        item.payload = base64.b64encode(payload).decode()
+    if revision is not None:
+        item.record, item.revision = record, revision
+    return (
+        f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}.{record.number}",
+        item.model_dump_json().encode(),
+        {C.MSG_ID_HEADER: f"{record.number}-{record.enqueue_count}"},
+    )
 
 
 async def ensure_layout(

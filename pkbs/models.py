@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pkbs.constants import DEFAULT_QUEUE
+from pkbs.constants import DEFAULT_QUEUE, MAX_BATCH_JOBS
 from pkbs.states import JobState
 
 PayloadKind = Literal["stdin", "file", "dir"]
@@ -75,6 +75,20 @@ class SubmitRequest(BaseModel):
 class SubmitResponse(BaseModel):
     job_id: str
     duplicate: bool = False
+
+
+
+class BatchSubmitRequest(BaseModel):
+    """Body of POST /v1/jobs/batch: many submissions in one request (the body limit
+    of one submit applies to the whole batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[SubmitRequest] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+
+class BatchSubmitResponse(BaseModel):
+    jobs: list[SubmitResponse]  # in the order of the request
 
 
 class ResultFile(BaseModel):
