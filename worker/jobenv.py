@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from pkbs.models import JobRecord
@@ -59,9 +58,13 @@ def build_env(
     return env
 
 
-def write_nodefile(path: Path, record: JobRecord) -> None:
-    host = socket.gethostname()
-    path.write_text("".join(f"{host}\n" for _ in range(job_ncpus(record.spec.resources))))
+def write_nodefile(path: Path, record: JobRecord, host: str) -> None:
+    """PBS_NODEFILE: the host's name once per CPU of the job."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{host}\n".encode() * job_ncpus(record.spec.resources))
+    finally:
+        os.close(fd)
 
 
 def build_command(record: JobRecord, job_dir: Path) -> list[str]:

@@ -14,10 +14,9 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -84,6 +83,7 @@ class Run:
     # When (monotonic) the record last showed this run's token: at start, then at
     # each heartbeat. Its work message cannot have gone to another worker since.
     lease_seen: float = field(default_factory=time.monotonic)
+    beaten: float = field(default_factory=time.monotonic)  # when its last heartbeat began
 
 
 class Worker:
@@ -114,11 +114,12 @@ class Worker:
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
         source = await open_work_source(self.store.nc, self.settings.queues)
+        heartbeats = asyncio.create_task(self._heartbeats())
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
                 if self.slots.free == 0:
-                    await _first(self.slots.wait_free(), self.draining.wait())
+                    await self.slots.wait_free()  # or until request_drain wakes it
                     continue
                 try:
                     msgs = await source.fetch(self.slots.free, FETCH_TIMEOUT)
@@ -139,6 +140,7 @@ class Worker:
                 await self._return_untouched(msg)
             await self._drain()
         finally:
+            heartbeats.cancel()
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
                 await source.finish()
@@ -157,6 +159,7 @@ class Worker:
 
     def request_drain(self) -> None:
         self.draining.set()
+        self.slots.wake()
 
     async def _drain(self) -> None:
         """No new jobs; running ones may finish within the grace, the rest go back."""
@@ -183,7 +186,7 @@ class Worker:
             nonlocal held
             if held:
                 count, held = held, 0
-                await self.slots.release(count)
+                self.slots.release(count)
 
         try:
             item = WorkItem.model_validate_json(msg.data)
@@ -334,9 +337,8 @@ class Worker:
     async def _execute(self, run: Run, free_slots: Callable[[], Awaitable[None]]) -> None:
         record = run.record
         key = run_key(record)
-        files = RunDir(self.base_dir, key, record)
+        files = RunDir(self.base_dir, key, record, run.token)
         self.runs[key] = run
-        heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
             try:
                 request, before = await self._prepare(run, record, files)
@@ -376,7 +378,6 @@ class Worker:
                 return
             await self._finish(run, record, outcome, results, "; ".join(notes) or None)
         finally:
-            heartbeat.cancel()
             self.runs.pop(key, None)
             files.cleanup()
 
@@ -393,7 +394,7 @@ class Worker:
         else:
             safe_unpack(data, job_dir)
         before = snapshot(job_dir)
-        write_nodefile(files.nodefile, record)
+        write_nodefile(files.nodefile, record, self.host)
         token = None
         if self.settings.job_token_secret and self.settings.job_endpoint:
             token = tokens.mint(
@@ -602,28 +603,39 @@ class Worker:
             run.lost = True
         return run.lost
 
-    async def _heartbeat(self, run: Run) -> None:
-        """Keep the message ours; notice qdel and lost leases."""
+    async def _heartbeats(self) -> None:
+        """One loop for every run on this worker: about every ack_wait / 3 of a run, keep
+        its message ours (in_progress) and check its record (qdel, qrerun, lost lease)."""
         interval = self.settings.ack_wait_seconds / 3
+        beats: set[asyncio.Task[None]] = set()
         while True:
-            await asyncio.sleep(interval)
-            try:
-                await run.msg.in_progress()
-                record, _ = await self.store.get(run.number, run.index)
-            except (PkbsError, nats.errors.Error) as exc:
-                log.warning("heartbeat failed: %s", exc, extra={"job": run.number})
-                continue
-            if record.run_token != run.token:
-                run.lost = True
-                if run.job is not None:
-                    await run.job.kill("lost")
-                continue
-            run.lease_seen = time.monotonic()
-            if record.delete_requested and run.job is not None:
-                await run.job.kill("qdel")
-            elif record.rerun_requested and run.job is not None:
-                run.handed_back = True
-                await run.job.kill("qrerun")
+            await asyncio.sleep(interval / 4)
+            now = time.monotonic()
+            for run in list(self.runs.values()):
+                if now - run.beaten >= interval:
+                    run.beaten = now
+                    task = asyncio.create_task(self._heartbeat(run))
+                    beats.add(task)
+                    task.add_done_callback(beats.discard)
+
+    async def _heartbeat(self, run: Run) -> None:
+        try:
+            await run.msg.in_progress()
+            record, _ = await self.store.get(run.number, run.index)
+        except (PkbsError, nats.errors.Error) as exc:
+            log.warning("heartbeat failed: %s", exc, extra={"job": run.number})
+            return
+        if record.run_token != run.token:
+            run.lost = True
+            if run.job is not None:
+                await run.job.kill("lost")
+            return
+        run.lease_seen = time.monotonic()
+        if record.delete_requested and run.job is not None:
+            await run.job.kill("qdel")
+        elif record.rerun_requested and run.job is not None:
+            run.handed_back = True
+            await run.job.kill("qrerun")
 
     async def _on_signal(self, msg: Msg) -> None:
         """qdel (SIGTERM, then SIGKILL after the grace) or qsig for a job running here."""
@@ -697,13 +709,3 @@ def signal_number(name: str) -> int | None:
         return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
     except KeyError:
         return None
-
-
-async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
-    """Wait until one of `aws` completes; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

@@ -9,16 +9,17 @@ class Slots:
     def __init__(self, total: int) -> None:
         self.total = total
         self.used = 0
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # set on every release (and by wake)
 
     @property
     def free(self) -> int:
         return self.total - self.used
 
     async def acquire(self, count: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= count)
-            self.used += count
+        while self.free < count:
+            self._changed.clear()
+            await self._changed.wait()
+        self.used += count
 
     def try_acquire(self, count: int) -> bool:
         if self.free < count:
@@ -26,11 +27,16 @@ class Slots:
         self.used += count
         return True
 
-    async def release(self, count: int) -> None:
-        async with self._changed:
-            self.used -= count
-            self._changed.notify_all()
+    def release(self, count: int) -> None:
+        self.used -= count
+        self._changed.set()
 
     async def wait_free(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free > 0)
+        """Return once a slot is free, or when `wake` is called."""
+        if self.free == 0:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def wake(self) -> None:
+        """Let a `wait_free` return early (the worker is draining)."""
+        self._changed.set()
