@@ -58,6 +58,7 @@ from pkbs.settings import Settings, get_settings
 from pkbs.states import JobState, is_final
 
 from . import metrics
+from .arrays import ArrayAccounting
 from .auth import authenticate, bearer_token, check_hold_types, check_owner
 from .jobindex import COLUMNS, JobIndex, listing_body
 
@@ -162,7 +163,9 @@ class BodyLimit:
         await self.app(scope, limited, reply)
 
 
-async def reconcile_forever(store: JobStore, index: JobIndex, settings: Settings) -> None:
+async def reconcile_forever(
+    store: JobStore, index: JobIndex, arrays: ArrayAccounting, settings: Settings
+) -> None:
     """Periodically repair jobs a crash left between two steps (see JobControl). The
     job index names the unfinished jobs, so finished ones (history) are not read."""
     interval = settings.reconcile_seconds
@@ -173,6 +176,7 @@ async def reconcile_forever(store: JobStore, index: JobIndex, settings: Settings
         await asyncio.sleep(interval * random.uniform(0.8, 1.2))
         if not index.ready:
             continue
+        arrays.recount()
         try:
             repaired = await control.reconcile(grace=interval, unfinished=index.unfinished())
         except Exception:  # NATS away, a record mid-change: try again next round
@@ -200,12 +204,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.results = ResultStore.from_settings(settings)
         # Follows the job records from now on; loads them in the background (/readyz).
         app.state.index = JobIndex(app.state.store)
+        arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)
         await app.state.index.start()
+        await arrays.start()
         repair = asyncio.create_task(
-            reconcile_forever(app.state.store, app.state.index, settings)
+            reconcile_forever(app.state.store, app.state.index, arrays, settings)
         )
         yield
         repair.cancel()
+        await arrays.stop()
         await app.state.index.stop()
         await app.state.results.aclose()
         await app.state.store.close()

@@ -32,7 +32,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
@@ -215,6 +215,11 @@ class JobIndex:
         self._jobs: dict[int, Entry] = {}
         self._arrays: dict[int, Array] = {}
         self._subjobs: dict[int, set[int]] = {}  # array number -> indices with a record
+        # Unfinished array number -> {index of an ended subjob: it did not exit 0}.
+        self._ended: dict[int, dict[int, bool]] = {}
+        # Called with an unfinished array's number when one of its subjobs has ended
+        # (see dispatcher/arrays.py, which keeps the array's record up to date).
+        self.on_subjob_ended: Callable[[int], None] | None = None
         self._counts: dict[str, Counter[str]] = {}  # unfinished jobs: queue -> state -> n
         self._applied = 0  # stream sequence of the last message applied
         self._dseq = 0  # consumer sequence of the last message applied
@@ -368,12 +373,16 @@ class JobIndex:
             self._count(old, -1)
         if index is None:
             self._arrays.pop(number, None)
-        elif value is None:
-            have = self._subjobs.get(number)
-            if have is not None:
-                have.discard(index)
-                if not have:
-                    del self._subjobs[number]
+            if value is None:
+                self._ended.pop(number, None)
+        else:
+            self._ended.get(number, {}).pop(index, None)
+            if value is None:
+                have = self._subjobs.get(number)
+                if have is not None:
+                    have.discard(index)
+                    if not have:
+                        del self._subjobs[number]
         if not value:
             return
         try:
@@ -396,8 +405,42 @@ class JobIndex:
         self._count(entry, 1)
         if index is not None:
             self._subjobs.setdefault(number, set()).add(index)
+            parent = self._jobs.get(entry_key(number, None))
+            # Kept even before the array's own record is applied (the initial load
+            # delivers keys in the order of their last change).
+            if entry.state in _FINAL and (parent is None or parent.state not in _FINAL):
+                self._ended.setdefault(number, {})[index] = data.get("exit_status") != 0
+                if parent is not None and self.on_subjob_ended is not None:
+                    self.on_subjob_ended(number)
         elif array is not None:
             self._arrays[number] = array
+            if entry.state in _FINAL:
+                self._ended.pop(number, None)
+
+    def _unfinished_array(self, number: int) -> bool:
+        entry = self._jobs.get(entry_key(number, None))
+        return entry is not None and number in self._arrays and entry.state not in _FINAL
+
+    def array_tally(self, number: int) -> tuple[int, int, int]:
+        """(subjobs ended, of which not with exit status 0, subjobs in all) of an
+        unfinished array, from the subjob records applied so far."""
+        ended = self._ended.get(number, {})
+        template = self._arrays.get(number)
+        size = len(template.indices) if template is not None else 0
+        return len(ended), sum(ended.values()), size
+
+    def ended_arrays(self) -> list[int]:
+        """Unfinished arrays whose every subjob has ended (their records say otherwise
+        until someone counts them: dispatcher/arrays.py)."""
+        return [
+            number
+            for number in self._ended
+            if self._unfinished_array(number)
+            and self.array_tally(number)[0] >= self.array_tally(number)[2]
+        ]
+
+    async def wait_loaded(self) -> None:
+        await self._loaded.wait()
 
     def _count(self, entry: Entry, delta: int) -> None:
         if entry.state in _FINAL:

@@ -273,20 +273,20 @@ class JobControl:
         if array is not None and array.dependents:
             await self.notify_dependents(array)
 
-    async def subjob_ended(self, number: int, exit_status: int | None) -> None:
-        """Count an ended subjob; the array ends with its last subjob. Its
-        Exit_status is 0 if every subjob's was, else 1."""
+    async def count_subjobs(self, number: int, done: int, failed: int) -> None:
+        """Write how many of an array's subjobs have ended, `failed` of them not with
+        exit status 0 (the dispatcher counts them in its job index: dispatcher/
+        arrays.py). The array ends with its last subjob: Exit_status 0 if every
+        subjob's was, else 1."""
 
         def count(array: JobRecord) -> JobRecord | None:
-            if is_final(array.state):
+            if is_final(array.state) or (array.array_done, array.array_failed) == (done, failed):
                 return None
             new = array.model_copy()
-            new.array_done += 1
-            if exit_status != 0:
-                new.array_failed += 1
-            if new.array_done >= len(array.spec.array_indices()):
+            new.array_done, new.array_failed = done, failed
+            if done >= len(array.spec.array_indices()):
                 new.state = next_state(array.state, JobEvent.FINISH)
-                new.exit_status = 1 if new.array_failed else 0
+                new.exit_status = 1 if failed else 0
                 new.obittime = time.time()
             return new
 
@@ -443,8 +443,7 @@ class JobControl:
         deleted.obittime = time.time()
         deleted.comment = f"Job deleted by {by} before it ran"
         if not is_final(array.state) and await self.store.create_subjob(deleted) is not None:
-            await self.subjob_ended(number, None)
-            return deleted
+            return deleted  # counted as ended by the dispatchers' job index
 
         def change(record: JobRecord) -> JobRecord | None:
             if is_final(record.state):

@@ -31,6 +31,7 @@ from tests.stackutil import (
     audit_jobs,
     job_runs,
     logged_job,
+    pid_gone,
     poll,
     process_healthy,
     process_start,
@@ -494,3 +495,34 @@ def test_job_arriving_on_a_full_worker_disk_runs_later(full_disk: dict[str, Any]
     audit = audit_jobs(stack, [job_id], log, timeout=30, exact=False)
     report(audit.row("worker disk full when the job arrives"))
     audit.check()
+
+
+def test_array_ends_when_its_last_subjobs_ended_while_no_dispatcher_ran(
+    fresh_stack: Stack, tmp_path: Path
+) -> None:
+    """Workers never write the array's record; the dispatchers count its ended subjobs
+    in their job index. With the dispatcher dead (and the supervisor stopped, so it
+    stays dead) while the subjobs end, the restarted dispatcher's first load counts
+    them: the array ends F with the right Exit_status."""
+    fresh_stack.up(workers=1, slots=3)
+    gate = tmp_path / "gate"
+    script = f"while [ ! -e {gate} ]; do sleep 0.05; done\n[ $PBS_ARRAY_INDEX != 2 ]\n"
+    array = fresh_stack.qsub("-J", "1-3", input=script)
+    for index in (1, 2, 3):
+        fresh_stack.wait_state(array.replace("[]", f"[{index}]"), "R")
+    supervisor = int(fresh_stack.state()["supervisor_pid"])
+    dispatcher = fresh_stack.pid_of("dispatcher")
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        os.kill(dispatcher, signal.SIGKILL)
+        poll(lambda: pid_gone(dispatcher), 10, 0.02, "the dispatcher to die")
+        gate.write_text("go")
+        worker_log = fresh_stack.home / "logs" / "worker-1.log"
+        poll(lambda: worker_log.read_text().count('"job finished"') >= 3, 30, 0.05,
+             "the three subjobs to end")
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    wait_restarted(fresh_stack, "dispatcher", dispatcher)
+    job = fresh_stack.wait_state(array, "F", timeout=30)
+    assert job["Exit_status"] == 1, job  # subjob 2 exited 1
+    assert "Expired:3" in job["array_state_count"], job

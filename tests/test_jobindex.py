@@ -27,6 +27,7 @@ import pytest
 from pkbs.cli import formats
 from pkbs.dispatcher.jobindex import (
     COLUMNS,
+    KEY_PREFIX,
     SUMMARY_COLUMNS,
     JobIndex,
     entry_key,
@@ -208,6 +209,41 @@ def test_summary_equals_job_attributes() -> None:
         head, tail = summarise(json.loads(rec.model_dump_json()))
         assert [*head, *tail] == expected_summary(rec), rec.job_id
         assert set(SUMMARY_COLUMNS[1:]) == SUMMARY_ATTRIBUTES
+
+
+def test_index_counts_ended_subjobs_of_unfinished_arrays() -> None:
+    """What dispatcher/arrays.py writes into an array's record: its subjobs that have
+    ended, counted from their records in whatever order they come."""
+    index = JobIndex(Stub())  # type: ignore[arg-type]
+    called: list[int] = []
+    index.on_subjob_ended = called.append
+    spec = JobSpec(name="arr", kind="stdin", entrypoint="STDIN", array="1-4")
+
+    def apply(rec: JobRecord) -> None:
+        index.apply(KEY_PREFIX + job_key(rec.number, rec.index)[2:], rec.model_dump_json().encode())
+
+    # The first load gives keys in the order of their last change: subjobs first.
+    apply(record(5, JobState.FINISHED, spec=spec, index=2, exit_status=0))
+    apply(record(5, JobState.FINISHED, spec=spec, index=3, exit_status=1))
+    assert called == []  # no array record yet: the end of the load counts these
+    apply(record(5, JobState.BEGUN, spec=spec))
+    assert index.array_tally(5) == (2, 1, 4) and index.ended_arrays() == []
+    apply(record(5, JobState.RUNNING, spec=spec, index=4))
+    apply(record(5, JobState.FINISHED, spec=spec, index=1, exit_status=0))
+    assert called == [5] and index.array_tally(5) == (3, 1, 4)
+    apply(record(5, JobState.QUEUED, spec=spec, index=3))  # qrerun of an ended subjob
+    assert index.array_tally(5) == (2, 0, 4)
+    apply(record(5, JobState.FINISHED, spec=spec, index=3, exit_status=0))
+    apply(record(5, JobState.FINISHED, spec=spec, index=4, exit_status=271))
+    assert index.array_tally(5) == (4, 1, 4) and index.ended_arrays() == [5]
+    apply(record(5, JobState.FINISHED, spec=spec, array_done=4, array_failed=1))
+    assert index.array_tally(5) == (0, 0, 4) and index.ended_arrays() == []
+    apply(record(5, JobState.FINISHED, spec=spec, index=4, exit_status=0))  # after the end
+    assert index.array_tally(5) == (0, 0, 4) and called == [5, 5, 5]
+
+
+class Stub:
+    js = None
 
 
 # -- the index against nats-server ----------------------------------------------------------

@@ -541,9 +541,7 @@ class Worker:
             return
         if final.dependents:
             await self.control.notify_dependents(final)
-        if final.index is not None:
-            await self.control.subjob_ended(final.number, final.exit_status)
-        await run.msg.ack()
+        await run.msg.ack()  # (an array's dispatchers count its ended subjobs)
         metrics.FINISHED.inc()
         log.info(
             "job finished",

@@ -1,0 +1,79 @@
+"""Array accounting: an array's record learns from the job index how many of its
+subjobs have ended.
+
+Workers only write subjob records; they never touch the array's record when a
+subjob ends (two workers ending subjobs of one array would contend on that one
+key, a read and a compare-and-set per subjob). The job index sees every subjob
+record change anyway, so each dispatcher counts the ended subjobs there and writes
+the totals into the array's record: at once when the last subjob has ended (the
+array then ends too), else at most once per PROGRESS_INTERVAL while it runs, for
+`array_state_count`. The totals are counted, not added up, so every replica may
+write them and a write that is repeated or lost changes nothing; the periodic
+repair and the end of the index's first load catch what a stopped dispatcher
+missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from pkbs.control import JobControl
+
+from .jobindex import JobIndex
+
+log = logging.getLogger("pkbs.dispatcher.arrays")
+
+PROGRESS_INTERVAL = 1.0  # seconds between two writes of a running array's counts
+
+
+class ArrayAccounting:
+    def __init__(self, control: JobControl, index: JobIndex) -> None:
+        self.control = control
+        self.index = index
+        self._pending: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        index.on_subjob_ended = self.subjob_ended
+
+    async def start(self) -> None:
+        """After the index's first load: count the arrays whose last subjobs ended
+        while no dispatcher was running."""
+        self._spawn(self._after_load())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def subjob_ended(self, number: int) -> None:
+        if number not in self._pending:
+            self._pending.add(number)
+            self._spawn(self._write(number))
+
+    def recount(self) -> None:
+        """Count every unfinished array whose subjobs have all ended (the periodic
+        repair calls it: a write that failed is tried again)."""
+        for number in self.index.ended_arrays():
+            self.subjob_ended(number)
+
+    async def _after_load(self) -> None:
+        await self.index.wait_loaded()
+        self.recount()
+
+    async def _write(self, number: int) -> None:
+        done, _, size = self.index.array_tally(number)
+        if done < size:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+        # From here on a subjob that ends schedules a write of its own: none is missed.
+        self._pending.discard(number)
+        done, failed, size = self.index.array_tally(number)
+        try:
+            await self.control.count_subjobs(number, done, failed)
+        except Exception:  # NATS away: the next subjob, or the periodic repair, retries
+            log.exception("array %d: counts not written", number)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
