@@ -58,15 +58,6 @@ def build_env(
     return env
 
 
-def write_nodefile(path: Path, record: JobRecord, host: str) -> None:
-    """PBS_NODEFILE: the host's name once per CPU of the job."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, f"{host}\n".encode() * job_ncpus(record.spec.resources))
-    finally:
-        os.close(fd)
-
-
 def build_command(record: JobRecord, job_dir: Path) -> list[str]:
     """Executables with a `#!` line run as themselves; other scripts go to the shell."""
     entry = job_dir / record.spec.entrypoint

@@ -36,8 +36,8 @@ from pkbs.states import JobEvent, JobState, is_active, next_state
 
 from . import metrics
 from .fetch import open_work_source
-from .jobenv import build_command, build_env, write_nodefile
-from .rundir import RunDir
+from .jobenv import build_command, build_env
+from .rundir import DirPool, NodeFiles, RunDir
 from .runner import (
     JobRunner,
     LocalProcessRunner,
@@ -98,14 +98,19 @@ class Worker:
         self.draining = asyncio.Event()
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
+        self.dirs = DirPool(self.base_dir)
+        self.nodefiles = NodeFiles(self.base_dir, self.host)
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = False
         # Array number -> whether it was not yet begun when a subjob of it started.
         self._array_queued: dict[int, bool] = {}
 
     async def run(self) -> None:
-        for leftover in self.base_dir.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.base_dir.iterdir():  # what a previous life of this worker left
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.connected = True
         self.results = ResultStore.from_settings(self.settings)
@@ -337,7 +342,7 @@ class Worker:
     async def _execute(self, run: Run, free_slots: Callable[[], Awaitable[None]]) -> None:
         record = run.record
         key = run_key(record)
-        files = RunDir(self.base_dir, key, record, run.token)
+        files = RunDir(self.dirs, self.nodefiles, key, record, run.token)
         self.runs[key] = run
         try:
             try:
@@ -394,7 +399,6 @@ class Worker:
         else:
             safe_unpack(data, job_dir)
         before = snapshot(job_dir)
-        write_nodefile(files.nodefile, record, self.host)
         token = None
         if self.settings.job_token_secret and self.settings.job_endpoint:
             token = tokens.mint(
