@@ -55,6 +55,8 @@ FETCH_TIMEOUT = 1.0
 DISK_FULL_RETRY = 10.0
 # A job whose -a time is ahead goes back to the queue for at most this long at a time.
 MAX_DEFER_SECONDS = 300.0
+# Payloads of this many arrays are kept (each at most 1 MiB): see Worker._payload.
+ARRAY_PAYLOADS_KEPT = 8
 # PBS JOB_EXEC_RERUN_MS_FAIL: the node running a non-rerunnable job was lost.
 EXIT_LOST_NOT_RERUNNABLE = -20
 # PBS JOB_EXEC_FAIL1: the job failed before it could start.
@@ -104,6 +106,7 @@ class Worker:
         self.connected = False
         # Array number -> whether it was not yet begun when a subjob of it started.
         self._array_queued: dict[int, bool] = {}
+        self._array_payloads: dict[int, bytes] = {}  # array number -> payload, oldest first
 
     async def run(self) -> None:
         for leftover in self.base_dir.iterdir():  # what a previous life of this worker left
@@ -393,7 +396,7 @@ class Worker:
         job_dir = files.job
         data = run.inline_payload
         if data is None:
-            data = await self.store.payload(run.number)
+            data = await self._payload(run.number, record.index is not None)
         if record.spec.payload_format == "file":
             write_entrypoint(job_dir / record.spec.entrypoint, data)
         else:
@@ -421,6 +424,18 @@ class Worker:
             kill_grace=self.settings.kill_grace_seconds,
         )
         return request, before
+
+    async def _payload(self, number: int, subjob: bool) -> bytes:
+        """A job's payload from PKBS_SUBMIT. A submission's payload never changes, so
+        the last few arrays' payloads are kept: their subjobs need them one by one."""
+        data = self._array_payloads.pop(number, None)
+        if data is None:
+            data = await self.store.payload(number)
+        if subjob:
+            self._array_payloads[number] = data  # (re)inserted last: the newest
+            while len(self._array_payloads) > ARRAY_PAYLOADS_KEPT:
+                del self._array_payloads[next(iter(self._array_payloads))]
+        return data
 
     async def _store_results(
         self, record: JobRecord, files: RunDir, changed: list[str]
