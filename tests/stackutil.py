@@ -228,11 +228,12 @@ def files_under(root: Path) -> dict[str, int]:
 def wait_live_output(stack: Stack, job_id: str, name: str, text: str, timeout: float = 30) -> None:
     """Poll the running job's stdout file in the local workers' directory (the
     local stack runs jobs under $PKBS_HOME/jobs, stdout beside the job directory as
-    `<seq>.<random>.o`, see worker/rundir.py) until it contains `text`."""
-    seq = job_number(job_id)
+    `w<n>.o`, see worker/rundir.py) until it contains `text`, which the caller makes
+    unique to the job."""
+    assert job_number(job_id) > 0
 
     def check() -> bool:
-        for path in (stack.home / "jobs").glob(f"*/*/{seq}.*.o"):
+        for path in (stack.home / "jobs").glob("*/*/w*.o"):
             try:
                 if text in path.read_text():
                     return True
@@ -434,3 +435,23 @@ def job_processes(stack: Stack, job_id: str) -> list[int]:
         if not pid_gone(int(entry)):
             found.append(int(entry))
     return found
+
+
+def worker_dir_running(stack: Stack, job_id: str) -> Path | None:
+    """The directory (`$PKBS_HOME/jobs/pkbs-jobs/<worker>`) of the worker running the
+    job now: the parent of the working directory of a process of the job (found by
+    PBS_JOBID in its environment). None if no process of the job runs."""
+    jobs = (stack.home / "jobs" / "pkbs-jobs").resolve()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if f"PBS_JOBID={job_id}".encode() not in fh.read().split(b"\0"):
+                    continue
+            cwd = Path(os.readlink(f"/proc/{entry.name}/cwd"))
+        except OSError:
+            continue
+        if cwd.parent.parent == jobs:
+            return cwd.parent
+    return None

@@ -37,6 +37,7 @@ from tests.stackutil import (
     process_start,
     results_dir,
     wait_restarted,
+    worker_dir_running,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,19 +114,13 @@ def test_worker_sigkill_during_a_batch(fresh_stack: Stack, tmp_path: Path) -> No
     assert audit.reruns >= 1, "no killed run was rerun"
 
 
-def _holds_run(stack: Stack, index: int, job_id: str) -> bool:
-    """Whether worker-<index> has a run directory of the job (a worker that has not
-    made its directory yet holds nothing)."""
-    number = job_id.split(".")[0]
-    base = worker_dir(stack, index)
-    return base.is_dir() and any(d.name.startswith(f"{number}.") for d in base.iterdir())
-
-
 def _worker_of(stack: Stack, job_id: str, workers: int) -> int:
+    """Which worker-<index> runs the job, once its process runs."""
+    running = poll(lambda: worker_dir_running(stack, job_id), 10, what=f"{job_id}'s process")
     for index in range(1, workers + 1):
-        if _holds_run(stack, index, job_id):
+        if running == worker_dir(stack, index).resolve():
             return index
-    raise AssertionError(f"no worker directory holds {job_id}")
+    raise AssertionError(f"no worker runs {job_id}")
 
 
 def test_worker_dead_for_longer_than_ack_wait_no_overlap(fresh_stack: Stack,
@@ -172,10 +167,10 @@ def test_stalled_worker_stores_nothing_over_the_rerun(fresh_stack: Stack,
     finally:
         os.kill(victim, signal.SIGCONT)
     assert final["run_count"] == 2, final
-    # The resumed worker finds its lease gone and drops the run: wait until it has
-    # cleared the run's directory (what it does after storing results, or not).
-    poll(lambda: not _holds_run(fresh_stack, index, job_id), 20, 0.05,
-         "the stalled worker to let go of its run")
+    # The resumed worker finds its lease gone and drops the run: wait until it says so.
+    worker_log = fresh_stack.home / "logs" / f"worker-{index}.log"
+    poll(lambda: "superseded while this worker was stalled" in worker_log.read_text(), 20,
+         0.05, "the stalled worker to let go of its run")
     probe = submit_api(fresh_stack, logged_job(log, ticks=1), "probe")
     audit = audit_jobs(fresh_stack, [job_id, probe], log, timeout=40)
     report(audit.row("worker SIGSTOP past ack_wait"))

@@ -192,3 +192,25 @@ def test_walltime_overrun_is_killed(stack: Stack, tmp_path: Path) -> None:
     err = _output(stack, job_id, "overrun", tmp_path / "out", "e")
     assert re.fullmatch(r"=>> PBS: job killed: walltime \d+ exceeded limit 2\n", err), err
     assert (tmp_path / "out" / f"overrun.o{job_number(job_id)}").read_text() == "started\n"
+
+
+def test_each_job_starts_in_empty_directories(fresh_stack: Stack, tmp_path: Path) -> None:
+    """Workspaces are reused (worker/rundir.py): what a job leaves in its directory and
+    TMPDIR is gone when a later job starts there, and a workspace left with a
+    subdirectory is not used again."""
+    fresh_stack.up(workers=1, slots=1)
+    look = 'echo "$PWD $TMPDIR"; ls -A . "$TMPDIR"; echo old > left.txt; echo x > "$TMPDIR/t"\n'
+    litter = look + 'mkdir sub "$TMPDIR/sub"; echo old > sub/deep.txt; chmod 500 sub\n'
+    scripts = [look] * 8 + [litter] + [look] * 4
+    jobs = [fresh_stack.qsub("-N", f"ws{k}", input=script) for k, script in enumerate(scripts)]
+    dirs = []
+    for k, job_id in enumerate(jobs):
+        assert fresh_stack.wait_state(job_id, "F")["Exit_status"] == 0
+        fetch_results(fresh_stack, job_id, tmp_path / str(k))
+        out = (tmp_path / str(k) / f"ws{k}.o{job_number(job_id)}").read_text()
+        first, *listing = out.splitlines()
+        # ls of the job directory and of TMPDIR: the job's script, nothing else.
+        assert [line for line in listing if not line.endswith(":")] == ["STDIN", ""], out
+        dirs.append(first)
+    assert len(set(dirs[:8])) < 8, dirs  # reused
+    assert dirs[8] not in dirs[9:], dirs  # not after a subdirectory was left in it

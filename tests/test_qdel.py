@@ -55,32 +55,36 @@ def test_queued_job_never_runs(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_running_job_gets_sigterm_and_keeps_its_output(stack: Stack, tmp_path: Path) -> None:
-    job_id = submit(stack, "-N", "victim", input="echo started\nsleep 60\necho not reached\n")
+    job_id = submit(
+        stack, "-N", "victim", input="echo started $PBS_JOBID\nsleep 60\necho not reached\n"
+    )
     stack.wait_state(job_id, "R")
-    wait_live_output(stack, job_id, "victim", "started")
+    wait_live_output(stack, job_id, "victim", f"started {job_id}")
     _qdel(stack, job_id)
     job = stack.wait_state(job_id, "F", timeout=30)
     assert job["Exit_status"] == EXIT_SIGTERM
     assert job["run_count"] == 1
     fetch_results(stack, job_id, tmp_path)
     seq = job_number(job_id)
-    assert (tmp_path / f"victim.o{seq}").read_text() == "started\n"
+    assert (tmp_path / f"victim.o{seq}").read_text() == f"started {job_id}\n"
     assert (tmp_path / f"victim.e{seq}").read_bytes() == b""
 
 
 def test_job_ignoring_sigterm_is_killed_after_grace(stack: Stack, tmp_path: Path) -> None:
     # The session stack runs with a kill grace of 3 s (tests/conftest.py).
     grace = 3.0
-    job_id = submit(stack, "-N", "stubborn", input="trap '' TERM\necho started\nsleep 60\n")
+    job_id = submit(
+        stack, "-N", "stubborn", input="trap '' TERM\necho started $PBS_JOBID\nsleep 60\n"
+    )
     stack.wait_state(job_id, "R")
-    wait_live_output(stack, job_id, "stubborn", "started")  # past its trap
+    wait_live_output(stack, job_id, "stubborn", f"started {job_id}")  # past its trap
     started = time.monotonic()
     _qdel(stack, job_id)
     job = stack.wait_state(job_id, "F", timeout=40)
     assert time.monotonic() - started >= grace  # SIGKILL only after the grace
     assert job["Exit_status"] == EXIT_SIGKILL
     fetch_results(stack, job_id, tmp_path)
-    assert (tmp_path / f"stubborn.o{job_number(job_id)}").read_text() == "started\n"
+    assert (tmp_path / f"stubborn.o{job_number(job_id)}").read_text() == f"started {job_id}\n"
 
 
 def test_other_users_job_is_refused(stack: Stack) -> None:

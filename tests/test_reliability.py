@@ -13,7 +13,7 @@ from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord
 from pkbs.settings import Settings
 from pkbs.states import JobState
-from tests.stackutil import Stack, poll
+from tests.stackutil import Stack, poll, worker_dir_running
 
 # Each run logs "start <pid>" then ticks; a run whose worker died must stop ticking
 # before the rerun starts.
@@ -37,15 +37,9 @@ def _worker_running(stack: Stack, job_id: str) -> str:
 
 
 def _worker_of(stack: Stack, job_id: str) -> str:
-    """Which worker-N runs the job, from the worker's job directory."""
-    jobs = stack.home / "jobs" / "pkbs-jobs"
-    number = job_id.split(".")[0]
-    for worker_dir in jobs.iterdir():
-        if worker_dir.is_dir() and any(
-            p.name.startswith(f"{number}.") for p in worker_dir.iterdir()
-        ):
-            return worker_dir.name
-    raise AssertionError(f"no worker directory holds {job_id}")
+    """Which worker runs the job (the name of its directory), once its process runs."""
+    running = poll(lambda: worker_dir_running(stack, job_id), 10, what=f"{job_id}'s process")
+    return running.name
 
 
 def test_worker_sigkill_reruns_the_job_without_overlap(fresh_stack: Stack, tmp_path: Path) -> None:

@@ -3,10 +3,11 @@ TMPDIR, both empty when the job starts, the stdout/stderr files and the node fil
 
 On a disk like ext4 every create and remove of a directory or file costs a
 fraction of a millisecond (more under load), and a worker runs hundreds of jobs a
-second: it is most of what a trivial job costs the worker. So directories are
-reused: a run's directories are emptied when it ends and, if they are exactly as
-they were handed out (plain directories, mode 0700, nothing left that cannot be
-removed), serve the next run; the node file is one per CPU count, written once.
+second: it is most of what a trivial job costs the worker. So a run's
+workspace (its two directories and its stdout/stderr files) is reused: emptied when
+the run ends and, if its directories are exactly as they were handed out (plain
+directories, mode 0700, nothing in them but files), given to the next run; the node
+file is one per CPU count, written once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from pkbs.models import JobRecord
 from pkbs.pbs import job_ncpus
@@ -24,32 +26,57 @@ from pkbs.pbs import job_ncpus
 DIR_MODE = 0o700
 
 
-class DirPool:
-    """Empty private directories under `base`, handed out and taken back."""
+class Workspace(NamedTuple):
+    """What one run works in: `w<n>/` (the job directory), `w<n>.tmp/` (TMPDIR) and
+    `w<n>.o`, `w<n>.e` (where stdout and stderr are written)."""
+
+    job: Path
+    tmp: Path
+    out: Path
+    err: Path
+
+
+class WorkspacePool:
+    """Workspaces under `base`, handed out and taken back."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self._free: list[Path] = []
+        self._free: list[Workspace] = []
         self._names = itertools.count()
 
-    def take(self) -> Path:
+    def take(self) -> Workspace:
         if self._free:
             return self._free.pop()
         while True:
-            path = self.base / f"d{next(self._names)}"
+            stem = self.base / f"w{next(self._names)}"
             try:
-                os.mkdir(path, DIR_MODE)
-                return path
+                os.mkdir(stem, DIR_MODE)
             except FileExistsError:
                 continue
+            tmp = stem.with_name(f"{stem.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.mkdir(tmp, DIR_MODE)
+            return Workspace(stem, tmp, stem.with_name(f"{stem.name}.o"),
+                             stem.with_name(f"{stem.name}.e"))
 
-    def give_back(self, path: Path) -> None:
-        """Empty the directory; keep it for another run if it is as it was handed
-        out, else remove it."""
-        if _emptied(path):
-            self._free.append(path)
+    def give_back(self, space: Workspace) -> None:
+        """Empty the workspace; keep it for another run if its directories are as they
+        were handed out, else remove it. Output files are truncated, not removed:
+        opening an existing file costs far less than creating one."""
+        kept = _emptied(space.job) & _emptied(space.tmp)
+        for path in (space.out, space.err):
+            with contextlib.suppress(FileNotFoundError):
+                info = os.lstat(path)
+                if kept and stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                    if info.st_size:
+                        os.truncate(path, 0)
+                else:  # gone astray (a link made to it, or put in its place): not reused
+                    os.unlink(path)
+        if kept:
+            self._free.append(space)
         else:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(space.job, ignore_errors=True)
+            shutil.rmtree(space.tmp, ignore_errors=True)
 
 
 def _emptied(path: Path) -> bool:
@@ -69,33 +96,27 @@ def _emptied(path: Path) -> bool:
 
 
 class RunDir:
-    def __init__(
-        self, pool: DirPool, nodefiles: NodeFiles, key: str, record: JobRecord, run_token: str
-    ) -> None:
+    def __init__(self, pool: WorkspacePool, nodefiles: NodeFiles, record: JobRecord) -> None:
         self.pool = pool
-        self.job = pool.take()
-        self.tmp = pool.take()
+        self.space = pool.take()
+        self.job, self.tmp = self.space.job, self.space.tmp
         self.nodefile = nodefiles.path(job_ncpus(record.spec.resources))
-        # stdout/stderr beside the directories, named `<key>.<run>`: unique per run.
-        stem = pool.base / f"{key}.{run_token[:12]}"
-        out, err = stem.with_name(f"{stem.name}.o"), stem.with_name(f"{stem.name}.e")
         join = record.spec.join
         # (name on WebDAV, local path) of stdout and stderr; -j oe / eo merge them.
         if join == "oe":
-            self.outputs = [(record.output_name, out)]
+            self.outputs = [(record.output_name, self.space.out)]
         elif join == "eo":
-            self.outputs = [(record.error_name, err)]
+            self.outputs = [(record.error_name, self.space.err)]
         else:
-            self.outputs = [(record.output_name, out), (record.error_name, err)]
+            self.outputs = [
+                (record.output_name, self.space.out),
+                (record.error_name, self.space.err),
+            ]
         self.stdout = self.outputs[0][1]
         self.stderr = self.outputs[-1][1]
 
     def cleanup(self) -> None:
-        self.pool.give_back(self.job)
-        self.pool.give_back(self.tmp)
-        for _, path in self.outputs:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        self.pool.give_back(self.space)
 
 
 class NodeFiles:

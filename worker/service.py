@@ -37,7 +37,7 @@ from pkbs.states import JobEvent, JobState, is_active, next_state
 from . import metrics
 from .fetch import open_work_source
 from .jobenv import build_command, build_env
-from .rundir import DirPool, NodeFiles, RunDir
+from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
     JobRunner,
     LocalProcessRunner,
@@ -100,7 +100,7 @@ class Worker:
         self.draining = asyncio.Event()
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
-        self.dirs = DirPool(self.base_dir)
+        self.workspaces = WorkspacePool(self.base_dir)
         self.nodefiles = NodeFiles(self.base_dir, self.host)
         self._tasks: set[asyncio.Task[None]] = set()
         self.connected = False
@@ -345,7 +345,7 @@ class Worker:
     async def _execute(self, run: Run, free_slots: Callable[[], Awaitable[None]]) -> None:
         record = run.record
         key = run_key(record)
-        files = RunDir(self.dirs, self.nodefiles, key, record, run.token)
+        files = RunDir(self.workspaces, self.nodefiles, record)
         self.runs[key] = run
         try:
             try:
