@@ -20,6 +20,10 @@ from pkbs.errors import EXIT_SCRIPT, EXIT_USAGE, PkbsError, exit_code
 
 from .client import ApiError, Client, connect, fail, version_asked
 
+TYPE_CHECKING = False  # typing is not imported at run time (qsub's start)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 USAGE = """usage: qsub [-a date_time] [-A account_string] [-c interval]
 \t[-C directive_prefix] [-e path] [-f ] [-h ] [-I [-X]] [-j oe|eo] [-J X-Y[:Z]]
 \t[-k keep] [-l resource_list] [-m mail_options] [-M user_list]
@@ -225,7 +229,21 @@ def _array(options: pbs.QsubOptions) -> str | None:
 def _check_supported(options: pbs.QsubOptions) -> None:
     for name, what in UNSUPPORTED_W.items():
         if name in options.attributes:
-            _usage_error(f"{what} not supported yet by pkbs", show_usage=False)
+            raise pbs.UsageError(f"{what} not supported yet by pkbs", show_usage=False)
+
+
+def script_request(script: str, args: Sequence[str] = ()) -> dict[str, object]:
+    """The request `qsub ARGS` makes for `script` given on its standard input, #PBS
+    lines read as qsub reads them: for Client.submit_many. Raises pbs.UsageError or
+    pbs.DirectiveError where qsub would refuse."""
+    cmdline, operands = pbs.parse_qsub_args(list(args))
+    if operands:
+        raise pbs.UsageError("give the script itself, not a script operand", show_usage=False)
+    source = Source("stdin", STDIN_NAME, STDIN_NAME, script, script.encode())
+    prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
+    options = pbs.merge(pbs.parse_script_options(script, prefix), cmdline)
+    _check_supported(options)
+    return build_request(options, source, list(args))
 
 
 def _block(client: Client, job_id: str) -> int:
@@ -260,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             check_size(source.payload)
         prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
         options = pbs.merge(pbs.parse_script_options(source.script, prefix), cmdline)
+        _check_supported(options)
     except pbs.UsageError as exc:
         _usage_error(exc.message, exc.show_usage)
         return
@@ -267,7 +286,6 @@ def main(argv: list[str] | None = None) -> None:
         fail("qsub", exc.message, EXIT_SCRIPT)
     except PkbsError as exc:
         fail("qsub", exc.message, exit_code(exc.pbs_errno))
-    _check_supported(options)
     body = build_request(options, source, args)
     client = connect("qsub")
     try:

@@ -8,7 +8,9 @@ import os
 from typing import Any
 
 from pkbs.cli.client import ApiError, Client
+from pkbs.cli.qsub import script_request
 
+from pkbs import pbs
 from pkbs.clientconfig import ClientConfig
 from pkbs.constants import MAX_BATCH_JOBS
 from tests.apiutil import call, submit_body
@@ -112,3 +114,24 @@ def test_the_client_reports_a_refused_batch(stack: Stack) -> None:
         assert "batch job 1" in exc.message
     else:
         raise AssertionError("the batch was accepted")
+
+
+def test_bodies_made_from_scripts_like_qsub_makes_them(stack: Stack) -> None:
+    """pkbs.cli.qsub.script_request: qsub's options and #PBS lines, without a process."""
+    bodies = [
+        script_request(f"#PBS -N fromscript{k}\n#PBS -l walltime=00:01:00\necho {k}\n",
+                       ["-q", "workq", "-v", f"K={k}"])
+        for k in range(3)
+    ]
+    job_ids = _client(stack).submit_many(bodies)
+    for k, job_id in enumerate(job_ids):
+        job = stack.wait_state(job_id, "F")
+        assert job["Job_Name"] == f"fromscript{k}" and job["Exit_status"] == 0
+        assert job["Resource_List"]["walltime"] == "00:01:00"
+        assert str(job["Variable_List"]["K"]) == str(k)
+    for bad in (["-I"], ["script.sh"]):
+        try:
+            script_request("true\n", bad)
+        except pbs.UsageError:
+            continue
+        raise AssertionError(f"{bad} accepted")
