@@ -214,3 +214,25 @@ def test_each_job_starts_in_empty_directories(fresh_stack: Stack, tmp_path: Path
         dirs.append(first)
     assert len(set(dirs[:8])) < 8, dirs  # reused
     assert dirs[8] not in dirs[9:], dirs  # not after a subdirectory was left in it
+
+
+def test_a_workspace_a_daemon_may_hold_is_not_reused(fresh_stack: Stack, tmp_path: Path) -> None:
+    """A job leaves a daemon while another job runs on the worker (the daemon lives
+    until that job ends, see worker/runner.py end_strays): its workspace may still be
+    in the daemon's hands, so the next job does not get it."""
+    fresh_stack.up(workers=1, slots=2)
+    gate = tmp_path / "gate"
+    long = fresh_stack.qsub(input=f"while [ ! -e {gate} ]; do sleep 0.05; done\n")
+    fresh_stack.wait_state(long, "R")
+    daemon_script = 'echo "$PWD"; setsid sleep 60 </dev/null >/dev/null 2>&1 &\n'
+    jobs = {"daemon": fresh_stack.qsub("-N", "daemon", input=daemon_script)}
+    fresh_stack.wait_state(jobs["daemon"], "F")
+    jobs["next"] = fresh_stack.qsub("-N", "next", input='echo "$PWD"\n')
+    fresh_stack.wait_state(jobs["next"], "F")
+    gate.write_text("go")
+    fresh_stack.wait_state(long, "F")
+    pwd = {}
+    for name, job_id in jobs.items():
+        fetch_results(fresh_stack, job_id, tmp_path / name)
+        pwd[name] = (tmp_path / name / f"{name}.o{job_number(job_id)}").read_text()
+    assert pwd["daemon"] != pwd["next"], pwd

@@ -76,3 +76,12 @@ def test_run_files_and_node_files(tmp_path: Path) -> None:
     joined = RunDir(pool, nodes, _record(3, join="oe"))
     assert joined.nodefile.read_text() == "node1\n" * 3
     assert joined.job == run.job and joined.stdout == joined.stderr == run.stdout
+
+
+def test_a_workspace_not_to_be_reused_is_removed(tmp_path: Path) -> None:
+    pool = WorkspacePool(tmp_path)
+    space = pool.take()
+    space.out.write_text("x")
+    pool.give_back(space, reuse=False)
+    assert not any(path.exists() for path in space)
+    assert pool.take() != space

@@ -6,8 +6,9 @@ fraction of a millisecond (more under load), and a worker runs hundreds of jobs 
 second: it is most of what a trivial job costs the worker. So a run's
 workspace (its two directories and its stdout/stderr files) is reused: emptied when
 the run ends and, if its directories are exactly as they were handed out (plain
-directories, mode 0700, nothing in them but files), given to the next run; the node
-file is one per CPU count, written once.
+directories, mode 0700, nothing in them but files) and no process of an ended job
+still runs on the worker (a daemon could still hold them), given to the next run; the
+node file is one per CPU count, written once.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ class WorkspacePool:
             return Workspace(stem, tmp, stem.with_name(f"{stem.name}.o"),
                              stem.with_name(f"{stem.name}.e"))
 
-    def give_back(self, space: Workspace) -> None:
+    def give_back(self, space: Workspace, reuse: bool = True) -> None:
         """Empty the workspace; keep it for another run if its directories are as they
-        were handed out, else remove it. Output files are truncated, not removed:
-        opening an existing file costs far less than creating one."""
-        kept = _emptied(space.job) & _emptied(space.tmp)
+        were handed out (and `reuse`: no process of the run may still hold them), else
+        remove it. Output files are truncated, not removed: opening an existing file
+        costs far less than creating one."""
+        kept = reuse and _emptied(space.job) & _emptied(space.tmp)
         for path in (space.out, space.err):
             with contextlib.suppress(FileNotFoundError):
                 info = os.lstat(path)
@@ -115,8 +117,8 @@ class RunDir:
         self.stdout = self.outputs[0][1]
         self.stderr = self.outputs[-1][1]
 
-    def cleanup(self) -> None:
-        self.pool.give_back(self.space)
+    def cleanup(self, reuse: bool = True) -> None:
+        self.pool.give_back(self.space, reuse)
 
 
 class NodeFiles:

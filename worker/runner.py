@@ -61,6 +61,11 @@ class RunningJob(Protocol):
 class JobRunner(Protocol):
     async def start(self, request: RunRequest) -> RunningJob: ...
 
+    def leftovers(self) -> bool:
+        """Whether a process of an ended job may still run (and so still use that
+        job's directories and output files)."""
+        ...
+
 
 def watch_exit(pid: int) -> asyncio.Future[tuple[int, int, Any]]:
     """A future for os.wait4(pid): woken by a pidfd where Linux has them (no thread
@@ -239,6 +244,12 @@ class LocalProcessRunner:
         job = LocalProcessJob(request, on_exit=self._forget)
         self.groups[job.session_id] = request.env.get("PBS_JOBID", "")
         return job
+
+    def leftovers(self) -> bool:
+        """A child that is not a running job's leader: a daemon an ended job left,
+        waiting for the jobs running beside it to end (see end_strays). Without the
+        subreaper there is no knowing: True."""
+        return not self.subreaper or any(pid not in self.groups for pid in own_children())
 
     def _forget(self, session_id: int) -> None:
         job_id = self.groups.pop(session_id, None)

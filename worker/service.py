@@ -387,7 +387,9 @@ class Worker:
             await self._finish(run, record, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
-            files.cleanup()
+            # A daemon the job left (still running beside other jobs) may hold its
+            # directory and files: then they are not handed to another run.
+            files.cleanup(reuse=not self.runner.leftovers())
 
     async def _prepare(
         self, run: Run, record: JobRecord, files: RunDir
