@@ -47,9 +47,12 @@ class ArrayAccounting:
             task.cancel()
 
     def subjob_ended(self, number: int) -> None:
-        if number not in self._pending:
+        done, _, size = self.index.array_tally(number)
+        if done >= size:
+            self._spawn(self._write(number))  # the array's end: at once
+        elif number not in self._pending:
             self._pending.add(number)
-            self._spawn(self._write(number))
+            self._spawn(self._write(number, PROGRESS_INTERVAL))
 
     def recount(self) -> None:
         """Count every unfinished array whose subjobs have all ended (the periodic
@@ -61,13 +64,12 @@ class ArrayAccounting:
         await self.index.wait_loaded()
         self.recount()
 
-    async def _write(self, number: int) -> None:
-        done, _, size = self.index.array_tally(number)
-        if done < size:
-            await asyncio.sleep(PROGRESS_INTERVAL)
-        # From here on a subjob that ends schedules a write of its own: none is missed.
-        self._pending.discard(number)
-        done, failed, size = self.index.array_tally(number)
+    async def _write(self, number: int, delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+            # From here on a subjob that ends schedules a write of its own: none is missed.
+            self._pending.discard(number)
+        done, failed, _ = self.index.array_tally(number)
         try:
             await self.control.count_subjobs(number, done, failed)
         except Exception:  # NATS away: the next subjob, or the periodic repair, retries
