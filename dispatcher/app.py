@@ -34,7 +34,7 @@ from pkbs.errors import (
     UnknownJob,
     UnknownQueue,
 )
-from pkbs.jobstore import Identity, JobStore
+from pkbs.jobstore import Identity, JobStore, job_key
 from pkbs.models import (
     AlterRequest,
     BatchSubmitRequest,
@@ -510,8 +510,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def on_event(msg: Any) -> None:
             done.set()
 
-        key = f"{C.JOBS_SUBJECT_PREFIX}{C.JOB_KEY_PREFIX}{number}"
-        sub = await st.nc.subscribe(key, cb=on_event)  # each change of its record
+        # Each change of its record.
+        sub = await st.nc.subscribe(C.JOBS_SUBJECT_PREFIX + job_key(number), cb=on_event)
         try:
             deadline = time.monotonic() + timeout
             while True:

@@ -50,7 +50,7 @@ from pkbs.states import FINAL_STATES
 log = logging.getLogger("pkbs.dispatcher.jobindex")
 
 STREAM = f"KV_{C.JOBS_BUCKET}"
-SUBJECT_PREFIX = f"$KV.{C.JOBS_BUCKET}."
+SUBJECT_PREFIX = C.JOBS_SUBJECT_PREFIX
 KEY_PREFIX = SUBJECT_PREFIX + C.JOB_KEY_PREFIX
 SYNC_TIMEOUT = 5.0  # seconds a listing waits for the index to catch up, then 503
 HEARTBEAT = 1.0  # ordered consumer idle heartbeat: a lost consumer is remade in ~2-3 s

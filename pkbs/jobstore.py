@@ -225,11 +225,16 @@ class JobStore:
         try:
             revision = await self.jobs.create(job_key(ack.seq), record.model_dump_json().encode())
         except jserr.KeyWrongLastSequenceError:
-            record, revision = await self.get(ack.seq)
-            if record.submit_id != submit_id:
-                raise Conflict("job number already taken") from None
-            return record, revision, True
+            return await self._made_before(ack.seq, submit_id)
         return record, int(revision), bool(ack.duplicate)
+
+    async def _made_before(self, number: int, submit_id: str) -> tuple[JobRecord, int, bool]:
+        """The record of job `number` exists already: this submission's, made by an
+        earlier try (returned as a duplicate), else a Conflict."""
+        record, revision = await self.get(number)
+        if record.submit_id != submit_id:
+            raise Conflict("job number already taken")
+        return record, revision, True
 
     async def create_many(
         self, submissions: Sequence[tuple[bytes, str]], build: Callable[[int, int], JobRecord]
@@ -238,15 +243,13 @@ class JobStore:
         making each record. The payload publishes are pipelined, then the record
         creates: two round trips for the lot instead of two per job. One connection
         keeps the publishes in order, so the numbers ascend with the positions."""
-        acks = await self._pipelined(
+        published = await self._pipelined(
             (C.SUBMIT_SUBJECT, payload, {C.MSG_ID_HEADER: submit_id})
             for payload, submit_id in submissions
         )
-        records = []
-        for position, ack in enumerate(acks):
-            if isinstance(ack, BaseException):
-                raise ServiceUnavailable("job store unavailable, retry") from ack
-            records.append(build(position, ack.seq))
+        # (None only for an expected sequence, which these do not set; zip checks it)
+        acks = [ack for ack in published if ack is not None]
+        records = [build(position, ack.seq) for position, ack in enumerate(acks)]
         created = await self._pipelined(
             (
                 f"{C.JOBS_SUBJECT_PREFIX}{job_key(record.number)}",
@@ -258,28 +261,30 @@ class JobStore:
         results = []
         rows = zip(records, acks, submissions, created, strict=True)
         for record, ack, (_, submit_id), pub in rows:
-            if isinstance(pub, jserr.APIError) and pub.err_code == WRONG_LAST_SEQUENCE:
-                # The record exists: this submission was made before (a retry).
-                existing, revision = await self.get(record.number)
-                if existing.submit_id != submit_id:
-                    raise Conflict("job number already taken")
-                results.append((existing, revision, True))
-                continue
-            if isinstance(pub, BaseException):
-                raise ServiceUnavailable("job store unavailable, retry") from pub
-            assert not isinstance(ack, BaseException)
-            results.append((record, int(pub.seq), bool(ack.duplicate)))
+            if pub is None:  # the record exists: a retry of this submission
+                results.append(await self._made_before(record.number, submit_id))
+            else:
+                results.append((record, int(pub.seq), bool(ack.duplicate)))
         return results
 
     async def _pipelined(
         self, messages: Iterable[tuple[str, bytes, dict[str, str]]]
-    ) -> list[jsapi.PubAck | BaseException]:
+    ) -> list[jsapi.PubAck | None]:
         """Publish to JetStream without waiting for each ack before the next publish;
-        the acks (or each publish's error) in order. Concurrent `publish` calls, not
-        nats-py's publish_async: its futures never complete when the server refuses
-        a message (the error is raised in the reply handler instead)."""
+        the acks in order, None for a message refused because its expected last
+        sequence did not match. Any other failure: ServiceUnavailable. Concurrent
+        `publish` calls, not nats-py's publish_async: its futures never complete when
+        the server refuses a message (the error is raised in the reply handler)."""
         publishes = [self.js.publish(subj, data, headers=hdrs) for subj, data, hdrs in messages]
-        return await asyncio.gather(*publishes, return_exceptions=True)
+        acks: list[jsapi.PubAck | None] = []
+        for ack in await asyncio.gather(*publishes, return_exceptions=True):
+            if isinstance(ack, jserr.APIError) and ack.err_code == WRONG_LAST_SEQUENCE:
+                acks.append(None)
+            elif isinstance(ack, BaseException):
+                raise ServiceUnavailable("job store unavailable, retry") from ack
+            else:
+                acks.append(ack)
+        return acks
 
     async def enqueue(
         self,
@@ -333,17 +338,14 @@ class JobStore:
 
     async def enqueue_many(self, jobs: Sequence[tuple[JobRecord, bytes, int]]) -> None:
         """`enqueue` of many single jobs (record, payload, revision), pipelined."""
-        acks = await self._pipelined(
+        await self._pipelined(
             _work_message(record, payload, revision) for record, payload, revision in jobs
         )
-        for ack in acks:
-            if isinstance(ack, BaseException):
-                raise ServiceUnavailable("job store unavailable, retry") from ack
 
     async def subjob_indices(self, number: int) -> set[int]:
         """Indices of an array's subjobs that have a record (started or deleted): one
         stream-info request listing the bucket's subjects under `j.<number>.`."""
-        prefix = f"$KV.{C.JOBS_BUCKET}.{job_key(number)}."
+        prefix = f"{C.JOBS_SUBJECT_PREFIX}{job_key(number)}."
         info = await self.js.stream_info(f"KV_{C.JOBS_BUCKET}", subjects_filter=f"{prefix}*")
         subjects = info.state.subjects or {}
         return {int(subject[len(prefix) :]) for subject in subjects}

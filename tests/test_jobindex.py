@@ -27,7 +27,7 @@ import pytest
 from pkbs.cli import formats
 from pkbs.dispatcher.jobindex import (
     COLUMNS,
-    KEY_PREFIX,
+    SUBJECT_PREFIX,
     SUMMARY_COLUMNS,
     JobIndex,
     entry_key,
@@ -220,7 +220,7 @@ def test_index_counts_ended_subjobs_of_unfinished_arrays() -> None:
     spec = JobSpec(name="arr", kind="stdin", entrypoint="STDIN", array="1-4")
 
     def apply(rec: JobRecord) -> None:
-        index.apply(KEY_PREFIX + job_key(rec.number, rec.index)[2:], rec.model_dump_json().encode())
+        index.apply(SUBJECT_PREFIX + job_key(rec.number, rec.index), rec.model_dump_json().encode())
 
     # The first load gives keys in the order of their last change: subjobs first.
     apply(record(5, JobState.FINISHED, spec=spec, index=2, exit_status=0))
