@@ -85,3 +85,12 @@ def test_a_workspace_not_to_be_reused_is_removed(tmp_path: Path) -> None:
     pool.give_back(space, reuse=False)
     assert not any(path.exists() for path in space)
     assert pool.take() != space
+
+
+def test_a_node_file_is_written_once_whatever_the_host_name(tmp_path: Path) -> None:
+    nodes = NodeFiles(tmp_path, "nœud-1")
+    first = nodes.path(2)
+    assert first.read_text() == "nœud-1\n" * 2
+    held = tmp_path / "held"
+    os.link(first, held)  # keeps the inode: a file written again would be another one
+    assert nodes.path(2).samefile(held)

@@ -127,19 +127,19 @@ class NodeFiles:
 
     def __init__(self, base: Path, host: str) -> None:
         self.base = base
-        self.host = host
+        self.line = f"{host}\n".encode()
 
     def path(self, ncpus: int) -> Path:
         path = self.base / f"nodes.{ncpus}"
         try:
-            if os.stat(path).st_size == len(self.host) * ncpus + ncpus:
+            if os.stat(path).st_size == len(self.line) * ncpus:
                 return path
             os.unlink(path)
         except FileNotFoundError:
             pass
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
-            os.write(fd, f"{self.host}\n".encode() * ncpus)
+            os.write(fd, self.line * ncpus)
         finally:
             os.close(fd)
         return path
