@@ -240,10 +240,15 @@ def script_request(script: str, args: Sequence[str] = ()) -> dict[str, object]:
     if operands:
         raise pbs.UsageError("give the script itself, not a script operand", show_usage=False)
     source = Source("stdin", STDIN_NAME, STDIN_NAME, script, script.encode())
+    return build_request(_options(cmdline, source), source, list(args))
+
+
+def _options(cmdline: pbs.QsubOptions, source: Source) -> pbs.QsubOptions:
+    """The command line's options over the script's #PBS directives, checked."""
     prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
-    options = pbs.merge(pbs.parse_script_options(script, prefix), cmdline)
+    options = pbs.merge(pbs.parse_script_options(source.script, prefix), cmdline)
     _check_supported(options)
-    return build_request(options, source, list(args))
+    return options
 
 
 def _block(client: Client, job_id: str) -> int:
@@ -276,9 +281,7 @@ def main(argv: list[str] | None = None) -> None:
             from pkbs.payload import check_size  # for its message; rarely needed
 
             check_size(source.payload)
-        prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
-        options = pbs.merge(pbs.parse_script_options(source.script, prefix), cmdline)
-        _check_supported(options)
+        options = _options(cmdline, source)
     except pbs.UsageError as exc:
         _usage_error(exc.message, exc.show_usage)
         return
