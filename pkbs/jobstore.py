@@ -298,13 +298,13 @@ class JobStore:
         (a worker expands a span when it takes it, so a huge array costs the submitter
         one chunk). Re-publishing the same enqueue (a retried request, a redelivered
         span) is deduplicated by the message ids."""
-        subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}.{record.number}"
         if indices is None and record.index is not None:
             indices = [record.index]  # a subjob queued again
         if indices is None:
             subject, data, headers = _work_message(record, payload, revision)
             await self.js.publish(subject, data, headers=headers)
             return
+        subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}.{record.number}"
         now, later = _split_chunk(indices, self.settings.array_chunk)
         pending = []
         for index in now:

@@ -77,7 +77,6 @@ class SubmitResponse(BaseModel):
     duplicate: bool = False
 
 
-
 class BatchSubmitRequest(BaseModel):
     """Body of POST /v1/jobs/batch: many submissions in one request (the body limit
     of one submit applies to the whole batch)."""
