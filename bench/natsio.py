@@ -15,15 +15,17 @@ synchronous for the harness's threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 import nats
 
 JOBS_BUCKET = "PKBS_JOBS"
+WORK_STREAM = "PKBS_WORK"
 JOB_KEY_PREFIX = "j."
 CHANGES = f"$KV.{JOBS_BUCKET}.{JOB_KEY_PREFIX}>"
 
@@ -43,6 +45,17 @@ def _state(record: bytes) -> str:
     return record[at + len(STATE_FIELD):at + len(STATE_FIELD) + 1].decode()
 
 
+class _Watch:
+    """One wait_states call: the jobs not yet seen in `state`, emptied by the events."""
+
+    def __init__(self, state: str, pending: set[int]) -> None:
+        self.state = state
+        self.pending = pending
+        self.progress = 0
+        self.done = threading.Event()
+        self.finished_at = time.time()
+
+
 class NatsView:
     def __init__(self, url: str, user: str, password: str) -> None:
         self.loop = asyncio.new_event_loop()
@@ -53,6 +66,7 @@ class NatsView:
         self.seen: dict[int, dict[str, float]] = {}
         # array number -> indices of subjobs seen finished
         self.subjobs_finished: dict[int, set[int]] = {}
+        self._watches: list[_Watch] = []  # of wait_states calls, used on the loop thread
         self.events = 0
         self.call(self._connect(url, user, password))
 
@@ -65,10 +79,51 @@ class NatsView:
                                      pending_size=64 * 1024 * 1024)
         self.js = self.nc.jetstream(timeout=30)
         self.kv = await self.js.key_value(JOBS_BUCKET)
-        await self.nc.subscribe(CHANGES, cb=self._on_event,
-                                pending_msgs_limit=10_000_000,
-                                pending_bytes_limit=1024 * 1024 * 1024)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        self.sub = await self.nc.subscribe(CHANGES, cb=self._on_event,
+                                           pending_msgs_limit=10_000_000,
+                                           pending_bytes_limit=1024 * 1024 * 1024)
         await self.nc.flush()
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """No change events inside: three ~1 KB messages per job cost the harness (and
+        nats-server, which sends them) CPU the stack under measurement would use. What
+        happens meanwhile is read from the KV and the work queue instead
+        (`wait_work_done`, `note_records`)."""
+        self.call(self.sub.unsubscribe())
+        try:
+            yield
+        finally:
+            self.call(self._listen())
+
+    def wait_work_done(self, timeout: float, poll: float = 0.02) -> float:
+        """Block until the work queue holds no message (a worker acknowledges a job's
+        message after storing its final record); the wall time that was seen. A poll
+        of one small request every `poll` s: the figures come from the records' own
+        times, so it only bounds how late the harness notices."""
+        deadline = time.monotonic() + timeout
+        while self.call(self._work_messages()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the work queue did not empty in {timeout}s")
+            time.sleep(poll)
+        return time.time()
+
+    async def _work_messages(self) -> int:
+        info = await self.js.stream_info(WORK_STREAM)
+        return int(info.state.messages)
+
+    def note_records(self, records: dict[int, dict[str, Any]]) -> None:
+        """Take the states of records read from the KV as seen now (after `quiet`)."""
+
+        async def note() -> None:
+            for number, record in records.items():
+                if record.get("state"):
+                    self._mark(number, str(record["state"]), time.time())
+
+        self.call(note())
 
     async def _on_event(self, msg: Any) -> None:
         now = time.time()
@@ -86,8 +141,21 @@ class NatsView:
             if state == "F":
                 self.subjobs_finished.setdefault(number, set()).add(int(key[1]))
             return
+        self._mark(number, state, now)
+
+    def _mark(self, number: int, state: str, when: float) -> None:
+        """Note that job `number` was seen in `state` (on the loop's thread)."""
         states = self.seen.setdefault(number, {})
-        states.setdefault(state, now)
+        if state in states:
+            return
+        states[state] = when
+        for watch in self._watches:
+            if watch.state == state and number in watch.pending:
+                watch.pending.discard(number)
+                watch.progress += 1
+                if not watch.pending:
+                    watch.finished_at = when
+                    watch.done.set()
 
     def close(self) -> None:
         try:
@@ -103,30 +171,39 @@ class NatsView:
         return None if states is None else states.get(state)
 
     def wait_states(self, numbers: Iterable[int], state: str = "F", timeout: float = 600,
-                    stall: float = 5.0, poll: float = 0.01) -> float:
+                    stall: float = 5.0) -> float:
         """Block until every job was seen in `state`; returns the wall time that happened.
-        Core NATS delivery is at most once, so if nothing moves for `stall` seconds the
-        records are read from KV instead (nothing is lost, only a little later)."""
-        pending = set(numbers)
+        Woken by the change events themselves (no polling: the harness shares the CPUs
+        it measures). Core NATS delivery is at most once, so if nothing moves for
+        `stall` seconds the records are read from KV instead (nothing is lost, only a
+        little later)."""
+        watch = self.call(self._watch(list(numbers), state))
         deadline = time.monotonic() + timeout
-        last_progress = time.monotonic()
-        while pending:
-            done = {n for n in pending if self.seen_in(n, state) is not None}
-            if done:
-                pending -= done
-                last_progress = time.monotonic()
-                continue
-            now = time.monotonic()
-            if now > deadline:
-                raise TimeoutError(f"{len(pending)} jobs did not reach {state} in {timeout}s")
-            if now - last_progress > stall:
-                records = self.records(pending)
-                for number, record in records.items():
-                    if record and record.get("state") == state:
-                        self.seen.setdefault(number, {}).setdefault(state, time.time())
-                last_progress = now
-            time.sleep(poll)
-        return time.time()
+        try:
+            progress = -1
+            while not watch.done.wait(min(stall, max(deadline - time.monotonic(), 0))):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{len(watch.pending)} jobs did not reach {state} "
+                                       f"in {timeout}s")
+                if watch.progress == progress:
+                    self.call(self._mark_from_kv(watch))
+                progress = watch.progress
+        finally:
+            self.loop.call_soon_threadsafe(self._watches.remove, watch)
+        return watch.finished_at
+
+    async def _watch(self, numbers: list[int], state: str) -> _Watch:
+        pending = {n for n in numbers if state not in self.seen.get(n, {})}
+        watch = _Watch(state, pending)
+        self._watches.append(watch)
+        if not pending:
+            watch.done.set()
+        return watch
+
+    async def _mark_from_kv(self, watch: _Watch) -> None:
+        for number, record in (await self._records(sorted(watch.pending), 256)).items():
+            if record and record.get("state") == watch.state:
+                self._mark(number, watch.state, time.time())
 
     # -- records ---------------------------------------------------------------------
 
