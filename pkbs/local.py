@@ -93,6 +93,17 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def nats_server_env(cpus: int | None = None) -> dict[str, str]:
+    """The embedded nats-server's scheduler threads (GOMAXPROCS): a quarter of the
+    cores, at least one, unless GOMAXPROCS is set already. On this stack it shares the
+    cores with the dispatcher, the workers and their jobs; Go's idle threads woken on
+    other cores for each message cost it a third of its CPU on two cores (measured:
+    nats-server CPU per trivial job ~25 % lower with one; docs/performance.md)."""
+    if "GOMAXPROCS" in os.environ:
+        return {}
+    return {"GOMAXPROCS": str(max(1, (cpus or os.cpu_count() or 1) // 4))}
+
+
 @dataclass
 class Child:
     name: str
@@ -179,7 +190,7 @@ class Supervisor:
             Child(
                 "nats-server",
                 [servers.nats_server_binary(), "-c", str(home / "run/nats.conf")],
-                {},
+                nats_server_env(),
                 logs / "nats-server.log",
                 nats_port,
                 f"http://127.0.0.1:{monitor_port}/healthz",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pkbs.local import nats_server_env
 from tests.stackutil import (
     Stack,
     cli,
@@ -62,6 +63,19 @@ def test_status_lists_every_process(supervised: Stack) -> None:
         if name != "supervisor":
             assert int(row["pid"]) == supervised.pid_of(name)
     assert rows["dispatcher"]["port"] == state["endpoint"].rsplit(":", 1)[1]
+
+
+def test_nats_server_gets_a_quarter_of_the_cores(supervised: Stack,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with open(f"/proc/{supervised.pid_of('nats-server')}/environ", "rb") as fh:
+        env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+    assert env.get(b"GOMAXPROCS") == os.environ.get(
+        "GOMAXPROCS", str(max(1, (os.cpu_count() or 1) // 4))).encode()
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    assert [nats_server_env(n)["GOMAXPROCS"] for n in (1, 2, 7, 8, 64)] == \
+        ["1", "1", "1", "2", "16"]
+    monkeypatch.setenv("GOMAXPROCS", "3")
+    assert nats_server_env(8) == {}  # the user's choice is left as it is
 
 
 @pytest.mark.parametrize("victim", ["worker-1", "dispatcher"])
