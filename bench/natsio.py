@@ -89,7 +89,7 @@ class NatsView:
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:
-        """No change events inside: three ~1 KB messages per job cost the harness (and
+        """No change events inside: three ~1.4 KB messages per job cost the harness (and
         nats-server, which sends them) CPU the stack under measurement would use. What
         happens meanwhile is read from the KV and the work queue instead
         (`wait_work_done`, `note_records`)."""
@@ -180,7 +180,7 @@ class NatsView:
         watch = self.call(self._watch(list(numbers), state))
         deadline = time.monotonic() + timeout
         try:
-            progress = -1
+            progress = watch.progress
             while not watch.done.wait(min(stall, max(deadline - time.monotonic(), 0))):
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{len(watch.pending)} jobs did not reach {state} "

@@ -96,9 +96,10 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 def nats_server_env(cpus: int | None = None) -> dict[str, str]:
     """The embedded nats-server's scheduler threads (GOMAXPROCS): a quarter of the
     cores, at least one, unless GOMAXPROCS is set already. On this stack it shares the
-    cores with the dispatcher, the workers and their jobs; Go's idle threads woken on
-    other cores for each message cost it a third of its CPU on two cores (measured:
-    nats-server CPU per trivial job ~25 % lower with one; docs/performance.md)."""
+    cores with the dispatcher, the workers and their jobs, and waking its idle threads
+    on other cores for each message costs more than they bring (measured on 2 cores:
+    nats-server's share of the stack's CPU per trivial job 17-19 % with one thread,
+    21-23 % with two; docs/performance.md)."""
     if "GOMAXPROCS" in os.environ:
         return {}
     return {"GOMAXPROCS": str(max(1, (cpus or os.cpu_count() or 1) // 4))}
