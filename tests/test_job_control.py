@@ -17,6 +17,7 @@ from tests.stackutil import BIN, Stack, cli, fetch_results, job_number, poll, su
 
 EXIT_BADSTATE = 15016 & 0xFF  # PBSE_BADSTATE
 EXIT_WALLTIME = -29  # JOB_EXEC_KILL_WALLTIME
+EXIT_MEM = -27  # JOB_EXEC_KILL_MEM
 
 
 def _gate(path: Path, timeout: int = 30) -> str:
@@ -177,6 +178,40 @@ def test_v_and_V_variables_reach_the_job(stack: Stack, tmp_path: Path) -> None:
     _, env = _env_of(stack, tmp_path, "-V", env={"VFROM": "exported", "PBS_O_HOME": "/bogus"})
     assert env["VFROM"] == "exported"
     assert env["PBS_O_HOME"] != "/bogus"  # user-supplied PBS_O_* are dropped
+
+
+# -- resources_used.mem -----------------------------------------------------------------
+
+
+def _mem_kb(job: dict[str, object]) -> int:
+    used = job["resources_used"]
+    assert isinstance(used, dict)
+    return int(str(used["mem"]).removesuffix("kb"))
+
+
+def test_resources_used_mem_is_the_jobs_own(stack: Stack) -> None:
+    """A child's ru_maxrss counts the worker's memory it was forked from: a trivial job
+    must not report the worker's ~60 MB. A job that holds 40 MB (less than the worker)
+    for two seconds is sampled; one of 150 MB is above the worker and ru_maxrss says so."""
+    hold = "python3 -c \"import time; b = b'x' * ({mib} << 20); time.sleep({s})\"\n"
+    trivial = submit(stack, "-N", "trivial", input="true\n")
+    held = submit(stack, "-N", "held", input=hold.format(mib=40, s=2))
+    big = submit(stack, "-N", "big", input=hold.format(mib=150, s=0))
+    assert _mem_kb(stack.wait_state(trivial, "F")) < 20 * 1024
+    assert 40 * 1024 <= _mem_kb(stack.wait_state(held, "F")) < 150 * 1024
+    assert _mem_kb(stack.wait_state(big, "F")) >= 150 * 1024
+
+
+def test_memory_overrun_is_killed(stack: Stack, tmp_path: Path) -> None:
+    script = "#PBS -l mem=30mb\necho started\n" + (
+        "python3 -c \"import time; b = b'x' * (100 << 20); time.sleep(30)\"\n"
+    )
+    job_id = submit(stack, "-N", "hog", input=script)
+    job = stack.wait_state(job_id, "F", timeout=30)
+    assert job["Exit_status"] == EXIT_MEM
+    assert _mem_kb(job) > 30 * 1024
+    err = _output(stack, job_id, "hog", tmp_path / "out", "e")
+    assert re.fullmatch(r"=>> PBS: job killed: mem \d+kb exceeded limit 30720kb\n", err), err
 
 
 # -- walltime ---------------------------------------------------------------------------

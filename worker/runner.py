@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -24,6 +25,8 @@ from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap,
 EXIT_WALLTIME = -29
 EXIT_MEM = -27
 MEMORY_POLL_SECONDS = 0.5
+# Without a memory limit a job's memory is sampled ever less often, up to this pause.
+MEMORY_SAMPLE_MAX_SECONDS = 10.0
 SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
 
 
@@ -97,6 +100,10 @@ class LocalProcessJob:
         self.on_exit = on_exit
         self.started = time.monotonic()
         joined = request.stdout_path == request.stderr_path
+        # A child's ru_maxrss counts the address space it was forked from (this
+        # worker's) until it execs: only above the worker's own peak is it the job's.
+        self.spawner_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.peak_rss = 0  # bytes: the largest resident size of the session sampled
         with (
             open(request.stdout_path, "wb") as out,
             open(os.devnull if joined else request.stderr_path, "wb") as err,
@@ -115,11 +122,16 @@ class LocalProcessJob:
         self.kill_reason: str | None = None
         self._killing: asyncio.Task[None] | None = None
         self._reaped = watch_exit(self.proc.pid)
-        self._memory_watch = (
-            asyncio.create_task(self._watch_memory(request.mem_limit))
-            if request.mem_limit
-            else None
-        )
+        self._memory_watch: asyncio.Task[None] | None = None
+        self._first_sample: asyncio.TimerHandle | None = None
+        if request.mem_limit:
+            self._watch_memory_now()
+        else:  # a job that ends within the first pause is never sampled
+            loop = asyncio.get_running_loop()
+            self._first_sample = loop.call_later(MEMORY_POLL_SECONDS, self._watch_memory_now)
+
+    def _watch_memory_now(self) -> None:
+        self._memory_watch = asyncio.create_task(self._watch_memory(self.request.mem_limit))
 
     async def wait(self) -> RunOutcome:
         walltime = self.request.walltime
@@ -136,6 +148,8 @@ class LocalProcessJob:
                 err.write(note.encode())
             await self.kill("walltime")
             _, status, usage = await self._reaped
+        if self._first_sample is not None:
+            self._first_sample.cancel()
         if self._memory_watch is not None:
             self._memory_watch.cancel()
         self.proc.returncode = os.waitstatus_to_exitcode(status)
@@ -156,15 +170,23 @@ class LocalProcessJob:
             exit_status=code,
             walltime=elapsed,
             cput=usage.ru_utime + usage.ru_stime,
-            max_rss_kb=int(usage.ru_maxrss),
+            max_rss_kb=(
+                int(usage.ru_maxrss)
+                if usage.ru_maxrss > self.spawner_peak_kb
+                else self.peak_rss // 1024
+            ),
             session_id=self.session_id,
         )
 
-    async def _watch_memory(self, limit: int) -> None:
-        """PBS kills a job whose processes together use more memory than it asked for."""
+    async def _watch_memory(self, limit: int | None) -> None:
+        """Sample the resident size of the job's whole session, as PBS's MoM does, for
+        resources_used.mem. With a limit (-l mem) every MEMORY_POLL_SECONDS, and the
+        job is killed above it (its processes together); without one ever less often."""
+        pause = MEMORY_POLL_SECONDS
         while not self._reaped.done():
             used = session_rss(self.session_id)
-            if used > limit:
+            self.peak_rss = max(self.peak_rss, used)
+            if limit is not None and used > limit:
                 with open(self.request.stderr_path, "ab") as err:
                     note = (
                         f"=>> PBS: job killed: mem {used // 1024}kb exceeded limit "
@@ -173,7 +195,9 @@ class LocalProcessJob:
                     err.write(note.encode())
                 await self.kill("mem")
                 return
-            await asyncio.sleep(MEMORY_POLL_SECONDS)
+            await asyncio.sleep(pause)
+            if limit is None:
+                pause = min(pause * 2, MEMORY_SAMPLE_MAX_SECONDS)
 
     async def kill(self, reason: str) -> None:
         """SIGTERM the whole group, SIGKILL after the grace period."""
