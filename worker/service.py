@@ -361,7 +361,11 @@ class Worker:
                 # The job can never start (bad payload, missing entry point): end it.
                 await self._finish(run, record, None, [], f"Job could not start: {exc}")
                 return
-            run.job = await self.runner.start(request)
+            try:
+                run.job = await self.runner.start(request)
+            except OSError as exc:  # its shell or program is missing or cannot be run
+                await self._finish(run, record, None, [], f"Job could not start: {exc}")
+                return
             if record.delete_requested:
                 await run.job.kill("qdel")
             outcome = await run.job.wait()
