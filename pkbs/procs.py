@@ -37,7 +37,7 @@ PEEK_CAPS = (CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON)
 
 def jobs_root(worker_dir: Path | None) -> Path:
     """Where workers make their job directories (one folder per worker)."""
-    return Path(worker_dir or tempfile.gettempdir()) / "pkbs-jobs"
+    return Path(worker_dir or tempfile.gettempdir()).absolute() / "pkbs-jobs"
 
 
 def _prctl(option: int, arg: int) -> bool:

@@ -180,6 +180,32 @@ def test_v_and_V_variables_reach_the_job(stack: Stack, tmp_path: Path) -> None:
     assert env["PBS_O_HOME"] != "/bogus"  # user-supplied PBS_O_* are dropped
 
 
+def test_job_inherits_no_descriptor_and_default_signals(stack: Stack, tmp_path: Path) -> None:
+    """What the worker holds (its NATS connection, pidfds, logs) never reaches a job, and
+    the job's programs start with no signal blocked and SIGPIPE / SIGXFSZ not ignored
+    (Python, which the worker is, ignores both)."""
+    script = "ls /proc/self/fd\ngrep -E '^Sig(Blk|Ign)' /proc/self/status\n"
+    job_id = submit(stack, "-N", "inherit", input=script)
+    assert stack.wait_state(job_id, "F")["Exit_status"] == 0
+    lines = _output(stack, job_id, "inherit", tmp_path / "out").split()
+    fds = {int(word) for word in lines[: lines.index("SigBlk:")]}
+    assert fds == {0, 1, 2, 3}, lines  # 3: the directory ls reads
+    masks = dict(zip(lines[-4::2], (int(v, 16) for v in lines[-3::2]), strict=True))
+    assert masks["SigBlk:"] == 0, lines
+    sigpipe, sigxfsz = 1 << (signal.SIGPIPE - 1), 1 << (signal.SIGXFSZ - 1)
+    assert masks["SigIgn:"] & (sigpipe | sigxfsz) == 0, lines
+
+
+def test_a_shell_that_cannot_run_ends_the_job(stack: Stack) -> None:
+    """Not a retry for ever: the job ends with PBS's JOB_EXEC_FAIL1 and says why."""
+    job_id = submit(stack, "-S", "/nonexistent/sh", input="true\n")
+    job = stack.wait_state(job_id, "F")
+    assert (job["Exit_status"], job["run_count"]) == (-1, 1)
+    assert job["comment"] == (
+        "Job could not start: [Errno 2] No such file or directory: '/nonexistent/sh'"
+    )
+
+
 # -- resources_used.mem -----------------------------------------------------------------
 
 
@@ -259,7 +285,14 @@ def test_a_workspace_a_daemon_may_hold_is_not_reused(fresh_stack: Stack, tmp_pat
     gate = tmp_path / "gate"
     long = fresh_stack.qsub(input=f"while [ ! -e {gate} ]; do sleep 0.05; done\n")
     fresh_stack.wait_state(long, "R")
-    daemon_script = 'echo "$PWD"; setsid sleep 60 </dev/null >/dev/null 2>&1 &\n'
+    # Without PBS_JOBID it is known only by its age (a job that cleared it): it
+    # outlives its job while the long one runs. (With PBS_JOBID it is ended at once.)
+    # The job ends only once the daemon is in its own session, out of the job's group.
+    detached = tmp_path / "detached"
+    daemon_script = (
+        f'echo "$PWD"; env -u PBS_JOBID setsid sh -c "touch {detached}; exec sleep 60"'
+        " </dev/null >/dev/null 2>&1 &\n" + _gate(detached)
+    )
     jobs = {"daemon": fresh_stack.qsub("-N", "daemon", input=daemon_script)}
     fresh_stack.wait_state(jobs["daemon"], "F")
     jobs["next"] = fresh_stack.qsub("-N", "next", input='echo "$PWD"\n')

