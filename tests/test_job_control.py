@@ -196,14 +196,26 @@ def test_job_inherits_no_descriptor_and_default_signals(stack: Stack, tmp_path: 
     assert masks["SigIgn:"] & (sigpipe | sigxfsz) == 0, lines
 
 
-def test_a_shell_that_cannot_run_ends_the_job(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    ("shell", "why"),
+    [
+        ("/nonexistent/sh", "[Errno 2] No such file or directory"),
+        ("{tmp}/not-executable", "[Errno 13] Permission denied"),
+        ("{tmp}/not-a-program", "[Errno 8] Exec format error"),
+    ],
+)
+def test_a_shell_that_cannot_run_ends_the_job(
+    stack: Stack, tmp_path: Path, shell: str, why: str
+) -> None:
     """Not a retry for ever: the job ends with PBS's JOB_EXEC_FAIL1 and says why."""
-    job_id = submit(stack, "-S", "/nonexistent/sh", input="true\n")
+    (tmp_path / "not-executable").write_text("#!/bin/sh\n")
+    (tmp_path / "not-a-program").write_bytes(b"\0\1\2")
+    (tmp_path / "not-a-program").chmod(0o755)
+    shell = shell.format(tmp=tmp_path)
+    job_id = submit(stack, "-S", shell, input="true\n")
     job = stack.wait_state(job_id, "F")
     assert (job["Exit_status"], job["run_count"]) == (-1, 1)
-    assert job["comment"] == (
-        "Job could not start: [Errno 2] No such file or directory: '/nonexistent/sh'"
-    )
+    assert job["comment"] == f"Job could not start: {why}: '{shell}'"
 
 
 # -- resources_used.mem -----------------------------------------------------------------

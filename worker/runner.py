@@ -99,13 +99,14 @@ def spawn(request: RunRequest, home: int) -> int:
     stdin from /dev/null, stdout and stderr to their files; its pid.
 
     os.posix_spawn (clone with a shared address space, no Python between it and exec)
-    costs the worker a quarter of what subprocess.Popen does, a third of a millisecond
-    per job. On Python 3.11 it has no working-directory action, so the worker changes
-    its own directory around the call and goes back to `home` (a descriptor of where
-    it was); its event loop runs nothing else meanwhile, and no path it uses is
-    relative. The job inherits no descriptor of the worker's: Python opens them all
-    close-on-exec. Like Popen's restore_signals, the signals Python ignores are reset
-    to default, and the job starts with no signal blocked."""
+    costs the worker about a quarter of the CPU subprocess.Popen does (measured ~0.1
+    against 0.2-0.4 ms per start, docs/performance.md). On Python 3.11 it has no
+    working-directory action, so the worker changes its own directory around the call
+    and goes back to `home` (a descriptor of where it was); its event loop runs
+    nothing else meanwhile, and no path it uses is relative. The job inherits no
+    descriptor of the worker's: Python opens them all close-on-exec. Like Popen's
+    restore_signals, the signals Python ignores are reset to default, and the job
+    starts with no signal blocked."""
     actions: list[tuple[Any, ...]] = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, str(request.stdout_path), OUTPUT_FLAGS, 0o666),

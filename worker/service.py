@@ -63,6 +63,12 @@ EXIT_LOST_NOT_RERUNNABLE = -20
 EXIT_FAILED_BEFORE_START = -1
 # PBS JOB_EXEC_FAIL2 ("after files"): the job ran, its results could not be stored.
 EXIT_RESULTS_NOT_STORED = -2
+# What starting a job's program fails with when the fault is the job's (its shell or
+# program is missing, not executable, not a program, or its arguments are too long).
+CANNOT_EXECUTE = frozenset(
+    {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR, errno.ELOOP,
+     errno.ENAMETOOLONG, errno.E2BIG}
+)
 # Pause between two rounds of uploads while WebDAV is unreachable: doubles up to this.
 RESULTS_RETRY_MAX_PAUSE = 10.0
 
@@ -363,7 +369,10 @@ class Worker:
                 return
             try:
                 run.job = await self.runner.start(request)
-            except OSError as exc:  # its shell or program is missing or cannot be run
+            except OSError as exc:
+                if exc.errno not in CANNOT_EXECUTE:
+                    raise  # this worker's trouble (no descriptors, memory): another try
+                # Its shell or program is missing or cannot be run: end the job.
                 await self._finish(run, record, None, [], f"Job could not start: {exc}")
                 return
             if record.delete_requested:
