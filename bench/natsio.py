@@ -111,6 +111,24 @@ class NatsView:
             time.sleep(poll)
         return time.time()
 
+    def wait_record_state(self, number: int, state: str, timeout: float,
+                          poll: float = 0.02) -> float:
+        """Block until job `number`'s record is in `state`, reading it every `poll` s
+        (for use inside `quiet`); the wall time that was seen."""
+        deadline = time.monotonic() + timeout
+        while self.call(self._record_state(number)) != state:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {number} did not reach {state} in {timeout}s")
+            time.sleep(poll)
+        return time.time()
+
+    async def _record_state(self, number: int) -> str | None:
+        try:
+            entry = await self.kv.get(f"{JOB_KEY_PREFIX}{number}")
+        except Exception:
+            return None
+        return _state(entry.value) if entry.value else None
+
     async def _work_messages(self) -> int:
         info = await self.js.stream_info(WORK_STREAM)
         return int(info.state.messages)
