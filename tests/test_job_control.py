@@ -230,10 +230,10 @@ def _mem_kb(job: dict[str, object]) -> int:
 def test_resources_used_mem_is_the_jobs_own(stack: Stack) -> None:
     """A child's ru_maxrss counts the worker's memory it was forked from: a trivial job
     must not report the worker's ~60 MB. A job that holds 40 MB (less than the worker)
-    for two seconds is sampled; one of 150 MB is above the worker and ru_maxrss says so."""
+    for three seconds is sampled; one of 150 MB is above the worker and ru_maxrss says so."""
     hold = "python3 -c \"import time; b = b'x' * ({mib} << 20); time.sleep({s})\"\n"
     trivial = submit(stack, "-N", "trivial", input="true\n")
-    held = submit(stack, "-N", "held", input=hold.format(mib=40, s=2))
+    held = submit(stack, "-N", "held", input=hold.format(mib=40, s=3))
     big = submit(stack, "-N", "big", input=hold.format(mib=150, s=0))
     assert _mem_kb(stack.wait_state(trivial, "F")) < 20 * 1024
     assert 40 * 1024 <= _mem_kb(stack.wait_state(held, "F")) < 150 * 1024
