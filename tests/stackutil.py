@@ -395,14 +395,18 @@ def process_start(pid: int) -> float:
 
 
 def wait_restarted(stack: Stack, name: str, old_pid: int, timeout: float = 30) -> int:
-    """Poll until the supervisor has replaced process `name` (pid `old_pid`) by a live one."""
+    """Poll until the supervisor has replaced process `name` (pid `old_pid`) by a live
+    one that `pkbs status` calls healthy (a restarted dispatcher is not listening yet
+    the moment its process exists)."""
 
     def check() -> int | None:
         try:
             pid = stack.pid_of(name)
         except (KeyError, OSError, ValueError):
             return None
-        return pid if pid != old_pid and not pid_gone(pid) else None
+        if pid == old_pid or pid_gone(pid) or not process_healthy(stack, name):
+            return None
+        return pid
 
     new_pid: int = poll(check, timeout, 0.05, f"{name} to be restarted")
     return new_pid
