@@ -7,6 +7,7 @@ same configuration.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -16,9 +17,35 @@ from pathlib import Path
 
 from pkbs.constants import NATS_MAX_PAYLOAD_BYTES
 
+LOWEST_PORT = 10000
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ends of outgoing connections (and port 0)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low, high = (int(x) for x in fh.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port of 127.0.0.1 free now, outside the ephemeral range: a port from that range
+    (what binding port 0 gives) may become the local end of an outgoing connection
+    before the server meant for it binds it, which then fails for good."""
+    low, high = ephemeral_ports()
+    ranges = [(a, b) for a, b in ((LOWEST_PORT, low - 1), (high + 1, 65535)) if a <= b]
+    for _ in range(200):
+        first, last = random.choice(ranges) if ranges else (0, 0)
+        port = random.randint(first, last)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    with socket.socket() as sock:  # (a machine with no port free outside the range)
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

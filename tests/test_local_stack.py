@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pkbs import servers
 from pkbs.local import nats_server_env
 from tests.stackutil import (
     Stack,
@@ -76,6 +78,18 @@ def test_nats_server_gets_a_quarter_of_the_cores(supervised: Stack,
         ["1", "1", "1", "2", "16"]
     monkeypatch.setenv("GOMAXPROCS", "3")
     assert nats_server_env(8) == {}  # the user's choice is left as it is
+
+
+def test_ports_are_free_and_outside_the_ephemeral_range() -> None:
+    """A port from the ephemeral range can turn into the local end of some outgoing
+    connection before the server meant for it binds it (seen once: WebDAV could never
+    start, every result waited)."""
+    low, high = servers.ephemeral_ports()
+    for _ in range(50):
+        port = servers.free_port()
+        assert not low <= port <= high and port >= servers.LOWEST_PORT, port
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
 
 
 @pytest.mark.parametrize("victim", ["worker-1", "dispatcher"])
