@@ -225,12 +225,11 @@ def files_under(root: Path) -> dict[str, int]:
     }
 
 
-def wait_live_output(stack: Stack, job_id: str, name: str, text: str, timeout: float = 30) -> None:
+def wait_live_output(stack: Stack, job_id: str, text: str, timeout: float = 30) -> None:
     """Poll the running job's stdout file in the local workers' directory (the
     local stack runs jobs under $PKBS_HOME/jobs, stdout beside the job directory as
     `w<n>.o`, see worker/rundir.py) until it contains `text`, which the caller makes
     unique to the job."""
-    assert job_number(job_id) > 0
 
     def check() -> bool:
         for path in (stack.home / "jobs").glob("*/*/w*.o"):

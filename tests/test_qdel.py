@@ -59,7 +59,7 @@ def test_running_job_gets_sigterm_and_keeps_its_output(stack: Stack, tmp_path: P
         stack, "-N", "victim", input="echo started $PBS_JOBID\nsleep 60\necho not reached\n"
     )
     stack.wait_state(job_id, "R")
-    wait_live_output(stack, job_id, "victim", f"started {job_id}")
+    wait_live_output(stack, job_id, f"started {job_id}")
     _qdel(stack, job_id)
     job = stack.wait_state(job_id, "F", timeout=30)
     assert job["Exit_status"] == EXIT_SIGTERM
@@ -77,7 +77,7 @@ def test_job_ignoring_sigterm_is_killed_after_grace(stack: Stack, tmp_path: Path
         stack, "-N", "stubborn", input="trap '' TERM\necho started $PBS_JOBID\nsleep 60\n"
     )
     stack.wait_state(job_id, "R")
-    wait_live_output(stack, job_id, "stubborn", f"started {job_id}")  # past its trap
+    wait_live_output(stack, job_id, f"started {job_id}")  # past its trap
     started = time.monotonic()
     _qdel(stack, job_id)
     job = stack.wait_state(job_id, "F", timeout=40)

@@ -143,11 +143,10 @@ class LocalProcessJob:
         # worker's) until it execs: only above the worker's own peak is it the job's.
         self.spawner_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.peak_rss = 0  # bytes: the largest resident size of the session sampled
-        self.pid = spawn(request, home)
-        self.session_id = self.pid
+        self.session_id = spawn(request, home)  # the job's leader: its pid is the session's
         self.kill_reason: str | None = None
         self._killing: asyncio.Task[None] | None = None
-        self._reaped = watch_exit(self.pid)
+        self._reaped = watch_exit(self.session_id)
         self._memory_watch: asyncio.Task[None] | None = None
         self._first_sample: asyncio.TimerHandle | None = None
         if request.mem_limit:
