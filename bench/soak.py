@@ -422,6 +422,14 @@ def output_name(record: dict[str, Any]) -> str:
     return f"{record['spec']['name']}.o{record['number']}{suffix}"
 
 
+def output_segments(record: dict[str, Any], job_id: str) -> list[str]:
+    """Path segments, under WebDAV's root, of a finished job's stdout: in the collection
+    its record names (the run that finished the job), else in the job's own (records
+    older than per-run collections)."""
+    collection = record.get("results_path") or f"/pkbs/{record['owner']}/{job_id}/"
+    return [*(s for s in collection.split("/") if s), output_name(record)]
+
+
 def fetch_webdav(url: str, user: str, password: str) -> tuple[int, bytes]:
     request = urllib.request.Request(url)
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -444,7 +452,6 @@ def audit(stack: BenchStack, nv: NatsView, plan: list[Submission], log: Path,
                       timeout=1800)
     runs = job_runs(log)
     webdav_root = stack.home / "webdav"
-    base = "pkbs"
     lost: dict[str, str] = {}
     unfinished: dict[str, str] = {}
     duplicated: dict[str, str] = {}
@@ -473,7 +480,7 @@ def audit(stack: BenchStack, nv: NatsView, plan: list[Submission], log: Path,
             lost[job_id] = (f"Exit_status {record.get('exit_status')}, "
                             f"comment {record.get('comment')!r}")
             continue
-        out = webdav_root / base / record["owner"] / job_id / output_name(record)
+        out = webdav_root.joinpath(*output_segments(record, job_id))
         try:
             text = out.read_text(errors="replace")
         except OSError:
@@ -496,8 +503,7 @@ def audit(stack: BenchStack, nv: NatsView, plan: list[Submission], log: Path,
     http_ok_count = 0
     http_failures: list[str] = []
     for job_id, record in checked:
-        path = "/".join(urllib.parse.quote(p, safe="") for p in
-                        (base, record["owner"], job_id, output_name(record)))
+        path = "/".join(urllib.parse.quote(p, safe="") for p in output_segments(record, job_id))
         status, data = fetch_webdav(f"{stack.webdav_url}/{path}", stack.secrets["webdav_user"],
                                     stack.secrets["webdav_password"])
         if status == 200 and f"out {job_id}".encode() in data:

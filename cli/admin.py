@@ -41,9 +41,9 @@ def main() -> None:
 @main.command()
 @click.option(
     "--workers",
-    type=click.IntRange(1),
+    type=click.IntRange(0),
     default=None,
-    help="Worker processes (default: min(2, CPUs)).",
+    help="Worker processes (default: min(2, CPUs); 0: workers are started elsewhere).",
 )
 @click.option(
     "--slots",
@@ -57,8 +57,8 @@ def up(workers: int | None, slots: int | None, server_name: str) -> None:
     from pkbs import local
 
     cpus = os.cpu_count() or 1
-    workers = workers or min(2, cpus)
-    slots = slots or max(1, cpus // workers)
+    workers = min(2, cpus) if workers is None else workers
+    slots = slots or max(1, cpus // max(workers, 1))
     config = local.StackConfig(_home(), workers, slots, server_name)
     try:
         state = local.up(config, lambda line: click.echo(f"  {line}", err=True))

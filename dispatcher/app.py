@@ -486,7 +486,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         record = await owned(st, who, job_id)
         if name not in {f.name for f in record.results}:
             raise UnknownJob(f"No result file {name!r} for job", job_id=record.job_id)
-        base = job_results_path(settings.webdav_base, record.owner, record.job_id)
+        # The finishing run's collection; a record older than per-run collections
+        # has none: its results are in the job's collection itself.
+        base = record.results_path or job_results_path(
+            settings.webdav_base, record.owner, record.job_id
+        )
         results: ResultStore = app.state.results
         upstream = await results.open_read(base + name)
         headers = {}

@@ -105,6 +105,35 @@ def nats_server_env(cpus: int | None = None) -> dict[str, str]:
     return {"GOMAXPROCS": str(max(1, (cpus or os.cpu_count() or 1) // 4))}
 
 
+def service_env(
+    home: Path, server_name: str, sec: dict[str, str], nats_url: str, webdav_url: str,
+    endpoint: str,
+) -> dict[str, str]:
+    """The settings the dispatcher and the workers of a local stack share: where NATS,
+    WebDAV and the dispatcher are, and the credentials (`sec`: load_secrets)."""
+    return {
+        "PKBS_HOME": str(home),
+        "PKBS_SERVER_NAME": server_name,
+        "PKBS_NATS_URL": nats_url,
+        "PKBS_NATS_USER": sec["nats_user"],
+        "PKBS_NATS_PASSWORD": sec["nats_password"],
+        "PKBS_WEBDAV_URL": webdav_url,
+        "PKBS_WEBDAV_USER": sec["webdav_user"],
+        "PKBS_WEBDAV_PASSWORD": sec["webdav_password"],
+        "PKBS_JOB_TOKEN_SECRET": sec["job_token_secret"],
+        "PKBS_JOB_ENDPOINT": endpoint,
+    }
+
+
+def worker_env(home: Path, name: str, slots: int) -> dict[str, str]:
+    """A worker's own settings, beside service_env's."""
+    return {
+        "PKBS_WORKER_NAME": name,
+        "PKBS_WORKER_SLOTS": str(slots),
+        "PKBS_WORKER_DIR": str(home / "jobs"),
+    }
+
+
 @dataclass
 class Child:
     name: str
@@ -173,18 +202,14 @@ class Supervisor:
             monitor_port=monitor_port,
         )
         self.endpoint = f"http://127.0.0.1:{api_port}"
-        common = {
-            "PKBS_HOME": str(home),
-            "PKBS_SERVER_NAME": self.config.server_name,
-            "PKBS_NATS_URL": f"nats://127.0.0.1:{nats_port}",
-            "PKBS_NATS_USER": sec["nats_user"],
-            "PKBS_NATS_PASSWORD": sec["nats_password"],
-            "PKBS_WEBDAV_URL": f"http://127.0.0.1:{dav_port}",
-            "PKBS_WEBDAV_USER": sec["webdav_user"],
-            "PKBS_WEBDAV_PASSWORD": sec["webdav_password"],
-            "PKBS_JOB_TOKEN_SECRET": sec["job_token_secret"],
-            "PKBS_JOB_ENDPOINT": self.endpoint,
-        }
+        common = service_env(
+            home,
+            self.config.server_name,
+            sec,
+            f"nats://127.0.0.1:{nats_port}",
+            f"http://127.0.0.1:{dav_port}",
+            self.endpoint,
+        )
         logs = home / "logs"
         py = sys.executable
         self.children = [
@@ -226,16 +251,12 @@ class Supervisor:
             ),
         ]
         for i in range(1, self.config.workers + 1):
+            name = f"{os.uname().nodename}-w{i}"
             self.children.append(
                 Child(
                     f"worker-{i}",
                     [py, "-m", "pkbs.worker"],
-                    {
-                        **common,
-                        "PKBS_WORKER_NAME": f"{os.uname().nodename}-w{i}",
-                        "PKBS_WORKER_SLOTS": str(self.config.slots),
-                        "PKBS_WORKER_DIR": str(home / "jobs"),
-                    },
+                    {**common, **worker_env(home, name, self.config.slots)},
                     logs / f"worker-{i}.log",
                 )
             )

@@ -140,7 +140,12 @@ class JobRecord(BaseModel):
     resources_used: dict[str, str] = Field(default_factory=dict)
     delete_requested: bool = False
     deleted_by: str | None = None
+    # The job's results: those of the run that finished it, each run storing its own
+    # in a WebDAV collection (pkbs.results.run_results_path). results_url is that
+    # collection's URL (qstat -f), results_path its server path; None in records
+    # written before runs had their own: then the job's collection itself holds them.
     results_url: str | None = None
+    results_path: str | None = None
     results: list[ResultFile] = Field(default_factory=list)
     comment: str | None = None
 

@@ -31,7 +31,14 @@ from pkbs.errors import InvalidRequest, ServiceUnavailable
 if TYPE_CHECKING:
     from pkbs.settings import Settings
 
-__all__ = ["Progress", "RemoteFile", "ResultStore", "RetryHook", "job_results_path"]
+__all__ = [
+    "Progress",
+    "RemoteFile",
+    "ResultStore",
+    "RetryHook",
+    "job_results_path",
+    "run_results_path",
+]
 
 T = TypeVar("T")
 Progress = Callable[[int, int | None], None]
@@ -75,6 +82,16 @@ def job_results_path(base: str, user: str, job_id: str) -> str:
     _check_segment(user, "user name")
     _check_segment(job_id, "job id")
     return "/" + "/".join([*(s for s in base.split("/") if s), user, job_id]) + "/"
+
+
+def run_results_path(base: str, user: str, job_id: str, run_count: int) -> str:
+    """`<base>/<user>/<job_id>/run-<run_count>/`: where one run of a job stores its
+    outputs. `run_count` is the job record's, which the compare-and-set starting a run
+    increments (a record is never reset), so no two runs of a job share a collection;
+    the job's results are those of the run that finished it, named in its record."""
+    if run_count < 1:
+        raise ValueError(f"run_count must be >= 1, not {run_count}")
+    return f"{job_results_path(base, user, job_id)}run-{run_count}/"
 
 
 def _segments(path: str) -> list[str]:
@@ -396,8 +413,10 @@ class ResultStore:
 
         return await self._retrying("GET", remote_path, op)
 
-    async def delete(self, path: str) -> None:
-        """DELETE a file or a whole collection; a missing one is fine."""
-        await self._simple("DELETE", path, (200, 204, 404))
+    async def delete(self, path: str) -> bool:
+        """DELETE a file or a whole collection; a missing one is fine. Whether there
+        was one to delete."""
+        response = await self._simple("DELETE", path, (200, 204, 404))
         prefix = "/" + "/".join(_segments(path)) + "/"
         self._known_collections = {c for c in self._known_collections if not c.startswith(prefix)}
+        return response.status_code != 404

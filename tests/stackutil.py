@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,11 @@ class Stack:
             env={**self.env, **(env or {})},
             timeout=timeout,
         )
+
+    @property
+    def webdav_root(self) -> Path:
+        """The directory the stack's WebDAV server serves."""
+        return self.home / "webdav"
 
     def up(self, workers: int = 2, slots: int = 2) -> None:
         result = self.run(
@@ -277,10 +283,59 @@ def api_endpoint(stack: Stack) -> tuple[str, str]:
     return str(config["endpoint"]), str(config["token"])
 
 
-def results_dir(stack: Stack, job: dict[str, Any], job_id: str) -> Path:
-    """Where the local stack's WebDAV server keeps a job's results on disk."""
-    owner = str(job["Job_Owner"]).split("@", 1)[0]
-    return stack.home / "webdav" / "pkbs" / owner / job_id
+def results_dir(stack: Stack, job: dict[str, Any]) -> Path:
+    """Where the local stack's WebDAV server keeps a finished job's results on disk:
+    the collection its record names (qstat -f's results_url, the run that finished
+    the job), under the server's root directory."""
+    path = urllib.parse.unquote(urllib.parse.urlsplit(str(job["results_url"])).path)
+    return stack.webdav_root / path.strip("/")
+
+
+def start_worker(
+    stack: Stack,
+    name: str,
+    slots: int = 1,
+    nats_url: str | None = None,
+    webdav_url: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """A worker of the test's own (`python -m pkbs.worker`) for a running stack (one
+    started with fewer workers, e.g. `up(workers=0)`), set up as pkbs/local.py sets up
+    the stack's, but reaching NATS and WebDAV at `nats_url` / `webdav_url` when given
+    (e.g. through a proxy the test cuts). It logs to $PKBS_HOME/logs/<name>.log; the
+    caller stops it (stop_worker)."""
+    from pkbs import local
+
+    state = stack.state()
+    ports = {proc["name"]: proc["port"] for proc in state["processes"]}
+    common = local.service_env(
+        stack.home,
+        str(client_config(stack.home)["server"]),
+        local.load_secrets(stack.home),
+        nats_url or f"nats://127.0.0.1:{ports['nats-server']}",
+        webdav_url or f"http://127.0.0.1:{ports['webdav']}",
+        str(state["endpoint"]),
+    )
+    env = {**stack.env, **common, **local.worker_env(stack.home, name, slots)}
+    with open(stack.home / "logs" / f"{name}.log", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pkbs.worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM a worker of start_worker's (it drains); SIGKILL if it is not gone in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass
@@ -321,18 +376,23 @@ def audit_jobs(
 
     audit = Audit(submitted=len(job_ids))
     wanted = set(job_ids)
+    subjobs = any("[" in j and "[]" not in j for j in job_ids)
 
     def all_jobs() -> dict[str, Any]:
-        result = stack.run(str(BIN / "qstat"), "-f", "-F", "json", "-x")
+        result = stack.run(str(BIN / "qstat"), "-f", "-F", "json", "-x", *(["-t"] * subjobs))
         assert result.returncode == 0, result.stderr
         jobs: dict[str, Any] = json.loads(result.stdout).get("Jobs", {})
         return jobs
+
+    def ended(job_id: str) -> bool:  # a subjob ends X, as in PBS
+        final = "X" if "[" in job_id and "[]" not in job_id else "F"
+        return bool(jobs.get(job_id, {}).get("job_state") == final)
 
     jobs: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     while True:
         jobs = all_jobs()
-        if all(jobs.get(j, {}).get("job_state") == "F" for j in wanted):
+        if all(ended(j) for j in wanted):
             break
         if time.monotonic() > deadline:
             break
@@ -341,7 +401,7 @@ def audit_jobs(
     overlaps = set(overlapping_runs(log)) if log is not None else set()
     for job_id in job_ids:
         job = jobs.get(job_id)
-        if job is None or job.get("job_state") != "F":
+        if job is None or not ended(job_id):
             audit.lost.append(job_id)
             state = None if job is None else (job.get("job_state"), job.get("comment"))
             audit.problems.append(f"{job_id}: not finished: {state}")
@@ -353,7 +413,7 @@ def audit_jobs(
             )
             continue
         out_name = str(job["Output_Path"]).rsplit("/", 1)[-1]
-        out = results_dir(stack, job, job_id) / out_name
+        out = results_dir(stack, job) / out_name
         if not out.is_file() or (log is not None and f"out {job_id}" not in out.read_text()):
             audit.lost.append(job_id)
             audit.problems.append(f"{job_id}: no results at {out}")

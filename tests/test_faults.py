@@ -445,7 +445,7 @@ def full_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         log = base / "runs.log"
         after = submit_api(stack, logged_job(log, ticks=1), "afterhog")
         audit = audit_jobs(stack, [after], log, timeout=30, exact=False)
-        err = results_dir(stack, job, hog) / str(job["Error_Path"]).rsplit("/", 1)[-1]
+        err = results_dir(stack, job) / str(job["Error_Path"]).rsplit("/", 1)[-1]
         report(audit.row("job dir full (tmpfs 4 MiB): the job after the disk hog"))
         yield {"stack": stack, "hog": job, "err": err, "audit": audit, "jobs": jobs,
                "log": log}

@@ -70,7 +70,7 @@ def test_full_status_shows_results_url(stack: Stack) -> None:
     urls = re.findall(r"^    results_url = (\S+)$", result.stdout, re.MULTILINE)
     assert len(urls) == 1, result.stdout
     assert re.fullmatch(rf"https?://[^/]+/pkbs/{re.escape(getpass.getuser())}/"
-                        rf"{re.escape(job_id)}/", urls[0]), urls[0]
+                        rf"{re.escape(job_id)}/run-1/", urls[0]), urls[0]
     assert stack.job(job_id)["results_url"] == urls[0]
 
 

@@ -258,7 +258,7 @@ def test_huge_stdout_is_capped_with_a_note(stack: Stack) -> None:
     written = 200 * 1000 * 1000
     job_id = stack.qsub("-N", "bigout", input=f"head -c {written} /dev/zero\n")
     job = stack.wait_state(job_id, "F", timeout=60)
-    where = results_dir(stack, job, job_id)
+    where = results_dir(stack, job)
     try:
         out = where / str(job["Output_Path"]).rsplit("/", 1)[-1]
         size = out.stat().st_size if out.exists() else 0
@@ -319,7 +319,7 @@ def test_variable_values_reach_the_job_literally(stack: Stack, tmp_path: Path) -
     job = stack.wait_state(job_id, "F", timeout=30)
     assert job["Exit_status"] == 0
     assert (job["Variable_List"]["X"], job["Variable_List"]["Y"]) == (value, tick)
-    out = results_dir(stack, job, job_id) / str(job["Output_Path"]).rsplit("/", 1)[-1]
+    out = results_dir(stack, job) / str(job["Output_Path"]).rsplit("/", 1)[-1]
     assert out.read_text() == f"{value}\n{tick}\n"
     assert not canary.exists() and not Path(f"{canary}2").exists()
 

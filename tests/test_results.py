@@ -16,7 +16,7 @@ import pytest
 
 from pkbs import servers
 from pkbs.errors import InvalidRequest, ServiceUnavailable
-from pkbs.results import RemoteFile, ResultStore, job_results_path
+from pkbs.results import RemoteFile, ResultStore, job_results_path, run_results_path
 from pkbs.settings import Settings
 
 T = TypeVar("T")
@@ -119,6 +119,16 @@ def test_job_results_path() -> None:
             job_results_path("/pkbs", user, job)
 
 
+def test_run_results_path() -> None:
+    """Each run of a job has its own collection inside the job's."""
+    assert run_results_path("/pkbs", "alice", "12.pkbs", 1) == "/pkbs/alice/12.pkbs/run-1/"
+    assert run_results_path("pkbs", "bob", "13[2].pkbs", 3) == "/pkbs/bob/13[2].pkbs/run-3/"
+    with pytest.raises(ValueError, match="run_count"):
+        run_results_path("/pkbs", "alice", "12.pkbs", 0)
+    with pytest.raises(InvalidRequest, match="results path"):
+        run_results_path("/pkbs", "..", "12.pkbs", 1)
+
+
 def test_urls_are_quoted_once_and_cannot_climb() -> None:
     store = ResultStore("http://dav.example/remote.php/dav/files/w/")
     assert store._url("/pkbs/a b/13[2].pkbs/ü%.txt") == (
@@ -214,8 +224,8 @@ def test_delete_and_missing(dav: DavServer, tmp_path: Path) -> None:
 
     async def work(store: ResultStore) -> None:
         await store.upload_bytes(job + "x", b"x")
-        await store.delete(job)
-        await store.delete(job)  # already gone: fine
+        assert await store.delete(job) is True
+        assert await store.delete(job) is False  # already gone: fine
         with pytest.raises(InvalidRequest, match="404"):
             await store.list(job)
         with pytest.raises(InvalidRequest, match="not found"):

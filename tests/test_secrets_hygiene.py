@@ -180,7 +180,7 @@ def test_no_secret_in_qstat_output(stack: Stack, traffic: dict[str, Any]) -> Non
 
 def _job_output(stack: Stack, job_id: str) -> str:
     job = stack.job(job_id)
-    out = results_dir(stack, job, job_id) / str(job["Output_Path"]).rsplit("/", 1)[-1]
+    out = results_dir(stack, job) / str(job["Output_Path"]).rsplit("/", 1)[-1]
     return out.read_text()
 
 

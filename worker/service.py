@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root
-from pkbs.results import ResultStore, job_results_path
+from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
 from pkbs.states import JobEvent, JobState, is_active, next_state
 
@@ -510,10 +510,31 @@ class Worker:
         count = f"{len(local)} result files are" if len(local) > 1 else "result file is"
         return f"its {count} kept {where}"
 
+    def _results_path(self, record: JobRecord, run_count: int | None = None) -> str:
+        """The WebDAV collection of a run of the job: by default, of the run whose
+        start wrote `record`."""
+        count = record.run_count if run_count is None else run_count
+        return run_results_path(self.settings.webdav_base, record.owner, record.job_id, count)
+
+    async def _remove_runs(self, record: JobRecord, run_counts: Iterable[int]) -> None:
+        """Best effort: remove what these runs of the job stored on WebDAV. Only the
+        run that finished the job stored the job's results."""
+        for count in run_counts:
+            path = self._results_path(record, count)
+            try:
+                removed = await self.results.delete(path)
+            except PkbsError as exc:
+                log.warning("results of a superseded run not removed: %s: %s", path, exc.message,
+                            extra={"job": record.job_id})
+                continue
+            if removed:
+                log.info("results of a superseded run removed: %s", path,
+                         extra={"job": record.job_id})
+
     async def _upload_results(
         self, record: JobRecord, files: RunDir, changed: list[str]
     ) -> list[ResultFile]:
-        base = job_results_path(self.settings.webdav_base, record.owner, record.job_id)
+        base = self._results_path(record)
         local = [(name, path) for name, path in files.outputs if path.exists()]
         local += [(rel, files.job / rel) for rel in changed]
         sizes = [(name, path, path.stat().st_size) for name, path in local]
@@ -535,10 +556,9 @@ class Worker:
         files: list[ResultFile],
         comment: str | None = None,
     ) -> None:
-        """Record the end (outcome None: the job could not start), then ack."""
-        results_url = self.settings.webdav_url.rstrip("/") + job_results_path(
-            self.settings.webdav_base, record.owner, record.job_id
-        )
+        """Record the end (outcome None: the job could not start), then ack. The
+        run's results become the job's only if this compare-and-set wins."""
+        results_path = self._results_path(record)
 
         def finish(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
@@ -561,7 +581,8 @@ class Worker:
                 "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
             }
             new.results = files
-            new.results_url = results_url
+            new.results_url = self.settings.webdav_url.rstrip("/") + results_path
+            new.results_path = results_path
             if current.delete_requested:
                 new.comment = f"Job deleted by {current.deleted_by or 'request'} while running"
             return new
@@ -572,6 +593,8 @@ class Worker:
         final = None if result is None else result[0]
         if final is None:
             log.warning("run was superseded; result dropped", extra={"job": record.job_id})
+            if outcome is not None:  # it got as far as storing results, maybe all of them
+                await self._remove_runs(record, [record.run_count])
             return
         if final.dependents:
             await self.control.notify_dependents(final)
@@ -585,6 +608,9 @@ class Worker:
                 "exit_status": final.exit_status,
             },
         )
+        # Earlier runs lost the job, but one whose worker was cut off may have stored
+        # its results since (it removes them itself when its end is refused, if it can).
+        await self._remove_runs(record, range(1, record.run_count))
 
     async def _hand_back(
         self, run: Run, reason: str | None = None, retry_after: float | None = None
