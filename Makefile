@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install demo test lint typecheck check wheel bench clean
+.PHONY: install demo test test-stack test-containers lint typecheck check wheel bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ install: $(BIN)/.installed
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
-test: install
-	$(PY) -m pytest
+# The whole suite: the local stack's tests, then the system as containers (Docker is
+# installed and started when missing: scripts/docker-host.sh; images: make images).
+test: test-stack test-containers
+
+test-stack: install
+	$(PY) -m pytest --ignore=tests/containers
+
+test-containers: images
+	$(PY) -m pytest tests/containers -n0 -rA
 
 lint: install
 	$(BIN)/ruff check pkbs cli worker dispatcher tests bench

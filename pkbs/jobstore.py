@@ -76,6 +76,8 @@ async def connect_nats(settings: Settings, name: str) -> NATS:
         "reconnect_time_wait": 0.5,
         "error_cb": on_error,
         "connect_timeout": 5,
+        "ping_interval": settings.nats_ping_seconds,
+        "max_outstanding_pings": 2,
     }
     if settings.nats_user and settings.nats_password:
         options["user"] = settings.nats_user

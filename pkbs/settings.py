@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_user: str | None = None
     nats_password: SecretStr | None = None
+    # A connection whose server stopped answering (a network partition leaves no
+    # reset behind) is given up after two unanswered pings and made again.
+    nats_ping_seconds: float = Field(5.0, gt=0)
     stream_replicas: int = Field(1, ge=1, le=5)
 
     # WebDAV (results)

