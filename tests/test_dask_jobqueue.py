@@ -1,10 +1,11 @@
-"""dask-jobqueue's PBSCluster, unmodified, against the session stack (issue 4, "Real clients").
+"""dask-jobqueue's PBSCluster, unmodified, against the session stack: it scales to two
+workers, computes on them and closes; their jobs take its directives as resources, end
+F when it qdels them, and leave their logs where its `-o/-e <dir>/` says.
 
 PBSCluster writes a `#PBS` script, runs `qsub <script>` and takes the first digit run
-of its stdout as the job id, and cancels with `qdel <number>` (PBS.md §5). Each dask
-worker is a pkbs job running `<sys.executable> -m distributed.cli.dask_worker ...`
-on a local pkbs worker, which connects back to the scheduler in this process over
-loopback.
+of its stdout as the job id, and cancels with `qdel <number>`. Each dask worker is a
+pkbs job running `<sys.executable> -m distributed.cli.dask_worker ...` on a local pkbs
+worker, which connects back to the scheduler in this process over loopback.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Results: what a job leaves behind comes back with `pkbs fetch` (issue item 5)."""
+"""`pkbs fetch` brings back a job's .o/.e and the files it created or changed (not its
+unchanged inputs), large files with a progress bar on stderr; `qstat -f` names the
+finishing run's `results_url`; another user's fetch is refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`pkbs up / down / status` and the supervisor (issue item 6), on stacks of their own."""
+"""`pkbs up / down / status` and the supervisor, on stacks of their own: status lists
+every process, a killed process is restarted alone, `up` twice is harmless, `down` stops
+everything and jobs survive it (a running one is handed back and rerun), nats-server
+gets a quarter of the cores, ports are picked outside the ephemeral range."""
 
 from __future__ import annotations
 
