@@ -1,6 +1,6 @@
-"""Array jobs end to end through the real CLI: qsub -J, qstat -t/-J, subjob
-environment and output names, array exit status, qdel of a subjob or of the
-whole array (PBS.md §1, §2, §4)."""
+"""Array jobs end to end through the real CLI: qsub -J (with a step; the range must
+ascend), qstat -t/-J, subjob environment and output names, the array's Exit_status (1
+if any subjob failed), qdel of a queued subjob or of a running array."""
 
 from __future__ import annotations
 

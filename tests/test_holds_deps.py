@@ -1,5 +1,7 @@
-"""Holds, dependencies and execution times end to end through the real CLI:
-qsub -h, qhold/qrls [-h u|o|s], qsub -W depend=..., qsub -a (PBS.md §2, §4)."""
+"""Holds, dependencies and execution times through the real CLI: qsub -h, qhold/qrls
+[-h u|o|s] (an operator hold is not the user's), qsub -W depend=after/afterok/afternotok/
+afterany on jobs and arrays (one that can never be met ends the dependant unrun, one on
+an unknown job is refused), qsub -a (W until then; a time of day past means tomorrow)."""
 
 from __future__ import annotations
 

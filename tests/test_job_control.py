@@ -1,5 +1,7 @@
-"""Job control and the job's world end to end through the real CLI: qsig, qsub -W
-block=true, the job environment, -v/-V, walltime kills (PBS.md §2, §3, §4)."""
+"""Job control and the job's world through the real CLI: qsig, qsub -W block=true's exit
+status, the job environment and -v/-V, nothing inherited from the worker, a shell that
+cannot run, resources_used.mem, memory and walltime kills, empty directories at every
+start (a workspace a daemon may still hold is not reused)."""
 
 from __future__ import annotations
 

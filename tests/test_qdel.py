@@ -1,4 +1,6 @@
-"""qdel end to end: queued jobs never run, running ones are signalled (PBS.md §4)."""
+"""qdel through the real CLI: a queued job never runs; a running one gets SIGTERM, keeps
+its output, and is killed after the grace if it ignores it; another user's job, an
+unknown id and a bare sequence number get PBS's answers."""
 
 from __future__ import annotations
 

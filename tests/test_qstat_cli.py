@@ -1,4 +1,6 @@
-"""qstat end to end: the exact PBS texts (PBS.md §1) printed by the real CLI."""
+"""qstat through the real CLI prints PBS's exact texts: the default table (finished,
+held, running jobs), -f and -F json, -x, unknown ids, a user with no jobs, -B -f and
+`@server` as Nextflow asks them, and -Q's header."""
 
 from __future__ import annotations
 
