@@ -1,4 +1,7 @@
-"""pkbs.results against a real WsgiDAV server (python -m pkbs.webdav)."""
+"""pkbs.results against a real WsgiDAV server (python -m pkbs.webdav): where a job's and
+a run's results go (URLs quoted once, never climbing out), uploads and downloads with
+odd names, progress and missing parents, deletes, which failures are retried with
+backoff (a server down, dying mid-upload or back during it; not a wrong password)."""
 
 from __future__ import annotations
 
