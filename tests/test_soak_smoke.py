@@ -1,8 +1,8 @@
 """Smoke run of the soak (bench/soak.py): 60 jobs, 2 faults, so it cannot rot.
 
-The real soak is `make soak` (10 000 jobs, ~20 min); this only checks that a tiny
-one injects its faults, audits every job and reports every count, with nothing lost
-or duplicated.
+The real soak is `make soak` (10 000 jobs, ~5 min, at most 20 + 3 to settle); this
+only checks that a tiny one injects its faults, audits every job and reports every
+count, with nothing lost or duplicated.
 """
 
 from __future__ import annotations
