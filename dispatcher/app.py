@@ -50,8 +50,8 @@ from pkbs.models import (
     TokenResponse,
 )
 from pkbs.payload import check_size, format_size
-from pkbs.pbs import parse_job_id
 from pkbs.pbsattrs import job_attributes, queue_attributes, server_attributes
+from pkbs.pbsvalues import parse_job_id
 from pkbs.queues import QueueConfig, check_request
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings, get_settings

@@ -23,7 +23,7 @@ from pkbs.errors import (
 )
 from pkbs.jobstore import JobStore
 from pkbs.models import AlterRequest, JobRecord, JobSpec
-from pkbs.pbs import parse_depend, parse_job_id
+from pkbs.pbsvalues import parse_depend, parse_job_id
 from pkbs.states import JobEvent, JobState, can, is_active, is_final, next_state
 
 log = logging.getLogger(__name__)

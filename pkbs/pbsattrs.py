@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from pkbs import pbs
+from pkbs import pbsvalues
 from pkbs.errors import BadAttributeValue
 
 if TYPE_CHECKING:
@@ -212,13 +212,13 @@ STATE_COUNT_NAMES: tuple[tuple[str, str], ...] = (
 
 def format_duration(seconds: int) -> str:
     """`HH:MM:SS` as encode_time prints it (hours may exceed 99)."""
-    return pbs.format_duration(max(0, int(seconds)))
+    return pbsvalues.format_duration(max(0, int(seconds)))
 
 
 def parse_duration(text: str) -> int | None:
     """`[[hh:]mm:]ss[.ms]` → seconds (ms ≥ 500 rounds up, as decode_time); None if bad."""
     try:
-        seconds = pbs.parse_duration(text)
+        seconds = pbsvalues.parse_duration(text)
     except BadAttributeValue:
         return None
     whole = int(seconds)
@@ -236,7 +236,7 @@ _SIZE_RE = re.compile(r"^(\d+)([kmgtp]?)([bw]?)$", re.IGNORECASE)
 def parse_size(text: str) -> int | None:
     """`<int>[k|m|g|t|p][b|w]` (any case) → bytes; None if bad."""
     try:
-        return pbs.parse_size(text)
+        return pbsvalues.parse_size(text)
     except BadAttributeValue:
         return None
 
