@@ -1,6 +1,7 @@
 """qstat's output formats, reproduced from OpenPBS `src/cmds/qstat.c`.
 
-Standard library only: qstat must start fast (no pydantic, no pkbs.models).
+Light to import, as qstat must start fast: the standard library and the value syntax
+(`pkbs.pbsvalues`), no pydantic, no pkbs.models.
 
 Every function takes the wire structure the dispatcher serves (GET /v1/jobs):
 a sequence of ``(id, attributes)`` pairs, where attributes is the ordered dict
@@ -18,26 +19,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
+from pkbs.pbsvalues import TIME_ATTRIBUTES
+
 Attributes: TypeAlias = Mapping[str, Any]
 Record: TypeAlias = tuple[str, Attributes]
-
-# Must equal pkbs.pbsattrs.TIME_ATTRIBUTES (a test checks); copied so that this
-# module imports nothing from pkbs.
-TIME_ATTRIBUTES = frozenset(
-    {
-        "ctime",
-        "etime",
-        "stime",
-        "obittime",
-        "mtime",
-        "qtime",
-        "Execution_Time",
-        "reserve_start",
-        "reserve_end",
-        "credential_validity",
-        "estimated.start_time",
-    }
-)
 
 CHAR_LINE_LIMIT = 78  # qstat.c: wrap limit of `-f` lines
 TRUNC = "*"  # DISPLAY_TRUNC_CHAR
