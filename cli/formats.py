@@ -1,6 +1,7 @@
 """qstat's output formats, reproduced from OpenPBS `src/cmds/qstat.c`.
 
-Standard library only: qstat must start fast (no pydantic, no pkbs.models).
+Light to import, as qstat must start fast: the standard library and the value syntax
+(`pkbs.pbsvalues`), no pydantic, no pkbs.models.
 
 Every function takes the wire structure the dispatcher serves (GET /v1/jobs):
 a sequence of ``(id, attributes)`` pairs, where attributes is the ordered dict
@@ -18,26 +19,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
+from pkbs.pbsvalues import TIME_ATTRIBUTES
+
+from . import cjson
+
 Attributes: TypeAlias = Mapping[str, Any]
 Record: TypeAlias = tuple[str, Attributes]
-
-# Must equal pkbs.pbsattrs.TIME_ATTRIBUTES (a test checks); copied so that this
-# module imports nothing from pkbs.
-TIME_ATTRIBUTES = frozenset(
-    {
-        "ctime",
-        "etime",
-        "stime",
-        "obittime",
-        "mtime",
-        "qtime",
-        "Execution_Time",
-        "reserve_start",
-        "reserve_end",
-        "credential_validity",
-        "estimated.start_time",
-    }
-)
 
 CHAR_LINE_LIMIT = 78  # qstat.c: wrap limit of `-f` lines
 TRUNC = "*"  # DISPLAY_TRUNC_CHAR
@@ -240,233 +227,13 @@ def dsv_server(name: str, attrs: Attributes, delimiter: str = "|") -> str:
 
 
 # ---------------------------------------------------------------------------
-# -F json: cJSON semantics (parse each value with cJSON_ParseWithOpts, print with
-# cJSON_Print: tabs for indentation, `"key":<TAB>value`).
+# -F json: each value parsed as cJSON_ParseWithOpts parses it, the document printed
+# as cJSON_Print prints it (`pkbs.cli.cjson`).
 
 
-class JNumber(float):
-    """A number as cJSON holds it (a double)."""
-
-
-class JObject(list[tuple[str, Any]]):
-    """An ordered object that, like cJSON, may hold a key twice."""
-
-
-_NO_VALUE = object()
-_NUMBER_CHARS = frozenset("0123456789+-eE.")
-_STRTOD_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_STRING_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n"}
-_STRING_ESCAPES.update({"r": "\r", "t": "\t"})
-
-
-class _CJSONParser:
-    """The subset of cJSON's parser that decides what a value becomes."""
-
-    def __init__(self, text: str) -> None:
-        self.s = text
-        self.i = 0
-
-    def ws(self) -> None:
-        while self.i < len(self.s) and ord(self.s[self.i]) <= 32:
-            self.i += 1
-
-    def value(self, depth: int = 0) -> Any:
-        s, i = self.s, self.i
-        if depth > 1000:
-            raise ValueError("too deep")
-        for word, val in (("null", None), ("false", False), ("true", True)):
-            if s.startswith(word, i):
-                self.i += len(word)
-                return val
-        ch = s[i] if i < len(s) else ""
-        if ch == '"':
-            return self.string()
-        if ch == "-" or "0" <= ch <= "9":
-            return self.number()
-        if ch == "[":
-            return self.array(depth)
-        if ch == "{":
-            return self.object(depth)
-        raise ValueError("not a value")
-
-    def number(self) -> JNumber:
-        j = self.i
-        while j < len(self.s) and self.s[j] in _NUMBER_CHARS:
-            j += 1
-        m = _STRTOD_RE.match(self.s, self.i, j)
-        if m is None:
-            raise ValueError("not a number")
-        self.i = m.end()
-        return JNumber(float(m.group()))
-
-    def string(self) -> str:
-        s = self.s
-        i = self.i + 1
-        out: list[str] = []
-        while True:
-            if i >= len(s):
-                raise ValueError("unterminated string")
-            ch = s[i]
-            if ch == '"':
-                self.i = i + 1
-                return "".join(out)
-            if ch != "\\":
-                out.append(ch)
-                i += 1
-                continue
-            esc = s[i + 1] if i + 1 < len(s) else ""
-            if esc in _STRING_ESCAPES:
-                out.append(_STRING_ESCAPES[esc])
-                i += 2
-            elif esc == "u":
-                code, i = self._utf16(i)
-                out.append(chr(code))
-            else:
-                raise ValueError("bad escape")
-
-    def _utf16(self, i: int) -> tuple[int, int]:
-        hex1 = self.s[i + 2 : i + 6]
-        if len(hex1) != 4 or not all(c in "0123456789abcdefABCDEF" for c in hex1):
-            raise ValueError("bad \\u escape")
-        code = int(hex1, 16)
-        i += 6
-        if 0xDC00 <= code <= 0xDFFF or code == 0:
-            raise ValueError("bad \\u escape")
-        if 0xD800 <= code <= 0xDBFF:
-            hex2 = self.s[i + 2 : i + 6]
-            if self.s[i : i + 2] != "\\u" or len(hex2) != 4:
-                raise ValueError("bad surrogate")
-            low = int(hex2, 16)
-            if not 0xDC00 <= low <= 0xDFFF:
-                raise ValueError("bad surrogate")
-            code = 0x10000 + ((code & 0x3FF) << 10 | (low & 0x3FF))
-            i += 6
-        return code, i
-
-    def array(self, depth: int) -> list[Any]:
-        self.i += 1
-        self.ws()
-        items: list[Any] = []
-        if self.s.startswith("]", self.i):
-            self.i += 1
-            return items
-        while True:
-            self.ws()
-            items.append(self.value(depth + 1))
-            self.ws()
-            if self.s.startswith(",", self.i):
-                self.i += 1
-                continue
-            if self.s.startswith("]", self.i):
-                self.i += 1
-                return items
-            raise ValueError("bad array")
-
-    def object(self, depth: int) -> JObject:
-        self.i += 1
-        self.ws()
-        obj = JObject()
-        if self.s.startswith("}", self.i):
-            self.i += 1
-            return obj
-        while True:
-            self.ws()
-            if not self.s.startswith('"', self.i):
-                raise ValueError("bad key")
-            key = self.string()
-            self.ws()
-            if not self.s.startswith(":", self.i):
-                raise ValueError("missing colon")
-            self.i += 1
-            self.ws()
-            obj.append((key, self.value(depth + 1)))
-            self.ws()
-            if self.s.startswith(",", self.i):
-                self.i += 1
-                continue
-            if self.s.startswith("}", self.i):
-                self.i += 1
-                return obj
-            raise ValueError("bad object")
-
-
-def cjson_parse(text: str) -> Any:
-    """What `cJSON_ParseWithOpts(text, NULL, 1)` yields, or the text itself when it is
-    not JSON (pbs_json_insert_parsed falls back to a string)."""
-    p = _CJSONParser(text[1:] if text.startswith("\ufeff") else text)
-    try:
-        p.ws()
-        value = p.value()
-        p.ws()
-    except (ValueError, IndexError):
-        return text
-    return value if p.i >= len(p.s) else text
-
-
-_INT_MAX = 2**31 - 1
-_INT_MIN = -(2**31)
-
-
-def _cjson_number(d: float) -> str:
-    if d != d or d in (float("inf"), float("-inf")):
-        return "null"
-    valueint = _INT_MAX if d >= _INT_MAX else _INT_MIN if d <= _INT_MIN else int(d)
-    if d == valueint:
-        return str(valueint)
-    text = f"{d:1.15g}"
-    test = float(text)
-    if abs(test - d) > max(abs(test), abs(d)) * 2.220446049250313e-16:
-        text = f"{d:1.17g}"
-    return text
-
-
-def _cjson_string(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ord(ch) < 32:
-            named = {"\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}.get(ch)
-            out.append(f"\\{named}" if named else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def cjson_print(value: Any, depth: int = 0) -> str:
-    """cJSON_Print (formatted) of a value made of JObject, list, str, numbers, bools,
-    None."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, (int, float)):
-        return _cjson_number(float(value))
-    if isinstance(value, str):
-        return _cjson_string(value)
-    if isinstance(value, (JObject, Mapping)):
-        pairs = list(value) if isinstance(value, JObject) else list(value.items())
-        inner = "\t" * (depth + 1)
-        body = "".join(
-            f"{inner}{_cjson_string(k)}:\t{cjson_print(v, depth + 1)}"
-            + ("," if n + 1 < len(pairs) else "")
-            + "\n"
-            for n, (k, v) in enumerate(pairs)
-        )
-        return "{\n" + body + "\t" * depth + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(cjson_print(v, depth + 1) for v in value) + "]"
-    return _cjson_string(str(value))
-
-
-def _json_variable_list(value: str) -> JObject:
+def _json_variable_list(value: str) -> cjson.JObject:
     """Variable_List → object, split at unescaped commas, key/value at the first `=`."""
-    obj = JObject()
+    obj = cjson.JObject()
     i = 0
     while i < len(value):
         key: list[str] = []
@@ -481,46 +248,47 @@ def _json_variable_list(value: str) -> JObject:
             else:
                 val.append(value[i])
             i += 1
-        obj.append(("".join(key), cjson_parse("".join(val)) if val is not None else ""))
+        obj.append(("".join(key), cjson.parse("".join(val)) if val is not None else ""))
         if i < len(value):
             i += 1
     return obj
 
 
-def json_object(attrs: Attributes) -> JObject:
+def json_object(attrs: Attributes) -> cjson.JObject:
     """One job's (queue's, server's) JSON object as prt_attr builds it."""
-    obj = JObject()
+    obj = cjson.JObject()
     prev_resc: str | None = None
-    current: JObject | None = None
+    current: cjson.JObject | None = None
     for name, res, value in entries(attrs):
         if res is not None:
             if prev_resc != name or current is None:
-                current = JObject()
+                current = cjson.JObject()
                 obj.append((name, current))
                 prev_resc = name
-            current.append((res, cjson_parse(value)))
+            current.append((res, cjson.parse(value)))
         elif name == "Variable_List":
             obj.append((name, _json_variable_list(value)))
         else:
             prev_resc, current = None, None
-            obj.append((name, value if name in JSON_STRING_ATTRIBUTES else cjson_parse(value)))
+            obj.append((name, value if name in JSON_STRING_ATTRIBUTES else cjson.parse(value)))
     return obj
 
 
 def _json_document(
     key: str, items: Iterable[Record], server: str, timestamp: int, version: str
 ) -> str:
-    root = JObject(
+    root = cjson.JObject(
         [
-            ("timestamp", JNumber(timestamp)),
+            ("timestamp", cjson.JNumber(timestamp)),
             ("pbs_version", version),
             ("pbs_server", server),
         ]
     )
     records = list(items)
     if records:  # the key is absent when nothing matched
-        root.append((key, JObject((ident, json_object(attrs)) for ident, attrs in records)))
-    return cjson_print(root) + "\n"
+        objects = cjson.JObject((ident, json_object(attrs)) for ident, attrs in records)
+        root.append((key, objects))
+    return cjson.dumps(root) + "\n"
 
 
 def json_full(jobs: Iterable[Record], server: str, timestamp: int, version: str) -> str:

@@ -8,8 +8,9 @@ import sys
 import urllib.parse
 from typing import Any
 
-from pkbs import pbs
 from pkbs.errors import EXIT_USAGE, PkbsError, exit_code
+from pkbs.pbsvalues import check_resources
+from pkbs.qsuboptions import QSUB_OPTSTRING, QsubOptions, UsageError, parse_qsub_args
 
 from .client import ApiError, connect
 from .qsub import attributes_of
@@ -21,7 +22,7 @@ USAGE = """usage: qalter [-a date_time] [-A account_string] [-c interval] [-e pa
 """
 
 
-def _changes(options: pbs.QsubOptions) -> dict[str, Any]:
+def _changes(options: QsubOptions) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": options.name,
         "resources": dict(options.resources) or None,
@@ -41,10 +42,10 @@ def _changes(options: pbs.QsubOptions) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
-        _, ids = getopt.getopt(args, pbs.QSUB_OPTSTRING)
-        options, _ = pbs.parse_qsub_args(args[: len(args) - len(ids)])
-        pbs.check_resources(options.resources)
-    except (getopt.GetoptError, pbs.UsageError) as exc:
+        _, ids = getopt.getopt(args, QSUB_OPTSTRING)
+        options, _ = parse_qsub_args(args[: len(args) - len(ids)])
+        check_resources(options.resources)
+    except (getopt.GetoptError, UsageError) as exc:
         sys.stderr.write(f"qalter: {getattr(exc, 'message', None) or exc}\n{USAGE}")
         sys.exit(EXIT_USAGE)
     except PkbsError as exc:

@@ -14,9 +14,18 @@ import sys
 from _socket import gethostbyaddr, gethostname
 from binascii import b2a_base64
 
-from pkbs import pbs
 from pkbs.constants import DEFAULT_QUEUE, MAX_PAYLOAD_BYTES
 from pkbs.errors import EXIT_SCRIPT, EXIT_USAGE, PkbsError, exit_code
+from pkbs.qsuboptions import (
+    DirectiveError,
+    QsubOptions,
+    UsageError,
+    choose_directive_prefix,
+    merge,
+    parse_destination,
+    parse_qsub_args,
+    parse_script_options,
+)
 
 from .client import ApiError, Client, connect, fail, version_asked
 
@@ -114,7 +123,7 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _variables(options: pbs.QsubOptions, workdir: str) -> dict[str, str]:
+def _variables(options: QsubOptions, workdir: str) -> dict[str, str]:
     env = os.environ
     variables: dict[str, str] = {}
     if options.export_env:
@@ -162,7 +171,7 @@ def _workdir() -> str:
     return os.getcwd()
 
 
-def attributes_of(options: pbs.QsubOptions) -> dict[str, str]:
+def attributes_of(options: QsubOptions) -> dict[str, str]:
     """PBS attributes that pkbs records as given (Account_Name, project, Mail_*...)."""
     attrs: dict[str, str] = {}
     for key, value in (
@@ -185,10 +194,10 @@ def attributes_of(options: pbs.QsubOptions) -> dict[str, str]:
     return attrs
 
 
-def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> dict[str, object]:
+def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict[str, object]:
     queue = DEFAULT_QUEUE
     if options.destination:
-        queue = pbs.parse_destination(options.destination)[0] or DEFAULT_QUEUE
+        queue = parse_destination(options.destination)[0] or DEFAULT_QUEUE
     spec = {
         "name": options.name or source.default_name,
         "queue": queue,
@@ -219,34 +228,34 @@ def build_request(options: pbs.QsubOptions, source: Source, argv: list[str]) -> 
     }
 
 
-def _array(options: pbs.QsubOptions) -> str | None:
+def _array(options: QsubOptions) -> str | None:
     if options.array is None:
         return None
     step = f":{options.array.step}" if options.array.step != 1 else ""
     return f"{options.array.start}-{options.array.end}{step}"
 
 
-def _check_supported(options: pbs.QsubOptions) -> None:
+def _check_supported(options: QsubOptions) -> None:
     for name, what in UNSUPPORTED_W.items():
         if name in options.attributes:
-            raise pbs.UsageError(f"{what} not supported yet by pkbs", show_usage=False)
+            raise UsageError(f"{what} not supported yet by pkbs", show_usage=False)
 
 
 def script_request(script: str, args: Sequence[str] = ()) -> dict[str, object]:
     """The request `qsub ARGS` makes for `script` given on its standard input, #PBS
-    lines read as qsub reads them: for Client.submit_many. Raises pbs.UsageError or
-    pbs.DirectiveError where qsub would refuse."""
-    cmdline, operands = pbs.parse_qsub_args(list(args))
+    lines read as qsub reads them: for Client.submit_many. Raises UsageError or
+    DirectiveError where qsub would refuse."""
+    cmdline, operands = parse_qsub_args(list(args))
     if operands:
-        raise pbs.UsageError("give the script itself, not a script operand", show_usage=False)
+        raise UsageError("give the script itself, not a script operand", show_usage=False)
     source = Source("stdin", STDIN_NAME, STDIN_NAME, script, script.encode())
     return build_request(_options(cmdline, source), source, list(args))
 
 
-def _options(cmdline: pbs.QsubOptions, source: Source) -> pbs.QsubOptions:
+def _options(cmdline: QsubOptions, source: Source) -> QsubOptions:
     """The command line's options over the script's #PBS directives, checked."""
-    prefix = pbs.choose_directive_prefix(cmdline.directive_prefix, os.environ)
-    options = pbs.merge(pbs.parse_script_options(source.script, prefix), cmdline)
+    prefix = choose_directive_prefix(cmdline.directive_prefix, os.environ)
+    options = merge(parse_script_options(source.script, prefix), cmdline)
     _check_supported(options)
     return options
 
@@ -275,17 +284,17 @@ def main(argv: list[str] | None = None) -> None:
     if version_asked(args):
         return
     try:
-        cmdline, operands = pbs.parse_qsub_args(args)
+        cmdline, operands = parse_qsub_args(args)
         source = _read_source(operands)
         if len(source.payload) > MAX_PAYLOAD_BYTES:
             from pkbs.payload import check_size  # for its message; rarely needed
 
             check_size(source.payload)
         options = _options(cmdline, source)
-    except pbs.UsageError as exc:
+    except UsageError as exc:
         _usage_error(exc.message, exc.show_usage)
         return
-    except pbs.DirectiveError as exc:
+    except DirectiveError as exc:
         fail("qsub", exc.message, EXIT_SCRIPT)
     except PkbsError as exc:
         fail("qsub", exc.message, exit_code(exc.pbs_errno))

@@ -49,9 +49,9 @@ from pkbs.models import (
     TokenRequest,
     TokenResponse,
 )
-from pkbs.payload import check_size, format_size
-from pkbs.pbs import parse_job_id
+from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes, queue_attributes, server_attributes
+from pkbs.pbsvalues import format_size, parse_job_id
 from pkbs.queues import QueueConfig, check_request
 from pkbs.results import ResultStore, job_results_path
 from pkbs.settings import Settings, get_settings
@@ -109,7 +109,7 @@ class BodyLimit:
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(
             f"Request body of {size} bytes or more exceeds the limit; "
-            f"job payloads may be at most {format_size(C.MAX_PAYLOAD_BYTES)} zipped"
+            f"job payloads may be at most {format_size(C.MAX_PAYLOAD_BYTES, 'iec')} zipped"
         )
 
     async def _discard_body(self, receive: Receive) -> None:

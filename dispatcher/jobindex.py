@@ -44,7 +44,8 @@ from nats.js import errors as jserr
 from pkbs import constants as C
 from pkbs.errors import ServiceUnavailable
 from pkbs.jobstore import JobStore
-from pkbs.pbsattrs import _exec_host, normalize_resource, resource_list
+from pkbs.pbsattrs import _exec_host, resource_list
+from pkbs.pbsvalues import format_job_id, normalize_resource
 from pkbs.states import FINAL_STATES
 
 log = logging.getLogger("pkbs.dispatcher.jobindex")
@@ -160,14 +161,10 @@ def summarise(data: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
     server = data["server"]
     host = spec.get("submit_host", "localhost")
     extras = spec.get("attributes") or {}
-    if index is not None:
-        job_id = f"{data['number']}[{index}].{server}"
-        if state == "F":
-            state = "X"  # a finished subjob
-    elif spec.get("array") is not None:
-        job_id = f"{data['number']}[].{server}"
-    else:
-        job_id = f"{data['number']}.{server}"
+    array = spec.get("array") is not None
+    job_id = format_job_id(data["number"], server, index=index, array=array)
+    if index is not None and state == "F":
+        state = "X"  # a finished subjob
     used = data.get("resources_used") or {}
     cput = used.get("cput")
     walltime_used = used.get("walltime")

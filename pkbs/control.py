@@ -23,7 +23,7 @@ from pkbs.errors import (
 )
 from pkbs.jobstore import JobStore
 from pkbs.models import AlterRequest, JobRecord, JobSpec
-from pkbs.pbs import parse_depend, parse_job_id
+from pkbs.pbsvalues import format_job_id, parse_depend, parse_job_id
 from pkbs.states import JobEvent, JobState, can, is_active, is_final, next_state
 
 log = logging.getLogger(__name__)
@@ -436,7 +436,7 @@ class JobControl:
     async def _delete_subjob(self, number: int, index: int, by: str) -> JobRecord:
         array, _ = await self.store.get(number)
         if not array.is_array or index not in array.spec.array_indices():
-            raise UnknownJob(job_id=f"{number}[{index}].{self.server}")
+            raise UnknownJob(job_id=format_job_id(number, self.server, index=index))
         deleted = array.subjob(index)
         deleted.state = next_state(deleted.state, JobEvent.DELETE)
         deleted.deleted_by = by

@@ -32,6 +32,7 @@ from nats.js.kv import KeyValue
 from pkbs import constants as C
 from pkbs.errors import Conflict, ServiceUnavailable, UnknownJob
 from pkbs.models import JobRecord, WorkItem
+from pkbs.pbsvalues import format_job_id
 from pkbs.queues import consumer_levels
 from pkbs.settings import Settings
 
@@ -133,8 +134,8 @@ class JobStore:
         try:
             entry = await self.jobs.get(job_key(number, index))
         except (jserr.KeyNotFoundError, jserr.KeyDeletedError):
-            suffix = "" if index is None else f"[{index}]"
-            raise UnknownJob(job_id=f"{number}{suffix}.{self.settings.server_name}") from None
+            job_id = format_job_id(number, self.settings.server_name, index=index)
+            raise UnknownJob(job_id=job_id) from None
         assert entry.value is not None and entry.revision is not None
         return JobRecord.model_validate_json(entry.value), entry.revision
 
@@ -175,7 +176,7 @@ class JobStore:
             except jserr.KeyWrongLastSequenceError:
                 continue
             return new, int(new_revision)
-        raise Conflict(job_id=f"{number}.{self.settings.server_name}")
+        raise Conflict(job_id=format_job_id(number, self.settings.server_name))
 
     async def create_subjob(self, record: JobRecord) -> int | None:
         """Store a subjob's first record; its revision, or None if it exists already."""

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pkbs.constants import DEFAULT_QUEUE, MAX_BATCH_JOBS
+from pkbs.pbsvalues import format_job_id
 from pkbs.states import JobState
 
 PayloadKind = Literal["stdin", "file", "dir"]
@@ -155,15 +156,12 @@ class JobRecord(BaseModel):
 
     @property
     def job_id(self) -> str:
-        if self.index is not None:
-            return f"{self.number}[{self.index}].{self.server}"
-        if self.spec.array is not None:
-            return f"{self.number}[].{self.server}"
-        return f"{self.number}.{self.server}"
+        array = self.spec.array is not None
+        return format_job_id(self.number, self.server, index=self.index, array=array)
 
     @property
     def array_id(self) -> str:
-        return f"{self.number}[].{self.server}"
+        return format_job_id(self.number, self.server, array=True)
 
     def _std_name(self, kind: str, path: str | None, dir_suffix: str) -> str:
         """The file name of stdout/stderr as PBS names it: `-o file` keeps its base

@@ -21,6 +21,7 @@ import os
 
 from pkbs.constants import MAX_PAYLOAD_BYTES
 from pkbs.errors import InvalidPayload, PayloadTooLarge
+from pkbs.pbsvalues import format_size
 
 TYPE_CHECKING = False  # not `from typing import`: typing alone costs ~3 ms
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ __all__ = [
     "build_from_script",
     "changed_files",
     "check_size",
-    "format_size",
     "safe_unpack",
     "snapshot",
 ]
@@ -73,21 +73,12 @@ _MSDOS_DIR = 0x10
 # --------------------------------------------------------------------------- sizes
 
 
-def format_size(n: int) -> str:
-    """1536 -> '1.5 KiB', 3 * 2**20 -> '3.0 MiB'."""
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / (1024 * 1024):.1f} MiB"
-
-
 def check_size(data: bytes, limit: int = MAX_PAYLOAD_BYTES) -> None:
     """Raise PayloadTooLarge when the zipped payload is over the limit."""
     if len(data) > limit:
         raise PayloadTooLarge(
-            f"Job payload is {format_size(len(data))} zipped ({len(data)} bytes), over the "
-            f"{format_size(limit)} limit; keep large inputs out of the job directory "
+            f"Job payload is {format_size(len(data), 'iec')} zipped ({len(data)} bytes), over the "
+            f"{format_size(limit, 'iec')} limit; keep large inputs out of the job directory "
             "and fetch them from shared storage in the job"
         )
 
@@ -212,8 +203,8 @@ def _build_levels(entries: list[_Entry], what: str, limit: int | None) -> bytes:
         data = _write_zip(entries, FAST_LEVEL, stop_at)
     except _TooBig:
         raise PayloadTooLarge(
-            f"Job payload {what} compresses to more than {format_size(stop_at)}, over the "
-            f"{format_size(limit)} limit; keep large inputs out of the job directory "
+            f"Job payload {what} compresses to more than {format_size(stop_at, 'iec')}, over the "
+            f"{format_size(limit, 'iec')} limit; keep large inputs out of the job directory "
             "and fetch them from shared storage in the job"
         ) from None
     if len(data) > limit:
@@ -354,7 +345,7 @@ def _plan(
         declared += info.file_size
         if declared > max_total_bytes:
             raise InvalidPayload(
-                f"payload unpacks to more than {format_size(max_total_bytes)} "
+                f"payload unpacks to more than {format_size(max_total_bytes, 'iec')} "
                 f"(declared, at entry {name!r})"
             )
         if info.file_size > RATIO_EXEMPT_BYTES and info.file_size > max_ratio * max(
@@ -434,7 +425,7 @@ class _Unpacker:
                     if self.total > self.max_total_bytes:
                         raise InvalidPayload(
                             f"entry {plan.rel!r}: payload unpacks to more than "
-                            f"{format_size(self.max_total_bytes)}"
+                            f"{format_size(self.max_total_bytes, 'iec')}"
                         )
                     if written > ratio_cap:
                         raise InvalidPayload(

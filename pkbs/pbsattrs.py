@@ -16,32 +16,21 @@ Import-light: only the standard library at run time (the models are for typing).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from pkbs import pbs
 from pkbs.errors import BadAttributeValue
+from pkbs.pbsvalues import (
+    HOST_LEVEL_RESOURCES,
+    TIME_ATTRIBUTES,
+    format_size,
+    normalize_resource,
+    parse_select,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from pkbs.models import JobRecord
-
-# Attributes the client prints with ctime(3) (qstat.c display_statjob).
-TIME_ATTRIBUTES = frozenset(
-    {
-        "ctime",
-        "etime",
-        "stime",
-        "obittime",
-        "mtime",
-        "qtime",
-        "Execution_Time",
-        "reserve_start",
-        "reserve_end",
-        "credential_validity",
-        "estimated.start_time",
-    }
-)
 
 # Attributes whose values are ints on the wire.
 INT_ATTRIBUTES = frozenset(
@@ -156,35 +145,6 @@ DEFAULT_PROJECT = "_pbs_project_default"
 DEFAULT_MAIL_POINTS = "a"
 DEFAULT_CHECKPOINT = "u"
 
-# Resources whose values are durations / sizes (normalized the way the server encodes).
-DURATION_RESOURCES = frozenset(
-    {"walltime", "cput", "pcput", "min_walltime", "max_walltime", "soft_walltime"}
-)
-SIZE_RESOURCES = frozenset({"mem", "vmem", "pmem", "pvmem", "file", "hbmem", "accelerator_memory"})
-# Host-level resources that go into a select built from job-wide ones (ATR_DFLAG_CVTSLT).
-HOST_LEVEL_RESOURCES = frozenset(
-    {
-        "mem",
-        "vmem",
-        "ncpus",
-        "ngpus",
-        "naccelerators",
-        "arch",
-        "nchunk",
-        "vntype",
-        "mpiprocs",
-        "ompthreads",
-        "host",
-        "vnode",
-        "aoe",
-        "eoe",
-        "accelerator",
-        "accelerator_model",
-        "accelerator_memory",
-        "accelerator_group",
-        "hbmem",
-    }
-)
 # Consumable resources the server sums over the select chunks (set_chunk_sum).
 _SUMMED_COUNTS = ("ncpus", "ngpus", "naccelerators", "mpiprocs")
 _SUMMED_SIZES = ("mem", "vmem")
@@ -207,112 +167,7 @@ STATE_COUNT_NAMES: tuple[tuple[str, str], ...] = (
 
 
 # ---------------------------------------------------------------------------
-# Value normalizers (what the server's decode + encode functions produce)
-
-
-def format_duration(seconds: int) -> str:
-    """`HH:MM:SS` as encode_time prints it (hours may exceed 99)."""
-    return pbs.format_duration(max(0, int(seconds)))
-
-
-def parse_duration(text: str) -> int | None:
-    """`[[hh:]mm:]ss[.ms]` → seconds (ms ≥ 500 rounds up, as decode_time); None if bad."""
-    try:
-        seconds = pbs.parse_duration(text)
-    except BadAttributeValue:
-        return None
-    whole = int(seconds)
-    return whole + 1 if seconds - whole >= 0.5 else whole
-
-
-def normalize_duration(text: str) -> str:
-    seconds = parse_duration(text)
-    return text if seconds is None else format_duration(seconds)
-
-
-_SIZE_RE = re.compile(r"^(\d+)([kmgtp]?)([bw]?)$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int | None:
-    """`<int>[k|m|g|t|p][b|w]` (any case) → bytes; None if bad."""
-    try:
-        return pbs.parse_size(text)
-    except BadAttributeValue:
-        return None
-
-
-def normalize_size(text: str) -> str:
-    """`1GB` → `1gb`, `1024` → `1024b`, as to_size + from_size; bad values unchanged."""
-    m = _SIZE_RE.match(text.strip())
-    if m is None:
-        return text
-    unit = "w" if m.group(3).lower() == "w" else "b"
-    return f"{int(m.group(1))}{m.group(2).lower()}{unit}"
-
-
-def format_size(nbytes: int) -> str:
-    """Bytes in the largest unit that divides them exactly (`1536mb`, `2gb`)."""
-    for suffix, shift in (("p", 50), ("t", 40), ("g", 30), ("m", 20), ("k", 10)):
-        if nbytes and nbytes % (1 << shift) == 0:
-            return f"{nbytes >> shift}{suffix}b"
-    return f"{nbytes}b"
-
-
-def normalize_resource(name: str, value: str) -> str:
-    key = name.lower()
-    if key in DURATION_RESOURCES:
-        return normalize_duration(value)
-    if key in SIZE_RESOURCES:
-        return normalize_size(value)
-    return value
-
-
-# ---------------------------------------------------------------------------
-# select
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts: list[str] = []
-    cur: list[str] = []
-    quote = ""
-    for ch in text:
-        if quote:
-            cur.append(ch)
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-            cur.append(ch)
-        elif ch == sep:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
-
-
-def parse_select(select: str) -> list[tuple[int, dict[str, str]]]:
-    """`2:ncpus=4:mem=1gb+1:ncpus=1` → [(2, {...}), (1, {...})]; ValueError if bad."""
-    chunks: list[tuple[int, dict[str, str]]] = []
-    for chunk in _split_outside_quotes(select, "+"):
-        elems = _split_outside_quotes(chunk, ":")
-        count = 1
-        if elems and elems[0].strip().isdigit():
-            count = int(elems.pop(0))
-        res: dict[str, str] = {}
-        for elem in elems:
-            key, eq, val = elem.partition("=")
-            if not eq or not key.strip():
-                raise ValueError(f"bad select chunk {chunk!r}")
-            val = val.strip()
-            if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
-                val = val[1:-1]
-            res[key.strip()] = val
-        if count <= 0:
-            raise ValueError(f"bad select chunk {chunk!r}")
-        chunks.append((count, res))
-    return chunks
+# Resource_List
 
 
 def _select_value(value: str) -> str:
@@ -330,22 +185,19 @@ def resource_list(resources: Mapping[str, str]) -> dict[str, str]:
     if "select" in res:
         try:
             chunks = parse_select(res["select"])
-        except ValueError:
+        except BadAttributeValue:
             chunks = []
         if chunks:
             res["nodect"] = str(sum(n for n, _ in chunks))
             for name in _SUMMED_COUNTS:
                 default = "1" if name == "ncpus" else None  # default_chunk.ncpus = 1
-                values = [(n, c.get(name, default)) for n, c in chunks]
-                if all(v is None or v.isdigit() for _, v in values) and any(
-                    v is not None for _, v in values
-                ):
-                    res[name] = str(sum(n * int(v) for n, v in values if v is not None))
+                counts = [(n, c.get(name, default)) for n, c in chunks]
+                if any(v is not None for _, v in counts):
+                    res[name] = str(sum(n * int(v) for n, v in counts if v is not None))
             for name in _SUMMED_SIZES:
-                sizes = [(n, c[name]) for n, c in chunks if name in c]
-                parsed = [(n, parse_size(v)) for n, v in sizes]
-                if parsed and all(b is not None for _, b in parsed):
-                    res[name] = format_size(sum(n * (b or 0) for n, b in parsed))
+                sizes = [n * parse_size(c[name]) for n, c in chunks if name in c]
+                if sizes:
+                    res[name] = format_size(sum(sizes), "exact")
         res.setdefault("place", "free")
     else:
         res.setdefault("ncpus", "1")

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 from pkbs.constants import WORK_SUBJECT_PREFIX, WORKER_CONSUMER
 from pkbs.errors import ExceedsLimits
-from pkbs.pbs import job_mem_bytes, job_ncpus, job_walltime, parse_duration, parse_size
+from pkbs.pbsvalues import job_mem_bytes, job_ncpus, job_walltime, parse_duration, parse_size
 
 
 class QueueConfig(BaseModel):

@@ -10,9 +10,9 @@ from typing import Any
 from pkbs.cli.client import ApiError, Client
 from pkbs.cli.qsub import script_request
 
-from pkbs import pbs
 from pkbs.clientconfig import ClientConfig
 from pkbs.constants import MAX_BATCH_JOBS
+from pkbs.qsuboptions import UsageError
 from tests.apiutil import call, submit_body
 from tests.stackutil import Stack, api_endpoint, fetch_results, job_number
 
@@ -132,6 +132,6 @@ def test_bodies_made_from_scripts_like_qsub_makes_them(stack: Stack) -> None:
     for bad in (["-I"], ["script.sh"]):
         try:
             script_request("true\n", bad)
-        except pbs.UsageError:
+        except UsageError:
             continue
         raise AssertionError(f"{bad} accepted")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from pkbs.cli import cjson
 from pkbs.cli import formats as f
 
 NOV11 = 1478887025  # Fri Nov 11 17:57:05 2016 UTC
@@ -291,7 +292,7 @@ def test_json_output_is_valid_json_for_clients() -> None:
     ],
 )
 def test_cjson_parse(text: str, expected: object) -> None:
-    assert f.cjson_parse(text) == expected
+    assert cjson.parse(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -306,14 +307,14 @@ def test_cjson_parse(text: str, expected: object) -> None:
     ],
 )
 def test_cjson_number_printing(value: float, printed: str) -> None:
-    assert f.cjson_print(value) == printed
+    assert cjson.dumps(value) == printed
 
 
 def test_cjson_print_strings_arrays_and_empty_object() -> None:
-    assert f.cjson_print('a"b\\c\n\x01é') == '"a\\"b\\\\c\\n\\u0001é"'
-    assert f.cjson_print([1.0, "x", [True, None]]) == '[1, "x", [true, null]]'
-    assert f.cjson_print(f.JObject()) == "{\n}"
-    assert f.cjson_print(f.JObject([("a", f.JObject())])) == '{\n\t"a":\t{\n\t}\n}'
+    assert cjson.dumps('a"b\\c\n\x01é') == '"a\\"b\\\\c\\n\\u0001é"'
+    assert cjson.dumps([1.0, "x", [True, None]]) == '[1, "x", [true, null]]'
+    assert cjson.dumps(cjson.JObject()) == "{\n}"
+    assert cjson.dumps(cjson.JObject([("a", cjson.JObject())])) == '{\n\t"a":\t{\n\t}\n}'
 
 
 def test_json_queue_and_server_documents() -> None:

@@ -1,7 +1,9 @@
-"""Unit tests for pkbs.pbs: PBS syntax, checked against OpenPBS behaviour."""
+"""Unit tests for pkbs.pbsvalues and pkbs.qsuboptions: PBS syntax, checked against OpenPBS
+behaviour."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import time
@@ -9,15 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pkbs import pbs
+from pkbs import pbsvalues, qsuboptions
 from pkbs.errors import BadAttributeValue, UnknownJob
-from pkbs.pbs import (
-    ArrayRange,
-    DirectiveError,
-    JobId,
-    QsubOptions,
-    UsageError,
-)
+from pkbs.pbsvalues import ArrayRange, JobId
+from pkbs.qsuboptions import DirectiveError, QsubOptions, UsageError
 
 # --------------------------------------------------------------------------- job ids
 
@@ -37,12 +34,12 @@ from pkbs.pbs import (
     ],
 )
 def test_parse_job_id(text: str, expected: JobId) -> None:
-    assert pbs.parse_job_id(text, "dflt") == expected
+    assert pbsvalues.parse_job_id(text, "dflt") == expected
 
 
 def test_parse_job_id_without_default_server() -> None:
-    assert pbs.parse_job_id("42").server is None
-    assert pbs.parse_job_id("42").format() == "42"
+    assert pbsvalues.parse_job_id("42").server is None
+    assert pbsvalues.parse_job_id("42").format() == "42"
 
 
 @pytest.mark.parametrize(
@@ -66,7 +63,7 @@ def test_parse_job_id_without_default_server() -> None:
 )
 def test_parse_job_id_rejects_garbage_as_unknown_job(text: str) -> None:
     with pytest.raises(UnknownJob) as info:
-        pbs.parse_job_id(text, "pkbs")
+        pbsvalues.parse_job_id(text, "pkbs")
     assert info.value.job_id == text
     assert str(info.value) == f"Unknown Job Id {text}"
 
@@ -83,7 +80,7 @@ def test_parse_job_id_rejects_garbage_as_unknown_job(text: str) -> None:
 def test_job_id_format(job: JobId, text: str) -> None:
     assert job.format() == text
     assert str(job) == text
-    assert pbs.parse_job_id(text) == job
+    assert pbsvalues.parse_job_id(text) == job
 
 
 def test_job_id_format_default_server_only_when_missing() -> None:
@@ -91,8 +88,31 @@ def test_job_id_format_default_server_only_when_missing() -> None:
     assert JobId(5, server="own").format("fallback") == "5.own"
 
 
+def test_format_job_id() -> None:
+    assert pbsvalues.format_job_id(12, "svr") == "12.svr"
+    assert pbsvalues.format_job_id(12, "svr", array=True) == "12[].svr"
+    assert pbsvalues.format_job_id(12, "svr", index=3) == "12[3].svr"
+    assert pbsvalues.format_job_id(12, "svr", index=0, array=True) == "12[0].svr"
+    assert pbsvalues.format_job_id(12) == "12"
+
+
+def test_job_id_is_an_immutable_value() -> None:
+    job = JobId(7, 2, True, "s")
+    assert job == JobId(number=7, index=2, is_array=True, server="s")
+    assert hash(job) == hash(JobId(7, 2, True, "s"))
+    assert job != JobId(7, 2, True, "t")
+    assert repr(job) == "JobId(number=7, index=2, is_array=True, server='s')"
+    assert pickle.loads(pickle.dumps(job)) == job
+    with pytest.raises(AttributeError):
+        job.number = 8  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        JobId()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        JobId(7, number=7)  # type: ignore[misc]
+
+
 def test_job_id_array_helpers() -> None:
-    sub = pbs.parse_job_id("12[3].s")
+    sub = pbsvalues.parse_job_id("12[3].s")
     assert sub.is_subjob
     assert sub.array_id == JobId(12, None, True, "s")
     assert not sub.array_id.is_subjob
@@ -131,7 +151,7 @@ def test_job_id_rejects_inconsistent_fields(kwargs: dict[str, object]) -> None:
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert pbs.parse_duration(text) == pytest.approx(seconds)
+    assert pbsvalues.parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +159,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
 )
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(BadAttributeValue, match="Illegal attribute or resource value"):
-        pbs.parse_duration(text)
+        pbsvalues.parse_duration(text)
 
 
 @pytest.mark.parametrize(
@@ -155,17 +175,17 @@ def test_parse_duration_rejects(text: str) -> None:
     ],
 )
 def test_format_duration(seconds: float, text: str) -> None:
-    assert pbs.format_duration(seconds) == text
+    assert pbsvalues.format_duration(seconds) == text
 
 
 @pytest.mark.parametrize("text", ["00:00:00", "01:02:03", "99:59:59", "123:00:01"])
 def test_duration_round_trip(text: str) -> None:
-    assert pbs.format_duration(pbs.parse_duration(text)) == text
+    assert pbsvalues.format_duration(pbsvalues.parse_duration(text)) == text
 
 
 def test_format_duration_rejects_negative() -> None:
     with pytest.raises(ValueError):
-        pbs.format_duration(-1)
+        pbsvalues.format_duration(-1)
 
 
 @pytest.mark.parametrize(
@@ -188,13 +208,13 @@ def test_format_duration_rejects_negative() -> None:
     ],
 )
 def test_parse_size(text: str, nbytes: int) -> None:
-    assert pbs.parse_size(text) == nbytes
+    assert pbsvalues.parse_size(text) == nbytes
 
 
 @pytest.mark.parametrize("text", ["", "gb", "1.5gb", "1xb", "1kbb", "1bk", "-1kb", "1 kb", "1e3"])
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(BadAttributeValue):
-        pbs.parse_size(text)
+        pbsvalues.parse_size(text)
 
 
 @pytest.mark.parametrize(
@@ -212,26 +232,127 @@ def test_parse_size_rejects(text: str) -> None:
     ],
 )
 def test_format_size(nbytes: int, unit: str, text: str) -> None:
-    assert pbs.format_size(nbytes, unit) == text
+    assert pbsvalues.format_size(nbytes, unit) == text
 
 
 def test_format_size_defaults_to_kb() -> None:
-    assert pbs.format_size(4096) == "4kb"
+    assert pbsvalues.format_size(4096) == "4kb"
 
 
 @pytest.mark.parametrize("text", ["0kb", "1kb", "1234kb", "99999999kb"])
 def test_size_round_trip(text: str) -> None:
-    assert pbs.format_size(pbs.parse_size(text)) == text
+    assert pbsvalues.format_size(pbsvalues.parse_size(text)) == text
 
 
 def test_format_size_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
-        pbs.format_size(1, "kib")
+        pbsvalues.format_size(1, "kib")
     with pytest.raises(ValueError):
-        pbs.format_size(-1)
+        pbsvalues.format_size(-1)
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "text"),
+    [(0, "0b"), (1000, "1000b"), (3 << 30, "3gb"), (1536 << 20, "1536mb"), (8 << 50, "8pb")],
+)
+def test_format_size_exact(nbytes: int, text: str) -> None:
+    assert pbsvalues.format_size(nbytes, "exact") == text
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (3 << 20, "3.0 MiB"),
+        (5 << 30, "5120.0 MiB"),
+    ],
+)
+def test_format_size_for_people(nbytes: int, text: str) -> None:
+    assert pbsvalues.format_size(nbytes, "iec") == text
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [
+        ("59", "00:00:59"),
+        ("1:30", "00:01:30"),
+        ("3600", "01:00:00"),
+        ("59.5", "00:01:00"),
+        ("59.499", "00:00:59"),
+        ("100:00:00", "100:00:00"),
+        ("1:2:3:4", "1:2:3:4"),
+        ("soon", "soon"),
+    ],
+)
+def test_normalize_duration(text: str, normal: str) -> None:
+    assert pbsvalues.normalize_duration(text) == normal
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [("1GB", "1gb"), ("1024", "1024b"), ("2g", "2gb"), ("4kw", "4kw"), ("lots", "lots")],
+)
+def test_normalize_size(text: str, normal: str) -> None:
+    assert pbsvalues.normalize_size(text) == normal
+
+
+def test_normalize_resource_by_kind() -> None:
+    assert pbsvalues.normalize_resource("Walltime", "90") == "00:01:30"
+    assert pbsvalues.normalize_resource("accelerator_memory", "2GB") == "2gb"
+    assert pbsvalues.normalize_resource("ncpus", "04") == "04"
+    assert pbsvalues.normalize_resource("software", "1GB") == "1GB"
 
 
 # --------------------------------------------------------------------------- resources
+
+
+def test_known_resources() -> None:
+    """The one list of resources pkbs knows: name, kind of value, host-level."""
+    d, s, c, t = "duration", "size", "count", "text"
+    known = {
+        "walltime": (d, False),
+        "cput": (d, False),
+        "pcput": (d, False),
+        "soft_walltime": (d, False),
+        "min_walltime": (d, False),
+        "max_walltime": (d, False),
+        "mem": (s, True),
+        "vmem": (s, True),
+        "pmem": (s, False),
+        "pvmem": (s, False),
+        "file": (s, False),
+        "hbmem": (s, True),
+        "accelerator_memory": (s, True),
+        "ncpus": (c, True),
+        "ngpus": (c, True),
+        "naccelerators": (c, True),
+        "mpiprocs": (c, True),
+        "ompthreads": (c, True),
+        "nchunk": (c, True),
+        "nodect": (c, False),
+        "arch": (t, True),
+        "host": (t, True),
+        "vnode": (t, True),
+        "vntype": (t, True),
+        "aoe": (t, True),
+        "eoe": (t, True),
+        "accelerator": (t, True),
+        "accelerator_model": (t, True),
+        "accelerator_group": (t, True),
+        "nodes": (t, False),
+        "select": ("select", False),
+        "place": ("place", False),
+    }
+    assert {name: (kind, host) for name, kind, host in pbsvalues.KNOWN_RESOURCES} == known
+    assert len(pbsvalues.KNOWN_RESOURCES) == len(known)
+    host_level = {name for name, (_, host) in known.items() if host}
+    assert host_level == pbsvalues.HOST_LEVEL_RESOURCES
+    assert all(pbsvalues.resource_kind(name) == kind for name, (kind, _) in known.items())
+    assert pbsvalues.resource_kind("MEM") == s
+    assert pbsvalues.resource_kind("software") == t
+
 
 
 @pytest.mark.parametrize(
@@ -259,7 +380,7 @@ def test_format_size_rejects_bad_input() -> None:
     ],
 )
 def test_parse_resource_list(text: str, expected: dict[str, str]) -> None:
-    assert pbs.parse_resource_list(text) == expected
+    assert pbsvalues.parse_resource_list(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -298,7 +419,7 @@ def test_parse_resource_list(text: str, expected: dict[str, str]) -> None:
 )
 def test_parse_resource_list_rejects(text: str, fragment: str) -> None:
     with pytest.raises(BadAttributeValue, match="Illegal attribute or resource value") as info:
-        pbs.parse_resource_list(text)
+        pbsvalues.parse_resource_list(text)
     assert fragment in str(info.value)
 
 
@@ -310,10 +431,12 @@ def test_parse_resource_list_rejects(text: str, fragment: str) -> None:
         ("2:ncpus=4:mem=8gb+1:ncpus=1", [(2, {"ncpus": "4", "mem": "8gb"}), (1, {"ncpus": "1"})]),
         ("4", [(4, {})]),
         ("1:host=n1:Color=red", [(1, {"host": "n1", "color": "red"})]),
+        ("1:arch='x:y+z'+2", [(1, {"arch": "x:y+z"}), (2, {})]),
+        ('1:host="a"', [(1, {"host": "a"})]),
     ],
 )
 def test_parse_select(text: str, expected: list[tuple[int, dict[str, str]]]) -> None:
-    assert pbs.parse_select(text) == expected
+    assert pbsvalues.parse_select(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -331,7 +454,7 @@ def test_parse_select(text: str, expected: list[tuple[int, dict[str, str]]]) -> 
     ],
 )
 def test_parse_place(text: str, expected: dict[str, str]) -> None:
-    assert pbs.parse_place(text) == expected
+    assert pbsvalues.parse_place(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -350,7 +473,7 @@ def test_parse_place(text: str, expected: dict[str, str]) -> None:
     ],
 )
 def test_job_ncpus(resources: dict[str, str], ncpus: int) -> None:
-    assert pbs.job_ncpus(resources) == ncpus
+    assert pbsvalues.job_ncpus(resources) == ncpus
 
 
 @pytest.mark.parametrize(
@@ -364,7 +487,7 @@ def test_job_ncpus(resources: dict[str, str], ncpus: int) -> None:
     ],
 )
 def test_job_mem_bytes(resources: dict[str, str], nbytes: int | None) -> None:
-    assert pbs.job_mem_bytes(resources) == nbytes
+    assert pbsvalues.job_mem_bytes(resources) == nbytes
 
 
 @pytest.mark.parametrize(
@@ -372,7 +495,7 @@ def test_job_mem_bytes(resources: dict[str, str], nbytes: int | None) -> None:
     [({}, None), ({"walltime": "01:30:00"}, 5400.0), ({"walltime": "45"}, 45.0)],
 )
 def test_job_walltime(resources: dict[str, str], seconds: float | None) -> None:
-    assert pbs.job_walltime(resources) == seconds
+    assert pbsvalues.job_walltime(resources) == seconds
 
 
 @pytest.mark.parametrize(
@@ -388,7 +511,7 @@ def test_job_walltime(resources: dict[str, str], seconds: float | None) -> None:
 )
 def test_check_resources_rejects(resources: dict[str, str], fragment: str) -> None:
     with pytest.raises(BadAttributeValue) as info:
-        pbs.check_resources(resources)
+        pbsvalues.check_resources(resources)
     assert fragment in str(info.value)
 
 
@@ -402,7 +525,7 @@ def test_check_resources_rejects(resources: dict[str, str], fragment: str) -> No
     ],
 )
 def test_check_resources_accepts(resources: dict[str, str]) -> None:
-    pbs.check_resources(resources)
+    pbsvalues.check_resources(resources)
 
 
 # --------------------------------------------------------------------------- directives
@@ -410,7 +533,7 @@ def test_check_resources_accepts(resources: dict[str, str]) -> None:
 
 def test_extract_directives_stops_at_first_command() -> None:
     script = "#!/bin/bash\n#PBS -N first\n#PBS -l ncpus=2\necho hi\n#PBS -N late\n"
-    assert pbs.extract_directives(script) == [(2, ["-N", "first"]), (3, ["-l", "ncpus=2"])]
+    assert qsuboptions.extract_directives(script) == [(2, ["-N", "first"]), (3, ["-l", "ncpus=2"])]
 
 
 def test_extract_directives_skips_comments_blanks_and_colon_lines() -> None:
@@ -427,7 +550,7 @@ def test_extract_directives_skips_comments_blanks_and_colon_lines() -> None:
         "true\n"
         "#PBS -N never\n"
     )
-    assert pbs.extract_directives(script) == [
+    assert qsuboptions.extract_directives(script) == [
         (5, ["-N", "a"]),
         (8, ["-q", "workq"]),
         (9, ["-j", "oe", "#", "not", "a", "comment", "for", "PBS"]),
@@ -435,14 +558,14 @@ def test_extract_directives_skips_comments_blanks_and_colon_lines() -> None:
 
 
 def test_extract_directives_indented_colon_is_executable() -> None:
-    assert pbs.extract_directives("  : x\n#PBS -N a\n") == []
+    assert qsuboptions.extract_directives("  : x\n#PBS -N a\n") == []
 
 
 def test_extract_directives_continuation_lines() -> None:
     script = (
         "#PBS -l select=1:ncpus=2\\\n:mem=1gb\\  \n,walltime=1:00:00\n#PBS -N a \\\n-q b\necho\n"
     )
-    assert pbs.extract_directives(script) == [
+    assert qsuboptions.extract_directives(script) == [
         (1, ["-l", "select=1:ncpus=2:mem=1gb,walltime=1:00:00"]),
         (4, ["-N", "a", "-q", "b"]),
     ]
@@ -450,16 +573,16 @@ def test_extract_directives_continuation_lines() -> None:
 
 def test_extract_directives_continuation_swallows_command_line_and_ends_at_eof() -> None:
     # The continued line is taken verbatim even if it looks like a command.
-    assert pbs.extract_directives("#PBS -N a\\\nb\n#PBS -q q\n") == [
+    assert qsuboptions.extract_directives("#PBS -N a\\\nb\n#PBS -q q\n") == [
         (1, ["-N", "ab"]),
         (3, ["-q", "q"]),
     ]
-    assert pbs.extract_directives("#PBS -N a \\") == [(1, ["-N", "a"])]
+    assert qsuboptions.extract_directives("#PBS -N a \\") == [(1, ["-N", "a"])]
 
 
 def test_extract_directives_quoting() -> None:
     script = "#PBS -N 'my job' -v \"A=1,B='x y'\"\n"
-    assert pbs.extract_directives(script) == [(1, ["-N", "my job", "-v", "A=1,B='x y'"])]
+    assert qsuboptions.extract_directives(script) == [(1, ["-N", "my job", "-v", "A=1,B='x y'"])]
 
 
 @pytest.mark.parametrize(
@@ -468,7 +591,7 @@ def test_extract_directives_quoting() -> None:
 )
 def test_extract_directives_bad_quoting_names_the_line(script: str, line: int) -> None:
     with pytest.raises(DirectiveError) as info:
-        pbs.extract_directives(script)
+        qsuboptions.extract_directives(script)
     assert info.value.line == line
     assert f"line {line}" in str(info.value)
 
@@ -482,37 +605,37 @@ def test_extract_directives_bad_quoting_names_the_line(script: str, line: int) -
 )
 def test_extract_directives_rejects_crlf(script: str, line: int) -> None:
     with pytest.raises(BadAttributeValue, match=r"^script contains cr, lf$") as info:
-        pbs.extract_directives(script)
+        qsuboptions.extract_directives(script)
     assert isinstance(info.value, DirectiveError)
     assert info.value.line == line
 
 
 def test_extract_directives_lone_cr_is_not_crlf() -> None:
     # A lone CR is only whitespace to the tokenizer (and to OpenPBS's make_argv).
-    assert pbs.extract_directives("#PBS -N a\recho\n") == [(1, ["-N", "a", "echo"])]
+    assert qsuboptions.extract_directives("#PBS -N a\recho\n") == [(1, ["-N", "a", "echo"])]
 
 
 def test_extract_directives_custom_prefix() -> None:
     script = "#PBS -N ignored\n#MY -N used\n  #MY -q q\necho\n"
-    assert pbs.extract_directives(script, "#MY") == [(2, ["-N", "used"]), (3, ["-q", "q"])]
+    assert qsuboptions.extract_directives(script, "#MY") == [(2, ["-N", "used"]), (3, ["-q", "q"])]
 
 
 def test_extract_directives_empty_prefix_disables_scanning() -> None:
-    assert pbs.extract_directives("#PBS -N a\n", "") == []
+    assert qsuboptions.extract_directives("#PBS -N a\n", "") == []
 
 
 def test_extract_directives_empty_prefix_still_rejects_crlf() -> None:
     with pytest.raises(DirectiveError):
-        pbs.extract_directives("#PBS -N a\r\n", "")
+        qsuboptions.extract_directives("#PBS -N a\r\n", "")
 
 
 def test_extract_directives_drops_empty_directives() -> None:
-    assert pbs.extract_directives("#PBS\n#PBS   \n#PBS -h\n") == [(3, ["-h"])]
+    assert qsuboptions.extract_directives("#PBS\n#PBS   \n#PBS -h\n") == [(3, ["-h"])]
 
 
 def test_extract_directives_prefix_match_is_a_plain_prefix() -> None:
     # OpenPBS compares only the prefix, so "#PBSX" is a directive whose text is "X".
-    assert pbs.extract_directives("#PBSX\n") == [(1, ["X"])]
+    assert qsuboptions.extract_directives("#PBSX\n") == [(1, ["X"])]
 
 
 @pytest.mark.parametrize(
@@ -525,7 +648,7 @@ def test_extract_directives_prefix_match_is_a_plain_prefix() -> None:
     ],
 )
 def test_choose_directive_prefix(cmdline: str | None, environ: dict[str, str], prefix: str) -> None:
-    assert pbs.choose_directive_prefix(cmdline, environ) == prefix
+    assert qsuboptions.choose_directive_prefix(cmdline, environ) == prefix
 
 
 def test_parse_script_options_folds_directives() -> None:
@@ -541,7 +664,7 @@ def test_parse_script_options_folds_directives() -> None:
         "#PBS -X\n"
         "echo\n"
     )
-    options = pbs.parse_script_options(script)
+    options = qsuboptions.parse_script_options(script)
     assert options.name == "second"
     # OpenPBS set_resource.c: a directive resource is added only if not yet listed.
     assert options.resources == {"walltime": "1:00:00", "ncpus": "2", "mem": "1gb"}
@@ -565,7 +688,7 @@ def test_parse_script_options_folds_directives() -> None:
 )
 def test_parse_script_options_errors_name_the_line(script: str, line: int, fragment: str) -> None:
     with pytest.raises(DirectiveError) as info:
-        pbs.parse_script_options(script)
+        qsuboptions.parse_script_options(script)
     assert info.value.line == line
     assert str(info.value).startswith(f"directive error on line {line}: ")
     assert fragment in str(info.value)
@@ -576,19 +699,19 @@ def test_parse_script_options_errors_name_the_line(script: str, line: int, fragm
     [["-l", "walltime=1:00", "-l", "walltime=2:00"], ["-l", "walltime=1:00,walltime=2:00"]],
 )
 def test_directive_resources_first_value_wins(argv: list[str]) -> None:
-    assert pbs.parse_qsub_args(argv, directive=True)[0].resources == {"walltime": "1:00"}
-    assert pbs.parse_qsub_args(argv)[0].resources == {"walltime": "2:00"}
+    assert qsuboptions.parse_qsub_args(argv, directive=True)[0].resources == {"walltime": "1:00"}
+    assert qsuboptions.parse_qsub_args(argv)[0].resources == {"walltime": "2:00"}
 
 
 def test_parse_script_options_without_directives_is_empty() -> None:
-    assert pbs.parse_script_options("echo hi\n#PBS -N late\n") == QsubOptions()
+    assert qsuboptions.parse_script_options("echo hi\n#PBS -N late\n") == QsubOptions()
 
 
 # --------------------------------------------------------------------------- qsub argv
 
 
 def test_parse_qsub_args_full_command_line() -> None:
-    options, operands = pbs.parse_qsub_args(
+    options, operands = qsuboptions.parse_qsub_args(
         [
             "-N", "job1", "-q", "workq", "-o", "out.txt", "-e", "host:/tmp/err", "-j", "oe",
             "-k", "oe", "-l", "ncpus=2", "-l", "mem=1gb,walltime=10:00", "-h", "-r", "n",
@@ -658,7 +781,7 @@ def test_parse_qsub_args_full_command_line() -> None:
     ],
 )
 def test_parse_qsub_args_getopt_forms(argv: list[str], expected: QsubOptions) -> None:
-    options, operands = pbs.parse_qsub_args(argv)
+    options, operands = qsuboptions.parse_qsub_args(argv)
     assert options == expected
     assert operands == []
 
@@ -676,7 +799,7 @@ def test_parse_qsub_args_getopt_forms(argv: list[str], expected: QsubOptions) ->
     ],
 )
 def test_parse_qsub_args_operands(argv: list[str], operands: list[str]) -> None:
-    assert pbs.parse_qsub_args(argv)[1] == operands
+    assert qsuboptions.parse_qsub_args(argv)[1] == operands
 
 
 @pytest.mark.parametrize(
@@ -732,7 +855,7 @@ def test_parse_qsub_args_operands(argv: list[str], operands: list[str]) -> None:
 )
 def test_parse_qsub_args_usage_errors(argv: list[str], fragment: str, show_usage: bool) -> None:
     with pytest.raises(UsageError) as info:
-        pbs.parse_qsub_args(argv)
+        qsuboptions.parse_qsub_args(argv)
     assert fragment in str(info.value)
     assert info.value.show_usage is show_usage
 
@@ -747,14 +870,14 @@ def test_parse_qsub_args_usage_errors(argv: list[str], fragment: str, show_usage
 )
 def test_parse_qsub_args_value_errors(argv: list[str], fragment: str) -> None:
     with pytest.raises(BadAttributeValue) as info:
-        pbs.parse_qsub_args(argv)
+        qsuboptions.parse_qsub_args(argv)
     assert fragment in str(info.value)
 
 
 def test_parse_qsub_args_exec_time_uses_now(utc: None) -> None:
     now = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
-    options, _ = pbs.parse_qsub_args(["-a", "2330"], now=now)
-    assert options.exec_time == pbs.parse_exec_time("2330", now)
+    options, _ = qsuboptions.parse_qsub_args(["-a", "2330"], now=now)
+    assert options.exec_time == pbsvalues.parse_exec_time("2330", now)
     assert time.gmtime(options.exec_time)[:5] == (2023, 11, 14, 23, 30)
 
 
@@ -762,14 +885,14 @@ def test_parse_qsub_args_exec_time_uses_now(utc: None) -> None:
 
 
 def test_merge_command_line_wins() -> None:
-    directives = pbs.parse_script_options(
+    directives = qsuboptions.parse_script_options(
         "#PBS -N fromscript -q scriptq -l walltime=1:00:00,ncpus=2 -W umask=022\n"
         "#PBS -W depend=afterok:1 -m ae -v A=1 -h -J 1-3\n"
     )
-    cmdline, _ = pbs.parse_qsub_args(
+    cmdline, _ = qsuboptions.parse_qsub_args(
         ["-N", "fromcli", "-l", "ncpus=4", "-W", "umask=077", "-v", "B=2", "-z"]
     )
-    merged = pbs.merge(directives, cmdline)
+    merged = qsuboptions.merge(directives, cmdline)
     assert merged.name == "fromcli"
     assert merged.destination == "scriptq"
     assert merged.resources == {"walltime": "1:00:00", "ncpus": "4"}
@@ -782,16 +905,16 @@ def test_merge_command_line_wins() -> None:
 
 
 def test_merge_keeps_false_from_command_line() -> None:
-    directives, _ = pbs.parse_qsub_args(["-r", "y", "-p", "5"])
-    cmdline, _ = pbs.parse_qsub_args(["-r", "n", "-p", "0"])
-    merged = pbs.merge(directives, cmdline)
+    directives, _ = qsuboptions.parse_qsub_args(["-r", "y", "-p", "5"])
+    cmdline, _ = qsuboptions.parse_qsub_args(["-r", "n", "-p", "0"])
+    merged = qsuboptions.merge(directives, cmdline)
     assert merged.rerunnable is False
     assert merged.priority == 0
 
 
 def test_merge_with_empty_directives_is_identity() -> None:
-    cmdline, _ = pbs.parse_qsub_args(["-N", "x", "-l", "ncpus=1"])
-    assert pbs.merge(QsubOptions(), cmdline) == cmdline
+    cmdline, _ = qsuboptions.parse_qsub_args(["-N", "x", "-l", "ncpus=1"])
+    assert qsuboptions.merge(QsubOptions(), cmdline) == cmdline
 
 
 @pytest.mark.parametrize(
@@ -803,23 +926,23 @@ def test_merge_with_empty_directives_is_identity() -> None:
     ],
 )
 def test_merge_cross_option_errors(script: str, argv: list[str], fragment: str) -> None:
-    directives = pbs.parse_script_options(script)
-    cmdline, _ = pbs.parse_qsub_args(argv)
+    directives = qsuboptions.parse_script_options(script)
+    cmdline, _ = qsuboptions.parse_qsub_args(argv)
     with pytest.raises(UsageError, match=fragment):
-        pbs.merge(directives, cmdline)
+        qsuboptions.merge(directives, cmdline)
 
 
 def test_merge_mail_j_allowed_with_array_from_script() -> None:
-    directives = pbs.parse_script_options("#PBS -J 1-3\n")
-    cmdline, _ = pbs.parse_qsub_args(["-m", "abj"])
-    assert pbs.merge(directives, cmdline).mail_points == "abj"
+    directives = qsuboptions.parse_script_options("#PBS -J 1-3\n")
+    cmdline, _ = qsuboptions.parse_qsub_args(["-m", "abj"])
+    assert qsuboptions.merge(directives, cmdline).mail_points == "abj"
 
 
 def test_merge_checks_resources_across_sources() -> None:
-    directives = pbs.parse_script_options("#PBS -l select=1:ncpus=2\n")
-    cmdline, _ = pbs.parse_qsub_args(["-l", "mem=1gb"])
+    directives = qsuboptions.parse_script_options("#PBS -l select=1:ncpus=2\n")
+    cmdline, _ = qsuboptions.parse_qsub_args(["-l", "mem=1gb"])
     with pytest.raises(BadAttributeValue, match="resource is: mem"):
-        pbs.merge(directives, cmdline)
+        qsuboptions.merge(directives, cmdline)
 
 
 def test_qsub_options_properties() -> None:
@@ -859,13 +982,13 @@ def test_qsub_options_is_frozen() -> None:
     ],
 )
 def test_parse_variable_list(text: str, expected: dict[str, str | None]) -> None:
-    assert pbs.parse_variable_list(text) == expected
+    assert qsuboptions.parse_variable_list(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "a=1,,b=2", "a=1,", "=1", "a='x", "Q=it's", "a b=1"])
 def test_parse_variable_list_rejects(text: str) -> None:
     with pytest.raises(BadAttributeValue, match="cannot send environment with the job"):
-        pbs.parse_variable_list(text)
+        qsuboptions.parse_variable_list(text)
 
 
 @pytest.mark.parametrize(
@@ -879,14 +1002,14 @@ def test_parse_variable_list_rejects(text: str) -> None:
     ],
 )
 def test_parse_array_range(text: str, expected: ArrayRange, indices: list[int]) -> None:
-    parsed = pbs.parse_array_range(text)
+    parsed = pbsvalues.parse_array_range(text)
     assert parsed == expected
     assert list(parsed.indices()) == indices
     assert parsed.format() == text
 
 
 def test_array_range_unpacks_as_tuple() -> None:
-    start, end, step, max_running = pbs.parse_array_range("3-9:3%2")
+    start, end, step, max_running = pbsvalues.parse_array_range("3-9:3%2")
     assert (start, end, step, max_running) == (3, 9, 3, 2)
 
 
@@ -895,7 +1018,7 @@ def test_array_range_unpacks_as_tuple() -> None:
 )
 def test_parse_array_range_rejects(text: str) -> None:
     with pytest.raises(BadAttributeValue):
-        pbs.parse_array_range(text)
+        pbsvalues.parse_array_range(text)
 
 
 @pytest.mark.parametrize(
@@ -917,7 +1040,7 @@ def test_parse_array_range_rejects(text: str) -> None:
     ],
 )
 def test_parse_depend(text: str, expected: list[tuple[str, list[str]]]) -> None:
-    assert pbs.parse_depend(text, "svr") == expected
+    assert pbsvalues.parse_depend(text, "svr") == expected
 
 
 @pytest.mark.parametrize(
@@ -940,7 +1063,7 @@ def test_parse_depend(text: str, expected: list[tuple[str, list[str]]]) -> None:
 )
 def test_parse_depend_rejects(text: str, fragment: str) -> None:
     with pytest.raises(BadAttributeValue) as info:
-        pbs.parse_depend(text)
+        pbsvalues.parse_depend(text)
     assert fragment in str(info.value)
 
 
@@ -984,17 +1107,17 @@ NOW_FIELDS = (2024, 3, 13, 14, 30, 20)
     ],
 )
 def test_parse_exec_time(utc: None, text: str, expected: tuple[int, ...]) -> None:
-    assert pbs.parse_exec_time(text, _utc(*NOW_FIELDS)) == _utc(*expected)
+    assert pbsvalues.parse_exec_time(text, _utc(*NOW_FIELDS)) == _utc(*expected)
 
 
 def test_parse_exec_time_rolls_over_month_and_year_end(utc: None) -> None:
     now = _utc(2024, 12, 31, 23, 0, 0)
-    assert pbs.parse_exec_time("2200", now) == _utc(2025, 1, 1, 22, 0, 0)
-    assert pbs.parse_exec_time("150800", now) == _utc(2025, 1, 15, 8, 0, 0)
+    assert pbsvalues.parse_exec_time("2200", now) == _utc(2025, 1, 1, 22, 0, 0)
+    assert pbsvalues.parse_exec_time("150800", now) == _utc(2025, 1, 15, 8, 0, 0)
 
 
 def test_parse_exec_time_defaults_now_to_clock(utc: None) -> None:
-    stamp = pbs.parse_exec_time("0000")
+    stamp = pbsvalues.parse_exec_time("0000")
     assert time.time() < stamp <= time.time() + 86400
 
 
@@ -1021,14 +1144,14 @@ def test_parse_exec_time_defaults_now_to_clock(utc: None) -> None:
 )
 def test_parse_exec_time_rejects(utc: None, text: str) -> None:
     with pytest.raises(BadAttributeValue):
-        pbs.parse_exec_time(text, _utc(*NOW_FIELDS))
+        pbsvalues.parse_exec_time(text, _utc(*NOW_FIELDS))
 
 
 @pytest.mark.parametrize(
     "name", ["STDIN", "job", "a", "1job", "my-job_2.sh", "x+y", "A" * 230, "dask-worker"]
 )
 def test_validate_job_name_accepts(name: str) -> None:
-    assert pbs.validate_job_name(name) == name
+    assert qsuboptions.validate_job_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -1046,13 +1169,13 @@ def test_validate_job_name_accepts(name: str) -> None:
 )
 def test_validate_job_name_rejects(name: str, fragment: str) -> None:
     with pytest.raises(BadAttributeValue) as info:
-        pbs.validate_job_name(name)
+        qsuboptions.validate_job_name(name)
     assert fragment in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["workq", "q1", "1q", "long_queue-2", "Q" * 15])
 def test_validate_queue_name_accepts(name: str) -> None:
-    assert pbs.validate_queue_name(name) == name
+    assert qsuboptions.validate_queue_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -1069,7 +1192,7 @@ def test_validate_queue_name_accepts(name: str) -> None:
 )
 def test_validate_queue_name_rejects(name: str, fragment: str) -> None:
     with pytest.raises(BadAttributeValue, match=fragment):
-        pbs.validate_queue_name(name)
+        qsuboptions.validate_queue_name(name)
 
 
 @pytest.mark.parametrize(
@@ -1083,26 +1206,42 @@ def test_validate_queue_name_rejects(name: str, fragment: str) -> None:
     ],
 )
 def test_parse_destination(text: str, expected: tuple[str | None, str | None]) -> None:
-    assert pbs.parse_destination(text) == expected
+    assert qsuboptions.parse_destination(text) == expected
 
 
 @pytest.mark.parametrize(
     ("validator", "good", "bad"),
     [
-        (pbs.validate_join, ["oe", "eo", "n"], ["", "o", "e", "oen", "OE"]),
+        (qsuboptions.validate_join, ["oe", "eo", "n"], ["", "o", "e", "oen", "OE"]),
         (
-            pbs.validate_keep,
+            qsuboptions.validate_keep,
             ["e", "o", "eo", "oe", "n", "dn", "doe", "nd", "ed"],
             ["", "d", "on", "en", "x", "oex"],
         ),
-        (pbs.validate_mail_points, ["n", "a", "abe", "ea", "abej", "aj"], ["", "j", "an", "x"]),
-        (pbs.validate_checkpoint, ["n", "s", "c", "w", "c=10", "w=5"], ["u", "", "x", "c=", "n=1"]),
-        (pbs.validate_remove_files, ["o", "e", "oe", "eo"], ["", "n", "oex"]),
-        (pbs.validate_user_list, ["alice", "a@h,b", "a@h.example.com"], ["", "a,", "a b", "@h"]),
-        (pbs.validate_shell_path_list, ["/bin/sh", "/bin/sh@h1,/bin/bash@h2"], ["sh", "/a,/b"]),
-        (pbs.validate_umask, ["022", "0077", "7"], ["", "8", "00000", "u=rwx"]),
         (
-            pbs.validate_stage_list,
+            qsuboptions.validate_mail_points,
+            ["n", "a", "abe", "ea", "abej", "aj"],
+            ["", "j", "an", "x"],
+        ),
+        (
+            qsuboptions.validate_checkpoint,
+            ["n", "s", "c", "w", "c=10", "w=5"],
+            ["u", "", "x", "c=", "n=1"],
+        ),
+        (qsuboptions.validate_remove_files, ["o", "e", "oe", "eo"], ["", "n", "oex"]),
+        (
+            qsuboptions.validate_user_list,
+            ["alice", "a@h,b", "a@h.example.com"],
+            ["", "a,", "a b", "@h"],
+        ),
+        (
+            qsuboptions.validate_shell_path_list,
+            ["/bin/sh", "/bin/sh@h1,/bin/bash@h2"],
+            ["sh", "/a,/b"],
+        ),
+        (qsuboptions.validate_umask, ["022", "0077", "7"], ["", "8", "00000", "u=rwx"]),
+        (
+            qsuboptions.validate_stage_list,
             ["in.dat@host:/data/in.dat", "a@h:/x,b@h:/y", "my file@h:/p q"],
             ["", "a:/x", "a@h", "a@:/x", "@h:/x"],
         ),
@@ -1120,12 +1259,12 @@ def test_validators(validator: Callable[[str], str], good: list[str], bad: list[
     ("text", "priority"), [("0", 0), ("-1024", -1024), ("1023", 1023), (" 7", 7)]
 )
 def test_parse_priority(text: str, priority: int) -> None:
-    assert pbs.parse_priority(text) == priority
+    assert qsuboptions.parse_priority(text) == priority
 
 
 @pytest.mark.parametrize(("value", "normal"), [("home", "HOME"), ("O_WORKDIR", "O_WORKDIR")])
 def test_validate_sandbox_normalises_case(value: str, normal: str) -> None:
-    assert pbs.validate_sandbox(value) == normal
+    assert qsuboptions.validate_sandbox(value) == normal
 
 
 @pytest.mark.parametrize(
@@ -1143,13 +1282,13 @@ def test_validate_sandbox_normalises_case(value: str, normal: str) -> None:
     ],
 )
 def test_parse_w_attributes(text: str, pairs: list[tuple[str, str]]) -> None:
-    assert pbs.parse_w_attributes(text) == pairs
+    assert qsuboptions.parse_w_attributes(text) == pairs
 
 
 @pytest.mark.parametrize("text", ["", "  ", "block", "=1", "a=", "a=1,", "a=1,=2", "a b=1", 'a="x'])
 def test_parse_w_attributes_rejects(text: str) -> None:
     with pytest.raises(UsageError, match="illegal -W value"):
-        pbs.parse_w_attributes(text)
+        qsuboptions.parse_w_attributes(text)
 
 
 # --------------------------------------------------------------------------- import cost
@@ -1157,7 +1296,7 @@ def test_parse_w_attributes_rejects(text: str) -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys; import pkbs.pbs; "
+        "import sys; import pkbs.pbsvalues, pkbs.qsuboptions; "
         "heavy = {'typing', 'argparse', 'pydantic', 'click', 'nats', 'httpx'} & set(sys.modules); "
         "print(sorted(heavy))"
     )

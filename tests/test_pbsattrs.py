@@ -12,6 +12,7 @@ from pkbs.cli import formats
 
 from pkbs import pbsattrs
 from pkbs.models import JobRecord, JobSpec
+from pkbs.pbsvalues import TIME_ATTRIBUTES
 from pkbs.states import JobState
 
 NOV11 = 1478887025  # Fri Nov 11 17:57:05 2016 UTC
@@ -167,7 +168,7 @@ def test_value_types() -> None:
     )
     attrs = pbsattrs.job_attributes(record)
     for name, value in attrs.items():
-        if name in pbsattrs.TIME_ATTRIBUTES or name in pbsattrs.INT_ATTRIBUTES:
+        if name in TIME_ATTRIBUTES or name in pbsattrs.INT_ATTRIBUTES:
             assert type(value) is int, name
         elif name == "Variable_List":
             assert isinstance(value, dict)
@@ -308,34 +309,6 @@ def test_resource_sums_from_select() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("59", 59),
-        ("1:30", 90),
-        ("1:00:00", 3600),
-        ("59.5", 60),
-        ("59.499", 59),
-        ("100:00:00", 360000),
-    ],
-)
-def test_parse_duration(text: str, seconds: int) -> None:
-    assert pbsattrs.parse_duration(text) == seconds
-
-
-def test_normalizers() -> None:
-    assert pbsattrs.parse_duration("1:2:3:4") is None
-    assert pbsattrs.normalize_duration("soon") == "soon"
-    assert pbsattrs.format_duration(360000) == "100:00:00"
-    assert pbsattrs.normalize_size("1GB") == "1gb"
-    assert pbsattrs.normalize_size("1024") == "1024b"
-    assert pbsattrs.normalize_size("2g") == "2gb"
-    assert pbsattrs.normalize_size("4kw") == "4kw"
-    assert pbsattrs.normalize_size("lots") == "lots"
-    assert pbsattrs.parse_size("1kw") == 8192
-    assert pbsattrs.format_size(3 << 30) == "3gb"
-
-
 def test_finished_substates() -> None:
     deleted = make_record(JobState.FINISHED, deleted_by="alice")
     failed = make_record(JobState.FINISHED, exit_status=1)
@@ -350,10 +323,6 @@ def test_unknown_attributes_follow_known_ones() -> None:
     keys = list(attrs)
     assert keys.index("depend") == keys.index("ctime") + 1
     assert keys[-1] == "zz_site"
-
-
-def test_time_attributes_match_the_client() -> None:
-    assert pbsattrs.TIME_ATTRIBUTES == formats.TIME_ATTRIBUTES
 
 
 def test_job_summary_and_entry() -> None:

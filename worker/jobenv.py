@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from pkbs.models import JobRecord
-from pkbs.pbs import job_ncpus
+from pkbs.pbsvalues import job_ncpus
 from pkbs.procs import RUN_ID_VARIABLE, run_id
 
 PBS_ENVIRONMENT = "PBS_BATCH"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pkbs.models import JobRecord
-from pkbs.pbs import job_ncpus
+from pkbs.pbsvalues import job_ncpus
 
 DIR_MODE = 0o700
 

@@ -28,7 +28,7 @@ from pkbs.errors import InvalidPayload, InvalidRequest, PkbsError, ServiceUnavai
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
-from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
+from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root
 from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
