@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from pkbs.errors import BadAttributeValue, UnknownJob
+from pkbs.errors import BadAttributeValue, DirectiveError, UnknownJob, UsageError
 
 # typing and dataclasses are not imported at run time: dataclasses pulls in inspect and
 # ast, typing costs milliseconds, and this module is on qsub's start-up path. Neither is
@@ -35,24 +35,6 @@ WORD_BYTES = 8  # the "w" size unit: sizeof(long) on the 64-bit platforms PBS ru
 DEFAULT_DIRECTIVE_PREFIX = "#PBS"
 # OpenPBS qsub_sup.c GETOPT_ARGS (Linux build). -G (Windows GUI) is not in it.
 QSUB_OPTSTRING = "a:A:c:C:e:fhIj:J:k:l:m:M:N:o:p:q:r:R:S:u:v:VW:XzP:"
-
-
-class UsageError(Exception):
-    """Command-line misuse. qsub prints ``qsub: <message>``, the usage text when
-    ``show_usage``, and exits 2."""
-
-    def __init__(self, message: str, *, show_usage: bool = True) -> None:
-        super().__init__(message)
-        self.message = message
-        self.show_usage = show_usage
-
-
-class DirectiveError(BadAttributeValue):
-    """A ``#PBS`` line qsub cannot use, or a script with CRLF line endings; qsub exits 1."""
-
-    def __init__(self, message: str, line: int) -> None:
-        super().__init__(message)
-        self.line = line
 
 
 class FrozenInstanceError(AttributeError):
