@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from pkbs.errors import UnknownJob
+
 BIN = Path(sys.executable).parent
 # The trivial job. It runs under /bin/sh, as the baselines' `/bin/sh -c true` and
 # `/bin/sh run.sh` do: the comparison is of pkbs's own work, not of two shells (pkbs's
@@ -38,7 +40,7 @@ def request_body(env: dict[str, str], script: bytes = TRUE_SCRIPT,
             self._reply(201, {"job_id": "1.pkbs", "duplicate": False})
 
         def do_GET(self) -> None:  # noqa: N802
-            self._reply(404, {"error": {"message": "capture server", "pbs_errno": 15001}})
+            self._reply(404, {"error": UnknownJob("capture server").to_dict()})
 
         def _reply(self, status: int, data: dict[str, Any]) -> None:
             raw = json.dumps(data).encode()

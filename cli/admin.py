@@ -10,29 +10,21 @@ from pathlib import Path
 import click
 
 from pkbs import clientconfig
-from pkbs.errors import exit_code
+from pkbs.errors import EXIT_NOT_READY, InvalidPayload
 
-from .client import ApiError, Client
+from .client import Client
 from .cluster import cluster
+from .group import Group
 
 
 def _home() -> Path:
     return clientconfig.pkbs_home()
 
 
-def _client() -> Client:
-    try:
-        return Client()
-    except clientconfig.NoConfig as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _api_fail(err: ApiError) -> None:
-    click.echo(f"pkbs: {err.text()}", err=True)
-    sys.exit(exit_code(err.pbs_errno))
-
-
-@click.group(context_settings={"auto_envvar_prefix": "PKBS", "help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=Group,
+    context_settings={"auto_envvar_prefix": "PKBS", "help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="pkbs")
 def main() -> None:
     """pkbs: a PBS-compatible batch queue. Jobs are submitted with qsub."""
@@ -60,10 +52,7 @@ def up(workers: int | None, slots: int | None, server_name: str) -> None:
     workers = min(2, cpus) if workers is None else workers
     slots = slots or max(1, cpus // max(workers, 1))
     config = local.StackConfig(_home(), workers, slots, server_name)
-    try:
-        state = local.up(config, lambda line: click.echo(f"  {line}", err=True))
-    except local.StackError as exc:
-        raise click.ClickException(str(exc)) from None
+    state = local.up(config, lambda line: click.echo(f"  {line}", err=True))
     click.echo(f"pkbs is up: {state['endpoint']} (state in {config.home})")
     click.echo("Try: echo 'hostname' | qsub -N hello; qstat -x; pkbs fetch <job id>")
 
@@ -73,10 +62,7 @@ def down() -> None:
     """Stop exactly the processes `pkbs up` started (running jobs are handed back)."""
     from pkbs import local
 
-    try:
-        stopped = local.down(_home(), lambda line: click.echo(f"  {line}", err=True))
-    except local.StackError as exc:
-        raise click.ClickException(str(exc)) from None
+    stopped = local.down(_home(), lambda line: click.echo(f"  {line}", err=True))
     click.echo("pkbs is down" if stopped else "pkbs was not running")
 
 
@@ -88,7 +74,7 @@ def status() -> None:
     rows = local.status(_home())
     if not rows:
         click.echo("pkbs is not running")
-        sys.exit(1)
+        sys.exit(EXIT_NOT_READY)
     click.echo(f"{'process':<14} {'pid':>7} {'port':>6} {'health':<9} restarts")
     for row in rows:
         health = "ok" if row["healthy"] else ("dead" if not row["alive"] else "unhealthy")
@@ -97,7 +83,7 @@ def status() -> None:
             f"{row['name']:<14} {row['pid'] or '-':>7} {port:>6} {health:<9} {row['restarts']}"
         )
     if not all(r["healthy"] for r in rows):
-        sys.exit(1)
+        sys.exit(EXIT_NOT_READY)
 
 
 @main.command()
@@ -105,28 +91,25 @@ def status() -> None:
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=".")
 def fetch(job_id: str, dest: Path) -> None:
     """Download a finished job's results (.o/.e and the files it wrote) into DEST."""
-    client = _client()
+    client = Client()
     quoted = urllib.parse.quote(job_id, safe="")
-    try:
-        listing = client.request("GET", f"/jobs/{quoted}/files")
-        dest.mkdir(parents=True, exist_ok=True)
-        for item in listing["files"]:
-            target = (dest / item["name"]).resolve()
-            if dest.resolve() not in target.parents:
-                raise click.ClickException(f"refusing to write outside {dest}: {item['name']}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            size = int(item["size"])
-            path = f"/jobs/{quoted}/files/{urllib.parse.quote(item['name'])}"
-            if size == 0:
-                target.write_bytes(b"")
-            elif size > 1024 * 1024:
-                with click.progressbar(length=size, label=item["name"], file=sys.stderr) as bar:
-                    client.download(path, target, bar.update)
-            else:
-                client.download(path, target, None)
-            click.echo(str(target))
-    except ApiError as err:
-        _api_fail(err)
+    listing = client.request("GET", f"/jobs/{quoted}/files")
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in listing["files"]:
+        target = (dest / item["name"]).resolve()
+        if dest.resolve() not in target.parents:
+            raise InvalidPayload(f"refusing to write outside {dest}: {item['name']}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = int(item["size"])
+        path = f"/jobs/{quoted}/files/{urllib.parse.quote(item['name'])}"
+        if size == 0:
+            target.write_bytes(b"")
+        elif size > 1024 * 1024:
+            with click.progressbar(length=size, label=item["name"], file=sys.stderr) as bar:
+                client.download(path, target, bar.update)
+        else:
+            client.download(path, target, None)
+        click.echo(str(target))
 
 
 @main.command()
@@ -135,11 +118,7 @@ def fetch(job_id: str, dest: Path) -> None:
 def login(endpoint: str, token: str) -> None:
     """Point the CLI at a dispatcher (a cluster's, via port-forward, LoadBalancer or Ingress)."""
     config = clientconfig.ClientConfig(endpoint.rstrip("/"), token)
-    try:
-        info = Client(config).request("GET", "/server")
-    except ApiError as err:
-        _api_fail(err)
-        return
+    info = Client(config).request("GET", "/server")
     clientconfig.save(
         clientconfig.login_file(), clientconfig.ClientConfig(config.endpoint, token, info["name"])
     )
@@ -156,13 +135,8 @@ def token() -> None:
 @click.option("--admin", is_flag=True, help="Give the token the operator role.")
 def token_create(user: str, admin: bool) -> None:
     """Create a token for USER and print it."""
-    try:
-        result = _client().request(
-            "POST", "/tokens", {"user": user, "role": "admin" if admin else "user"}
-        )
-    except ApiError as err:
-        _api_fail(err)
-        return
+    role = "admin" if admin else "user"
+    result = Client().request("POST", "/tokens", {"user": user, "role": role})
     click.echo(result["token"])
 
 

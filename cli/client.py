@@ -13,17 +13,16 @@ from __future__ import annotations
 import _socket
 import io
 import os
-import sys
 import time
 
 from pkbs import clientconfig, wirejson
 from pkbs.constants import MAX_BATCH_JOBS, MAX_SUBMIT_BODY_BYTES
-from pkbs.errors import PBSE_SYSTEM, exit_code
+from pkbs.errors import PBSE_SYSTEM, PkbsError, ServiceUnavailable, from_reply
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from typing import Any, NoReturn, Protocol
+    from typing import Any, Protocol
 
     class _Response(Protocol):
         status: int
@@ -45,18 +44,6 @@ TIMEOUT = 600.0  # seconds without progress on a connection (qsub -W block waits
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, pbs_errno: int, message: str, job_id: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.pbs_errno = pbs_errno
-        self.message = message
-        self.job_id = job_id
-
-    def text(self) -> str:
-        return f"{self.message} {self.job_id}" if self.job_id else self.message
 
 
 class ProtocolError(OSError):
@@ -410,7 +397,8 @@ class Client:
         retries: int = 3,
     ) -> Any:
         """JSON in, JSON out. Connection failures and 503s are retried: every call
-        the CLI makes is idempotent (submits carry a client submit id)."""
+        the CLI makes is idempotent (submits carry a client submit id). An error reply
+        raises the dispatcher's error (see reply_error); no connection, ServiceUnavailable."""
         url = self.base + "/v1" + path
         if query:
             url += "?" + urlencode(query)
@@ -428,11 +416,8 @@ class Client:
             except self._errors as exc:
                 self.close()
                 if attempt == retries:
-                    raise ApiError(
-                        0,
-                        PBSE_SYSTEM,
-                        f"cannot connect to server {self.config.endpoint} ({exc})",
-                        None,
+                    raise ServiceUnavailable(
+                        f"cannot connect to server {self.config.endpoint} ({exc})"
                     ) from None
                 time.sleep(delay)
                 delay *= 2
@@ -442,12 +427,12 @@ class Client:
                 delay *= 2
                 continue
             if response.status >= 400:
-                raise api_error(response.status, raw)
+                raise reply_error(response.status, raw)
             try:
                 return wirejson.loads(raw) if raw else None
             except ValueError:
-                raise ApiError(
-                    response.status, PBSE_SYSTEM, "the server's reply is not JSON", None
+                raise from_reply(
+                    PBSE_SYSTEM, "the server's reply is not JSON", None, response.status
                 ) from None
         raise AssertionError("unreachable")
 
@@ -498,7 +483,7 @@ class Client:
         )
         response = conn.getresponse()
         if response.status != 200:
-            raise api_error(response.status, response.read())
+            raise reply_error(response.status, response.read())
         tmp = os.fspath(target) + ".part"
         with open(tmp, "wb") as out:
             while chunk := response.read(256 * 1024):
@@ -513,9 +498,9 @@ class Client:
             self._conn = None
 
 
-def api_error(status: int, raw: bytes) -> ApiError:
-    """The ApiError of an error reply: the dispatcher's JSON error, or a clear line for
-    anything else (a proxy's HTML page, a plain-text 500)."""
+def reply_error(status: int, raw: bytes) -> PkbsError:
+    """The error of an error reply: the class the dispatcher raised (errors.from_reply),
+    or a clear line for anything else (a proxy's HTML page, a plain-text 500)."""
     try:
         payload = wirejson.loads(raw) if raw else None
     except ValueError:
@@ -524,33 +509,10 @@ def api_error(status: int, raw: bytes) -> ApiError:
     if not isinstance(err, dict):
         detail = payload.get("detail") if isinstance(payload, dict) else None
         text = f": {detail}" if detail else ""
-        return ApiError(status, PBSE_SYSTEM, f"Request failed ({status}){text}", None)
-    return ApiError(
-        status,
+        return from_reply(PBSE_SYSTEM, f"Request failed ({status}){text}", None, status)
+    return from_reply(
         int(err.get("pbs_errno") or PBSE_SYSTEM),
         str(err.get("message") or f"Request failed ({status})"),
-        err.get("job_id"),
+        err.get("job_id") or None,
+        status,
     )
-
-
-def version_asked(args: list[str]) -> bool:
-    """`<command> --version`, as PBS commands answer it."""
-    if args != ["--version"]:
-        return False
-    from pkbs import __version__
-
-    print(f"pbs_version = pkbs {__version__}")
-    return True
-
-
-def fail(command: str, message: str, status: int) -> NoReturn:
-    """Print `<command>: <message>` and exit with `status` (see errors.exit_code)."""
-    sys.stderr.write(f"{command}: {message}\n")
-    sys.exit(status)
-
-
-def connect(command: str) -> Client:
-    try:
-        return Client()
-    except clientconfig.NoConfig as exc:
-        fail(command, str(exc), exit_code(PBSE_SYSTEM))

@@ -11,8 +11,12 @@ from datetime import UTC, datetime
 
 import click
 
+from pkbs.errors import EXIT_NOT_READY
 
-@click.group()
+from .group import Group
+
+
+@click.group(cls=Group)
 def cluster() -> None:
     """A pkbs deployment on Kubernetes (needs `pip install 'pkbs[k8s]'`)."""
 
@@ -33,11 +37,7 @@ def status(namespace: str, system_namespace: str, context: str | None) -> None:
     """
     from pkbs import cluster as k8s
 
-    try:
-        snapshot = k8s.fetch(k8s.connect(context), namespace, system_namespace)
-    except k8s.ClusterUnavailable as exc:
-        click.echo(f"pkbs cluster: no Kubernetes cluster to ask: {exc}", err=True)
-        sys.exit(2)
+    snapshot = k8s.fetch(k8s.connect(context), namespace, system_namespace)
     report = k8s.summarise(snapshot)
     click.echo(k8s.render(report, datetime.now(UTC)), nl=False)
-    sys.exit(0 if report.ready else 1)
+    sys.exit(0 if report.ready else EXIT_NOT_READY)

@@ -4,15 +4,15 @@ Takes qsub's options."""
 from __future__ import annotations
 
 import getopt
-import sys
 import urllib.parse
 from typing import Any
 
-from pkbs.errors import EXIT_USAGE, PkbsError, exit_code
+from pkbs.errors import UsageError
 from pkbs.pbsvalues import check_resources
-from pkbs.qsuboptions import QSUB_OPTSTRING, QsubOptions, UsageError, parse_qsub_args
+from pkbs.qsuboptions import QSUB_OPTSTRING, QsubOptions, parse_qsub_args
 
-from .client import ApiError, connect
+from .client import Client
+from .command import each_job, run
 from .qsub import attributes_of
 
 USAGE = """usage: qalter [-a date_time] [-A account_string] [-c interval] [-e path]
@@ -40,31 +40,29 @@ def _changes(options: QsubOptions) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    run("qalter", _alter, argv, USAGE)
+
+
+def _alter(args: list[str]) -> int:
     try:
         _, ids = getopt.getopt(args, QSUB_OPTSTRING)
         options, _ = parse_qsub_args(args[: len(args) - len(ids)])
-        check_resources(options.resources)
-    except (getopt.GetoptError, UsageError) as exc:
-        sys.stderr.write(f"qalter: {getattr(exc, 'message', None) or exc}\n{USAGE}")
-        sys.exit(EXIT_USAGE)
-    except PkbsError as exc:
-        sys.stderr.write(f"qalter: {exc.message}\n")
-        sys.exit(exit_code(exc.pbs_errno))
+    except getopt.GetoptError as exc:
+        raise UsageError(exc.msg) from None
+    except UsageError as exc:
+        exc.show_usage = True  # qalter shows its usage after every usage error
+        raise
+    check_resources(options.resources)
     if not ids:
-        sys.stderr.write(USAGE)
-        sys.exit(EXIT_USAGE)
+        raise UsageError()
     body = _changes(options)
-    client = connect("qalter")
-    status = 0
-    for job_id in ids:
+    client = Client()
+
+    def alter(job_id: str) -> None:
         path = "/jobs/" + urllib.parse.quote(job_id, safe="")
-        try:
-            if body:
-                client.request("PATCH", path, body)
-            if options.hold:
-                client.request("POST", path + "/hold", {"types": "u"})
-        except ApiError as err:
-            sys.stderr.write(f"qalter: {err.message} {err.job_id or job_id}\n")
-            status = exit_code(err.pbs_errno)
-    sys.exit(status)
+        if body:
+            client.request("PATCH", path, body)
+        if options.hold:
+            client.request("POST", path + "/hold", {"types": "u"})
+
+    return each_job("qalter", ids, alter)

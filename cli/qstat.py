@@ -10,10 +10,11 @@ import sys
 import urllib.parse
 from typing import Any
 
-from pkbs.errors import EXIT_USAGE, PBSE_HISTJOBID, PBSE_UNKQUE, exit_code
+from pkbs.errors import FinishedJob, PkbsError, UnknownQueue, UsageError
 
 from . import formats
-from .client import ApiError, Client, connect, version_asked
+from .client import Client
+from .command import report, run
 
 USAGE = """usage:
 qstat [-f] [-F json|dsv] [-D delim] [-J] [-p] [-t] [-x] [-w]
@@ -25,13 +26,7 @@ qstat -q [-G|-M] [ destination... ]
 qstat -B [-f] [-F json|dsv] [-D delim] [-w] [ server_name... ]
 qstat --version
 """
-FINISHED_HINT = "Job has finished, use -x or -H to obtain historical job information"
 ALTERNATE_FLAGS = set("airHTnsGMu")
-
-
-def _usage() -> None:
-    sys.stderr.write(USAGE)
-    sys.exit(EXIT_USAGE)
 
 
 def _is_job_id(operand: str) -> bool:
@@ -43,36 +38,30 @@ def _print(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if version_asked(args):
-        return
+    run("qstat", _qstat, argv, USAGE)
+
+
+def _qstat(args: list[str]) -> int:
     try:
         pairs, operands = getopt.gnu_getopt(args, "1aBD:fF:GHiJMnpqQrsTtu:wxz")
     except getopt.GetoptError as exc:
-        sys.stderr.write(f"qstat: {exc.msg}\n")
-        _usage()
-        return
+        raise UsageError(exc.msg) from None
     opts: dict[str, str] = {}
     for flag, value in pairs:
         opts[flag[1]] = value
     fmt = opts.get("F", "").lower()
     if fmt and fmt not in ("json", "dsv"):
-        sys.stderr.write("qstat: invalid -F value\n")
-        _usage()
+        raise UsageError("invalid -F value")
     if "1" in opts and not ({"n", "s"} & opts.keys()):
-        sys.stderr.write("qstat: conflicting options.\n")
-        _usage()
-    client = connect("qstat")
-    try:
-        if "B" in opts:
-            _server(client, opts)
-        elif "Q" in opts or "q" in opts:
-            _queues(client, opts)
-        else:
-            sys.exit(_jobs(client, opts, operands))
-    except ApiError as err:
-        sys.stderr.write(f"qstat: {err.text()}\n")
-        sys.exit(exit_code(err.pbs_errno))
+        raise UsageError("conflicting options.")
+    client = Client()
+    if "B" in opts:
+        _server(client, opts)
+    elif "Q" in opts or "q" in opts:
+        _queues(client, opts)
+    else:
+        return _jobs(client, opts, operands)
+    return 0
 
 
 def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
@@ -99,8 +88,7 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
         for destination in destinations:
             queue, _, host = destination.partition("@")
             if (queue and queue not in info["queues"]) or (host and host != info["name"]):
-                sys.stderr.write(f"qstat: Unknown queue destination {destination}\n")
-                return exit_code(PBSE_UNKQUE)
+                return report("qstat", UnknownQueue(f"Unknown queue destination {destination}"))
             if queue:
                 queues.add(queue)
     full = "f" in opts or bool(opts.get("F"))
@@ -130,15 +118,14 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
     for job_id in ids:
         try:
             payload = client.request("GET", "/jobs/" + urllib.parse.quote(job_id, safe=""))
-        except ApiError as err:
-            sys.stderr.write(f"qstat: {err.text()}\n")
-            status = exit_code(err.pbs_errno)
+        except PkbsError as error:
+            status = report("qstat", error)
             continue
         server, timestamp = payload["server"], payload["timestamp"]
         for found_id, attrs in formats.jobs_from_wire(payload):
             if attrs.get("job_state") == "F" and not history:
-                sys.stderr.write(f"qstat: {found_id} {FINISHED_HINT}\n")
-                status = exit_code(PBSE_HISTJOBID)
+                # PBS's qstat names the job first here.
+                status = report("qstat", FinishedJob(f"{found_id} {FinishedJob.default_message}"))
                 continue
             if table:
                 rows.append(formats.table_row(found_id, attrs))

@@ -15,11 +15,16 @@ from _socket import gethostbyaddr, gethostname
 from binascii import b2a_base64
 
 from pkbs.constants import DEFAULT_QUEUE, MAX_PAYLOAD_BYTES
-from pkbs.errors import EXIT_SCRIPT, EXIT_USAGE, PkbsError, exit_code
-from pkbs.qsuboptions import (
-    DirectiveError,
-    QsubOptions,
+from pkbs.errors import (
+    EXIT_BLOCK_DELETED,
+    EXIT_USAGE,
+    ScriptError,
+    ScriptUnreadable,
     UsageError,
+    exit_code,
+)
+from pkbs.qsuboptions import (
+    QsubOptions,
     choose_directive_prefix,
     merge,
     parse_destination,
@@ -27,7 +32,8 @@ from pkbs.qsuboptions import (
     parse_script_options,
 )
 
-from .client import ApiError, Client, connect, fail, version_asked
+from .client import Client
+from .command import run
 
 TYPE_CHECKING = False  # typing is not imported at run time (qsub's start)
 if TYPE_CHECKING:
@@ -41,7 +47,6 @@ USAGE = """usage: qsub [-a date_time] [-A account_string] [-c interval]
 \t[-v variable_list] [-V ] [-z] [script | -- command [arg1 ...]]
        qsub --version
 """
-EXIT_OPEN_SCRIPT = 8  # OpenPBS: the script file cannot be opened
 STDIN_NAME = "STDIN"
 RUN_SH = "run.sh"
 # Not carried out by pkbs: refused rather than silently ignored.
@@ -66,14 +71,6 @@ class Source:
         self.payload_format = "zip" if kind == "dir" else "file"
 
 
-def _usage_error(message: str | None = None, show_usage: bool = True) -> None:
-    if message:
-        sys.stderr.write(f"qsub: {message}\n")
-    if show_usage:
-        sys.stderr.write(USAGE)
-    sys.exit(EXIT_USAGE)
-
-
 def _read_source(operands: list[str]) -> Source:
     if operands[:1] == ["--"]:
         import shlex
@@ -86,14 +83,14 @@ def _read_source(operands: list[str]) -> Source:
             sys.stderr.write("Job script will be read from standard input. Submit with CTRL+D.\n")
         data = sys.stdin.buffer.read()
         if not data.strip():
-            fail("qsub", "script file is empty (nothing on standard input)", EXIT_SCRIPT)
+            raise ScriptError("script file is empty (nothing on standard input)")
         return Source("stdin", STDIN_NAME, STDIN_NAME, _text(data), data)
     path = operands[0]
     base = os.path.basename(path.rstrip("/")) or path
     if os.path.isdir(path):
         run_sh = os.path.join(path, RUN_SH)
         if not os.path.isfile(run_sh):
-            fail("qsub", f"directory {path} has no {RUN_SH} at its top level", EXIT_SCRIPT)
+            raise ScriptError(f"directory {path} has no {RUN_SH} at its top level")
         with open(run_sh, "rb") as fh:
             script = _text(fh.read())
         from pkbs import payload
@@ -103,17 +100,14 @@ def _read_source(operands: list[str]) -> Source:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        sys.stderr.write(f"qsub: could not open script file {path}: {exc.strerror}\n")
-        sys.exit(EXIT_OPEN_SCRIPT)
+        raise ScriptUnreadable(f"could not open script file {path}: {exc.strerror}") from None
     if not data.strip():
-        fail("qsub", f"script file {path} is empty", EXIT_SCRIPT)
+        raise ScriptError(f"script file {path} is empty")
     if os.access(path, os.X_OK):
         return Source("file", base, base, _text(data), data)
     if b"\0" in data:
-        fail(
-            "qsub",
-            f"{path} is not executable and not a job script (chmod +x it to run it as the job)",
-            EXIT_SCRIPT,
+        raise ScriptError(
+            f"{path} is not executable and not a job script (chmod +x it to run it as the job)"
         )
     # A plain job script, as PBS takes it: run by the job's shell.
     return Source("stdin", base, base, _text(data), data)
@@ -243,8 +237,8 @@ def _check_supported(options: QsubOptions) -> None:
 
 def script_request(script: str, args: Sequence[str] = ()) -> dict[str, object]:
     """The request `qsub ARGS` makes for `script` given on its standard input, #PBS
-    lines read as qsub reads them: for Client.submit_many. Raises UsageError or
-    DirectiveError where qsub would refuse."""
+    lines read as qsub reads them: for Client.submit_many. Raises the PkbsError qsub
+    would report (UsageError, DirectiveError ...) where qsub would refuse."""
     cmdline, operands = parse_qsub_args(list(args))
     if operands:
         raise UsageError("give the script itself, not a script operand", show_usage=False)
@@ -275,44 +269,29 @@ def _block(client: Client, job_id: str) -> int:
             status = attrs.get("Exit_status")
             if status is None:
                 sys.stderr.write(f"qsub: {job_id} Job deleted before it ran\n")
-                return 3
-            return int(status) & 0xFF
+                return EXIT_BLOCK_DELETED
+            return exit_code(int(status))
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if version_asked(args):
-        return
-    try:
-        cmdline, operands = parse_qsub_args(args)
-        source = _read_source(operands)
-        if len(source.payload) > MAX_PAYLOAD_BYTES:
-            from pkbs.payload import check_size  # for its message; rarely needed
+    run("qsub", _submit, argv, USAGE)
 
-            check_size(source.payload)
-        options = _options(cmdline, source)
-    except UsageError as exc:
-        _usage_error(exc.message, exc.show_usage)
-        return
-    except DirectiveError as exc:
-        fail("qsub", exc.message, EXIT_SCRIPT)
-    except PkbsError as exc:
-        fail("qsub", exc.message, exit_code(exc.pbs_errno))
+
+def _submit(args: list[str]) -> int:
+    cmdline, operands = parse_qsub_args(args)
+    source = _read_source(operands)
+    if len(source.payload) > MAX_PAYLOAD_BYTES:
+        from pkbs.payload import check_size  # for its message; rarely needed
+
+        check_size(source.payload)
+    options = _options(cmdline, source)
     body = build_request(options, source, args)
-    client = connect("qsub")
-    try:
-        result = client.request("POST", "/jobs", body)
-    except ApiError as err:
-        fail("qsub", err.text(), exit_code(err.pbs_errno))
-    job_id = result["job_id"]
+    client = Client()
+    job_id: str = client.request("POST", "/jobs", body)["job_id"]
     if not options.quiet:
         sys.stdout.write(job_id + "\n")
         sys.stdout.flush()
-    if options.block:
-        try:
-            sys.exit(_block(client, job_id))
-        except ApiError as err:
-            fail("qsub", err.text(), exit_code(err.pbs_errno))
+    return _block(client, job_id) if options.block else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import os
 
 from pkbs import wirejson
 from pkbs.constants import ENV_ENDPOINT, ENV_HOME, ENV_TOKEN
+from pkbs.errors import NoConfig
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,10 +62,6 @@ class ClientConfig:
         return f"ClientConfig(endpoint={self.endpoint!r}, server={self.server!r})"
 
 
-class NoConfig(Exception):
-    pass
-
-
 def load() -> ClientConfig:
     endpoint = os.environ.get(ENV_ENDPOINT)
     token = os.environ.get(ENV_TOKEN)
@@ -81,10 +78,7 @@ def load() -> ClientConfig:
             token or data["token"],
             data.get("server", "pkbs"),
         )
-    raise NoConfig(
-        "no pkbs endpoint configured: run `pkbs up` or `pkbs login`, "
-        "or set PKBS_ENDPOINT and PKBS_TOKEN"
-    )
+    raise NoConfig()
 
 
 def save(path: Path, config: ClientConfig) -> None:

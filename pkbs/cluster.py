@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pkbs.errors import ClusterUnavailable
+
 Obj = dict[str, Any]
 
 # Workloads a pkbs deployment has in its main namespace (manifests/base); WebDAV and
@@ -32,10 +34,6 @@ KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 20.0
 MESSAGE_WIDTH = 200
-
-
-class ClusterUnavailable(Exception):
-    """No cluster to ask: no kubeconfig, an API that does not answer or refuses us."""
 
 
 # --------------------------------------------------------------------------- API layer
@@ -82,7 +80,7 @@ def connect(context: str | None = None) -> Any:
             persist_config=False,
         )
     except Exception as exc:  # the loader raises many kinds; all mean "no config"
-        where = str(exc) if isinstance(exc, ClusterUnavailable) else f"kubeconfig: {exc}"
+        where = exc.reason if isinstance(exc, ClusterUnavailable) else f"kubeconfig: {exc}"
         if context is not None or not os.environ.get("KUBERNETES_SERVICE_HOST"):
             raise ClusterUnavailable(where) from None
         try:

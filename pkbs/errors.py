@@ -1,31 +1,47 @@
-"""The one error tree. Every error a user can cause carries its PBS error number.
+"""The one error tree. Every error pkbs reports is a PkbsError: its PBS error number,
+the HTTP status the dispatcher answers with, its message, and the status a command
+exits with after printing it (cli/command.py). The dispatcher sends an error as
+``to_dict()``; the CLI makes the same class again with ``from_reply``.
 
-Import-light: the CLI uses it.
+Import-light (no typing, no re): every command imports it.
 """
 
 from __future__ import annotations
 
-# PBS error numbers (OpenPBS pbs_error.h); commands exit with number & 0xFF.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pkbs.states import JobEvent, JobState
+
+# PBS error numbers (OpenPBS src/include/pbs_error.h).
 PBSE_UNKJOBID = 15001
 PBSE_IVALREQ = 15004
 PBSE_PERM = 15007
 PBSE_SYSTEM = 15010
 PBSE_INTERNAL = 15011
 PBSE_BADATVAL = 15014
+PBSE_MODATRRUN = 15015
 PBSE_BADSTATE = 15016
 PBSE_UNKQUE = 15018
 PBSE_BADCRED = 15019
+PBSE_QUNOENB = 15021
 PBSE_EXCQRESC = 15036
+PBSE_NORERUN = 15038
 PBSE_HISTJOBID = 15139
 
-# Exit codes of the commands themselves.
-EXIT_USAGE = 2
-EXIT_SCRIPT = 1
+# Exit statuses of the commands that are not exit(pbs_errno).
+EXIT_SCRIPT = 1  # qsub: the script cannot be used (OpenPBS: read or tmp-file error)
+EXIT_FAILURE = 1  # pkbs up / down: the local stack did not start or stop
+EXIT_NOT_READY = 1  # pkbs status, pkbs cluster status: a part is not running or not ready
+EXIT_USAGE = 2  # every command: usage or illegal option
+EXIT_NO_CLUSTER = 2  # pkbs cluster: no Kubernetes cluster to ask
+EXIT_BLOCK_DELETED = 3  # qsub -W block=true: the job was deleted before it ran
+EXIT_OPEN_SCRIPT = 8  # qsub: the script file cannot be opened
 
 
-def exit_code(pbs_errno: int) -> int:
-    """The status a shell sees when a PBS command calls exit(pbs_errno)."""
-    return pbs_errno & 0xFF
+def exit_code(status: int) -> int:
+    """The status a shell sees when a process calls exit(status): its low 8 bits (for
+    a PBS command's exit(pbs_errno), 15001 -> 153)."""
+    return status & 0xFF
 
 
 class PkbsError(Exception):
@@ -38,10 +54,22 @@ class PkbsError(Exception):
     def __init__(self, message: str | None = None, job_id: str | None = None) -> None:
         self.message = message or self.default_message
         self.job_id = job_id
-        super().__init__(self.message if job_id is None else f"{self.message} {job_id}")
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        """As PBS's commands print it after `<command>: `: the message, then the job."""
+        return self.message if self.job_id is None else f"{self.message} {self.job_id}"
+
+    @property
+    def exit_status(self) -> int:
+        """What a command exits with after reporting it: exit(pbs_errno), as PBS's do."""
+        return exit_code(self.pbs_errno)
 
     def to_dict(self) -> dict[str, object]:
         return {"pbs_errno": self.pbs_errno, "message": self.message, "job_id": self.job_id}
+
+
+# --------------------------------------------------------------------------- jobs, queues
 
 
 class UnknownJob(PkbsError):
@@ -63,9 +91,45 @@ class UnknownQueue(PkbsError):
 
 
 class QueueDisabled(PkbsError):
-    pbs_errno = 15021  # PBSE_QUNOENB
+    pbs_errno = PBSE_QUNOENB
     http_status = 400
     default_message = "Queue is not enabled"
+
+
+class BadState(PkbsError):
+    pbs_errno = PBSE_BADSTATE
+    http_status = 409
+    default_message = "Request invalid for state of job"
+
+
+class InvalidTransition(BadState):
+    """An event the job state machine (pkbs/states.py) does not allow in a state."""
+
+    def __init__(self, state: JobState, event: JobEvent) -> None:
+        super().__init__(f"cannot {event.value} a job in state {state.value}")
+        self.state = state
+        self.event = event
+
+
+class ModifyRunning(PkbsError):
+    pbs_errno = PBSE_MODATRRUN
+    http_status = 409
+    default_message = "Cannot modify attribute while job running"
+
+
+class NotRerunnable(PkbsError):
+    pbs_errno = PBSE_NORERUN
+    http_status = 409
+    default_message = "Job is not rerunnable"
+
+
+class ExceedsLimits(PkbsError):
+    pbs_errno = PBSE_EXCQRESC
+    http_status = 400
+    default_message = "Job violates queue and/or server resource limits"
+
+
+# --------------------------------------------------------------------------- callers
 
 
 class Unauthorized(PkbsError):
@@ -84,10 +148,23 @@ class BadCredential(PkbsError):
     default_message = "Invalid credential"
 
 
+# --------------------------------------------------------------------------- requests
+
+
 class BadAttributeValue(PkbsError):
     pbs_errno = PBSE_BADATVAL
     http_status = 400
     default_message = "Illegal attribute or resource value"
+
+
+class DirectiveError(BadAttributeValue):
+    """A ``#PBS`` line qsub cannot use, or a script with CRLF line endings."""
+
+    exit_status = EXIT_SCRIPT
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 class InvalidRequest(PkbsError):
@@ -96,42 +173,43 @@ class InvalidRequest(PkbsError):
     default_message = "Invalid request"
 
 
-class PayloadTooLarge(PkbsError):
-    pbs_errno = PBSE_IVALREQ
+class PayloadTooLarge(InvalidRequest):
     http_status = 413
     default_message = "Job payload exceeds the 1 MiB limit"
 
 
-class InvalidPayload(PkbsError):
-    """A payload archive that is not a zip, or one that would escape its directory."""
+class InvalidPayload(InvalidRequest):
+    """A payload archive that is not a zip, or one that would escape its directory; a
+    result file that would land outside the directory it is fetched into."""
 
-    pbs_errno = PBSE_IVALREQ
-    http_status = 400
     default_message = "Invalid job payload"
 
 
-class BadState(PkbsError):
-    pbs_errno = PBSE_BADSTATE
-    http_status = 409
-    default_message = "Request invalid for state of job"
+class UsageError(InvalidRequest):
+    """Command-line misuse: the command prints ``<command>: <message>`` (nothing for an
+    empty message), its usage text when ``show_usage``, and exits 2."""
+
+    default_message = ""
+    exit_status = EXIT_USAGE
+
+    def __init__(self, message: str = "", *, show_usage: bool = True) -> None:
+        super().__init__(message)
+        self.show_usage = show_usage
 
 
-class ModifyRunning(PkbsError):
-    pbs_errno = 15015  # PBSE_MODATRRUN
-    http_status = 409
-    default_message = "Cannot modify attribute while job running"
+class ScriptError(InvalidRequest):
+    """A job script qsub cannot submit: empty, not a script, a directory without run.sh."""
+
+    exit_status = EXIT_SCRIPT
 
 
-class NotRerunnable(PkbsError):
-    pbs_errno = 15038  # PBSE_NORERUN
-    http_status = 409
-    default_message = "Job is not rerunnable"
+class ScriptUnreadable(ScriptError):
+    """A job script file qsub cannot open."""
+
+    exit_status = EXIT_OPEN_SCRIPT
 
 
-class ExceedsLimits(PkbsError):
-    pbs_errno = PBSE_EXCQRESC
-    http_status = 400
-    default_message = "Job violates queue and/or server resource limits"
+# --------------------------------------------------------------------------- the system
 
 
 class Conflict(PkbsError):
@@ -143,31 +221,70 @@ class Conflict(PkbsError):
 
 
 class ServiceUnavailable(PkbsError):
-    """NATS or WebDAV cannot be reached; safe to retry."""
+    """NATS, WebDAV or the dispatcher cannot be reached; safe to retry."""
 
-    pbs_errno = PBSE_SYSTEM
     http_status = 503
     default_message = "Service temporarily unavailable, retry"
 
 
-ERRORS_BY_NAME: dict[str, type[PkbsError]] = {
-    cls.__name__: cls
-    for cls in (
-        UnknownJob,
-        FinishedJob,
-        UnknownQueue,
-        QueueDisabled,
-        Unauthorized,
-        BadCredential,
-        BadAttributeValue,
-        InvalidRequest,
-        PayloadTooLarge,
-        InvalidPayload,
-        BadState,
-        ExceedsLimits,
-        NotRerunnable,
-        ModifyRunning,
-        Conflict,
-        ServiceUnavailable,
+class NoConfig(PkbsError):
+    """The CLI knows no dispatcher to ask (pkbs/clientconfig.py)."""
+
+    default_message = (
+        "no pkbs endpoint configured: run `pkbs up` or `pkbs login`, "
+        "or set PKBS_ENDPOINT and PKBS_TOKEN"
     )
-}
+
+
+class StackError(PkbsError):
+    """`pkbs up` / `pkbs down`: the local stack did not start or stop (pkbs/local.py)."""
+
+    exit_status = EXIT_FAILURE
+
+
+class ClusterUnavailable(PkbsError):
+    """No cluster to ask: no kubeconfig, an API that does not answer or refuses us
+    (pkbs/cluster.py)."""
+
+    exit_status = EXIT_NO_CLUSTER
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"no Kubernetes cluster to ask: {reason}")
+        self.reason = reason
+
+
+# The errors a dispatcher replies with, each class before its subclasses: from_reply
+# takes the first with the reply's PBS error number and HTTP status, else the first
+# with its number.
+REPLY_ERRORS: tuple[type[PkbsError], ...] = (
+    UnknownJob,
+    FinishedJob,
+    UnknownQueue,
+    QueueDisabled,
+    BadState,
+    ModifyRunning,
+    NotRerunnable,
+    ExceedsLimits,
+    Unauthorized,
+    BadCredential,
+    BadAttributeValue,
+    InvalidRequest,
+    PayloadTooLarge,
+    Conflict,
+    PkbsError,
+    ServiceUnavailable,
+)
+
+
+def from_reply(
+    pbs_errno: int, message: str | None, job_id: str | None, http_status: int
+) -> PkbsError:
+    """The error a dispatcher's error reply (``to_dict()`` and its HTTP status) stands
+    for, as its class: ``except UnknownJob`` works on either side of the API."""
+    same_errno = [cls for cls in REPLY_ERRORS if cls.pbs_errno == pbs_errno]
+    same_status = [cls for cls in same_errno if cls.http_status == http_status]
+    cls = (same_status or same_errno or [PkbsError])[0]
+    error = cls(message, job_id)
+    error.pbs_errno = pbs_errno  # a number this client has no class for stays itself
+    error.http_status = http_status
+    return error

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pkbs import clientconfig, servers
+from pkbs.errors import StackError
 from pkbs.procs import (
     become_subreaper,
     hide_from_jobs,
@@ -393,10 +394,6 @@ def run_supervisor(config: StackConfig) -> None:
 
 
 # -- the commands' side -------------------------------------------------------
-
-
-class StackError(Exception):
-    pass
 
 
 def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90) -> dict[str, Any]:

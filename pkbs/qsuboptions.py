@@ -16,7 +16,7 @@ Errors:
 
 from __future__ import annotations
 
-from pkbs.errors import BadAttributeValue
+from pkbs.errors import BadAttributeValue, DirectiveError, UsageError
 from pkbs.frozen import Frozen
 from pkbs.pbsvalues import (
     BAD_VALUE,
@@ -42,24 +42,6 @@ MAX_QUEUE_NAME = 15  # PBS_MAXQUEUENAME
 DEFAULT_DIRECTIVE_PREFIX = "#PBS"
 # OpenPBS qsub_sup.c GETOPT_ARGS (Linux build). -G (Windows GUI) is not in it.
 QSUB_OPTSTRING = "a:A:c:C:e:fhIj:J:k:l:m:M:N:o:p:q:r:R:S:u:v:VW:XzP:"
-
-
-class UsageError(Exception):
-    """Command-line misuse. qsub prints ``qsub: <message>``, the usage text when
-    ``show_usage``, and exits 2."""
-
-    def __init__(self, message: str, *, show_usage: bool = True) -> None:
-        super().__init__(message)
-        self.message = message
-        self.show_usage = show_usage
-
-
-class DirectiveError(BadAttributeValue):
-    """A ``#PBS`` line qsub cannot use, or a script with CRLF line endings; qsub exits 1."""
-
-    def __init__(self, message: str, line: int) -> None:
-        super().__init__(message)
-        self.line = line
 
 
 def _detail(exc: BaseException) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pkbs.errors import InvalidTransition
+
 
 class JobState(StrEnum):
     QUEUED = "Q"  # eligible to run, waiting for a worker slot
@@ -71,13 +73,6 @@ ACTIVE_STATES = frozenset({R, E})
 PENDING_STATES = frozenset({Q, W})
 # States that end a job's life; shown only with qstat -x.
 FINAL_STATES = frozenset({F, JobState.EXPIRED})
-
-
-class InvalidTransition(Exception):
-    def __init__(self, state: JobState, event: JobEvent) -> None:
-        super().__init__(f"cannot {event.value} a job in state {state.value}")
-        self.state = state
-        self.event = event
 
 
 def can(state: JobState, event: JobEvent) -> bool:

@@ -7,12 +7,12 @@ import base64
 import os
 from typing import Any
 
-from pkbs.cli.client import ApiError, Client
+from pkbs.cli.client import Client
 from pkbs.cli.qsub import script_request
 
 from pkbs.clientconfig import ClientConfig
 from pkbs.constants import MAX_BATCH_JOBS
-from pkbs.qsuboptions import UsageError
+from pkbs.errors import UnknownQueue, UsageError
 from tests.apiutil import call, submit_body
 from tests.stackutil import Stack, api_endpoint, fetch_results, job_number
 
@@ -109,7 +109,7 @@ def test_the_client_splits_what_one_request_cannot_carry(stack: Stack) -> None:
 def test_the_client_reports_a_refused_batch(stack: Stack) -> None:
     try:
         _client(stack).submit_many([submit_body(), submit_body(queue="nosuchqueue")])
-    except ApiError as exc:
+    except UnknownQueue as exc:
         assert exc.pbs_errno == 15018
         assert "batch job 1" in exc.message
     else:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pkbs.cli.client import ApiError, Client, quote_plus, split_endpoint, urlencode
+from pkbs.cli.client import Client, quote_plus, split_endpoint, urlencode
 
 from pkbs.clientconfig import ClientConfig
+from pkbs.errors import PkbsError, ServiceUnavailable, UnknownJob
 
 # --------------------------------------------------------------------------- imports
 
@@ -222,7 +223,7 @@ def test_json_round_trip_and_request_encoding(server: _Server) -> None:
 def test_keep_alive_over_several_requests(server: _Server) -> None:
     client = _client(server)
     assert client.request("GET", "/chunked")["items"] == list(range(50000))
-    with pytest.raises(ApiError):
+    with pytest.raises(UnknownJob):
         client.request("GET", "/missing")
     assert client.request("DELETE", "/nothing") is None
     for _ in range(3):
@@ -243,20 +244,20 @@ def test_chunked_and_read_to_close_bodies(server: _Server) -> None:
 
 def test_error_mapping(server: _Server) -> None:
     client = _client(server)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UnknownJob) as info:
         client.request("GET", "/missing")
     err = info.value
-    assert (err.status, err.pbs_errno, err.message, err.job_id) == (
+    assert (err.http_status, err.pbs_errno, err.message, err.job_id) == (
         404,
         15001,
         "Unknown Job Id",
         "9.pkbs",
     )
-    assert err.text() == "Unknown Job Id 9.pkbs"
-    with pytest.raises(ApiError) as info:
+    assert str(err) == "Unknown Job Id 9.pkbs"
+    with pytest.raises(PkbsError) as info:
         client.request("GET", "/detail")
-    assert info.value.status == 422
-    assert info.value.text() == "Request failed (422): bad request"
+    assert info.value.http_status == 422
+    assert str(info.value) == "Request failed (422): bad request"
     client.close()
 
 
@@ -275,23 +276,22 @@ def test_server_closing_after_each_response(server: _Server, mode: str) -> None:
     for path in paths:
         try:
             client.request("GET", path, retries=0 if path != "/flaky" else 1)
-        except ApiError as err:
-            assert err.status == 404
+        except UnknownJob as err:
+            assert err.http_status == 404
     expected = ["/echo", "/chunked", "/missing", "/echo", "/flaky", "/flaky", "/echo"]
     assert [entry["path"] for entry in server.log] == ["/v1" + p for p in expected]
     assert len(server.connections) == len(server.log)  # one connection per request
     client.close()
 
 
-def test_connection_refused_maps_to_api_error() -> None:
+def test_connection_refused_is_service_unavailable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = Client(ClientConfig(f"http://127.0.0.1:{port}", "tok"))
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(ServiceUnavailable) as info:
         client.request("GET", "/jobs", retries=0)
-    assert info.value.status == 0
-    assert info.value.text().startswith(f"cannot connect to server http://127.0.0.1:{port} (")
+    assert str(info.value).startswith(f"cannot connect to server http://127.0.0.1:{port} (")
 
 
 @pytest.mark.parametrize("path", ["/blob", "/blob-chunked"])
@@ -305,17 +305,17 @@ def test_download_with_progress(server: _Server, tmp_path: Path, path: str) -> N
     assert not (tmp_path / "out.bin.part").exists()
     assert client.request("GET", "/echo")["method"] == "GET"  # same connection, after it
     assert len(server.connections) == 1
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(UnknownJob) as info:
         client.download("/missing", tmp_path / "x", None)
-    assert (info.value.status, info.value.text()) == (404, "Unknown Job Id 9.pkbs")
+    assert (info.value.http_status, str(info.value)) == (404, "Unknown Job Id 9.pkbs")
     client.close()
 
 
 def test_base_path_of_the_endpoint(server: _Server) -> None:
     client = _client(server, "/prefix/")
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(PkbsError) as info:
         client.request("GET", "/echo")
-    assert info.value.status == 404
+    assert info.value.http_status == 404
     assert server.log[-1]["path"] == "/prefix/v1/echo"
 
 

@@ -1,0 +1,56 @@
+"""The server and its queues: what `pkbs login` checks, and qstat -B / -Q / -q."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter
+
+import pkbs
+from pkbs import constants as C
+from pkbs.models import ServerInfo
+from pkbs.pbsattrs import queue_attributes, server_attributes
+
+from .context import Caller, Config, Index
+
+router = APIRouter(prefix=C.API_PREFIX)
+
+
+@router.get("/server", response_model=ServerInfo)
+async def server_info(who: Caller, settings: Config) -> ServerInfo:
+    return ServerInfo(
+        name=settings.server_name, version=pkbs.__version__, queues=list(settings.queues)
+    )
+
+
+@router.get("/queues")
+async def list_queues(who: Caller, settings: Config, index: Index) -> dict[str, Any]:
+    """Queues with their job counts, and the server's attributes (qstat -Q/-q/-B)."""
+    await index.sync()
+    known = index.counts()  # unfinished jobs, subjobs with a record included
+    counts: dict[str, Counter[str]] = {q: known.get(q, Counter()) for q in settings.queues}
+    total: Counter[str] = sum(counts.values(), Counter())
+    return {
+        "server": settings.server_name,
+        "timestamp": int(time.time()),
+        "queues": [
+            {
+                "name": name,
+                "attributes": queue_attributes(
+                    name,
+                    counts[name],
+                    enabled=queue.enabled,
+                    started=queue.started,
+                    resources_max=queue.resources_max(),
+                    priority=queue.priority,
+                ),
+            }
+            for name, queue in settings.queues.items()
+        ],
+        "server_attributes": server_attributes(
+            settings.server_name, settings.queues, total, host=socket.gethostname()
+        ),
+    }
