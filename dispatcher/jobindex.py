@@ -45,7 +45,7 @@ from pkbs import constants as C
 from pkbs.errors import ServiceUnavailable
 from pkbs.jobstore import JobStore
 from pkbs.pbsattrs import _exec_host, normalize_resource, resource_list
-from pkbs.states import FINAL_STATES
+from pkbs.states import FINAL_STATES, JobState, shown_state
 
 log = logging.getLogger("pkbs.dispatcher.jobindex")
 
@@ -113,7 +113,7 @@ def _subjob_template(spec_array: str, head: list[Any], tail: list[Any]) -> Array
     """What JobRecord.subjob gives a queued subjob: the array's values, state Q, no
     comment; its id `<n>[<index>].<server>`."""
     id_prefix, _, id_suffix = pydantic_core.to_json(head[0]).partition(b"[]")
-    head_rest = _dumps([*head[1:4], "Q", head[5]])
+    head_rest = _dumps([*head[1:4], JobState.QUEUED.value, head[5]])
     return Array(
         _array_range(spec_array),
         id_prefix + b"[",
@@ -162,8 +162,7 @@ def summarise(data: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
     extras = spec.get("attributes") or {}
     if index is not None:
         job_id = f"{data['number']}[{index}].{server}"
-        if state == "F":
-            state = "X"  # a finished subjob
+        state = shown_state(JobState(state), subjob=True).value
     elif spec.get("array") is not None:
         job_id = f"{data['number']}[].{server}"
     else:

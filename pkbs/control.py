@@ -24,12 +24,11 @@ from pkbs.errors import (
 from pkbs.jobstore import JobStore
 from pkbs.models import AlterRequest, JobRecord, JobSpec
 from pkbs.pbs import parse_depend, parse_job_id
-from pkbs.states import JobEvent, JobState, can, is_active, is_final, next_state
+from pkbs.states import JobEvent, JobState, can, is_active, is_final, is_pending, next_state
 
 log = logging.getLogger(__name__)
 
 USER_HOLD, OTHER_HOLD, SYSTEM_HOLD = "u", "o", "s"
-PENDING = frozenset({JobState.QUEUED, JobState.WAITING})
 
 
 def _holds(types: str) -> str:
@@ -198,7 +197,7 @@ class JobControl:
             if record.index is not None:
                 if started is not None:
                     started.setdefault(record.number, set()).add(record.index)
-                if record.state in PENDING and run_key(record) not in present:
+                if is_pending(record.state) and run_key(record) not in present:
                     waiting.append(record)
             elif not is_final(record.state):
                 waiting.append(record)
@@ -223,7 +222,7 @@ class JobControl:
                 if lost:
                     await self.store.enqueue(record, lost)
                     repaired += 1
-            elif record.state in PENDING and run_key(record) not in present:
+            elif is_pending(record.state) and run_key(record) not in present:
                 if await self._requeue_lost(record):
                     repaired += 1
             elif record.state == JobState.HELD and record.depend_pending:
@@ -243,7 +242,7 @@ class JobControl:
 
     async def _requeue_lost(self, seen: JobRecord) -> bool:
         def bump(record: JobRecord) -> JobRecord | None:
-            if record.state not in PENDING or record.mtime != seen.mtime:
+            if not is_pending(record.state) or record.mtime != seen.mtime:
                 return None  # it moved on meanwhile
             new = record.model_copy()
             new.enqueue_count += 1
