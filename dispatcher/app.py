@@ -256,7 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except UnknownJob:
             subjob = record.subjob(jid.index)
             if is_final(record.state):
-                subjob.state = record.state
+                subjob = subjob.model_copy(update={"state": record.state})
         return subjob
 
     async def owned(st: JobStore, who: Identity, job_id: str) -> JobRecord:

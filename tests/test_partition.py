@@ -302,7 +302,7 @@ def finish(worker: Worker, stored: JobRecord, started: JobRecord) -> tuple[JobRe
             for count in (1, 2):
                 path = worker._results_path(started, count)
                 await results.upload_bytes(f"{path}unit.o7", f"run {count}\n".encode())
-            await worker._finish(run, started, outcome, [ResultFile(name="unit.o7", size=6)])
+            await worker._finish(run, outcome, [ResultFile(name="unit.o7", size=6)], None)
 
     asyncio.run(main())
     return store.record, msg.acked

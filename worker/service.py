@@ -22,17 +22,18 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from pkbs import constants as C
-from pkbs import tokens
+from pkbs import lifecycle, tokens
 from pkbs.control import JobControl, run_key
 from pkbs.errors import InvalidPayload, InvalidRequest, PkbsError, ServiceUnavailable, UnknownJob
 from pkbs.jobstore import JobStore
+from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root
 from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
-from pkbs.states import JobEvent, JobState, is_active, next_state
+from pkbs.states import JobState, is_active, is_pending
 
 from . import metrics
 from .fetch import open_work_source
@@ -57,12 +58,6 @@ DISK_FULL_RETRY = 10.0
 MAX_DEFER_SECONDS = 300.0
 # Payloads of this many arrays are kept (each at most 1 MiB): see Worker._payload.
 ARRAY_PAYLOADS_KEPT = 8
-# PBS JOB_EXEC_RERUN_MS_FAIL: the node running a non-rerunnable job was lost.
-EXIT_LOST_NOT_RERUNNABLE = -20
-# PBS JOB_EXEC_FAIL1: the job failed before it could start.
-EXIT_FAILED_BEFORE_START = -1
-# PBS JOB_EXEC_FAIL2 ("after files"): the job ran, its results could not be stored.
-EXIT_RESULTS_NOT_STORED = -2
 # What starting a job's program fails with when the fault is the job's (its shell or
 # program is missing, not executable, not a program, or its arguments are too long).
 CANNOT_EXECUTE = frozenset(
@@ -252,42 +247,26 @@ class Worker:
         defer_for = 0.0
         lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
 
+        def this_run(record: JobRecord) -> lifecycle.RunStart:
+            exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
+            return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host)
+
         def start(record: JobRecord) -> JobRecord | None:
             nonlocal defer_for, lost
             defer_for, lost = 0.0, None  # a retried compare-and-set decides afresh
             now = time.time()
-            state = record.state
-            if state in (JobState.QUEUED, JobState.WAITING):
+            if is_pending(record.state):
                 if record.spec.exec_time is not None and record.spec.exec_time > now:
                     defer_for = record.spec.exec_time - now
                     return None
-                if state == JobState.WAITING:
-                    state = next_state(state, JobEvent.RELEASE)
-                event = JobEvent.START
-            elif is_active(state) and record.work_seq == seq:
-                # This very message started a run whose worker was lost.
-                event = JobEvent.RESTART
-                lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
-            else:
+                return lifecycle.started(record, this_run(record), now)
+            if not (is_active(record.state) and record.work_seq == seq):
                 return None  # held, deleted, finished, or a stale duplicate message
-            new = record.model_copy()
-            if event == JobEvent.RESTART and not record.spec.rerunnable:
-                new.state = next_state(state, JobEvent.FINISH)
-                new.exit_status = EXIT_LOST_NOT_RERUNNABLE
-                new.obittime = now
-                new.run_token = None
-                new.comment = "Worker lost while the job ran; job is not rerunnable"
-                return new
-            new.state = next_state(state, event)
-            new.run_count += 1
-            new.run_token = token
-            new.work_seq = seq
-            new.worker = self.settings.worker_name
-            new.exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
-            new.stime = now
-            new.exit_status = None
-            new.comment = None if event == JobEvent.START else "Rerun after its worker was lost"
-            return new
+            # This very message started a run whose worker was lost.
+            lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
+            if not record.spec.rerunnable:
+                return lifecycle.worker_lost(record, now)
+            return lifecycle.restarted(record, this_run(record), now)
 
         try:
             if item.index is None:
@@ -365,7 +344,7 @@ class Worker:
                 if not isinstance(exc, (InvalidPayload, FileNotFoundError, IsADirectoryError)):
                     raise
                 # The job can never start (bad payload, missing entry point): end it.
-                await self._finish(run, record, None, [], f"Job could not start: {exc}")
+                await self._not_started(run, str(exc))
                 return
             try:
                 run.job = await self.runner.start(request)
@@ -373,7 +352,7 @@ class Worker:
                 if exc.errno not in CANNOT_EXECUTE:
                     raise  # this worker's trouble (no descriptors, memory): another try
                 # Its shell or program is missing or cannot be run: end the job.
-                await self._finish(run, record, None, [], f"Job could not start: {exc}")
+                await self._not_started(run, str(exc))
                 return
             if record.delete_requested:
                 await run.job.kill("qdel")
@@ -395,9 +374,9 @@ class Worker:
                 kept = self._keep_undelivered(record, files, changed)
                 note = f"{exc} The job itself exited {outcome.exit_status}; {kept}"
                 failed = dataclasses.replace(outcome, exit_status=EXIT_RESULTS_NOT_STORED)
-                await self._finish(run, record, failed, [], "; ".join([note, *notes]))
+                await self._finish(run, failed, [], "; ".join([note, *notes]))
                 return
-            await self._finish(run, record, outcome, results, "; ".join(notes) or None)
+            await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
             # A daemon the job left (still running beside other jobs) may hold its
@@ -548,54 +527,55 @@ class Worker:
                 await self.results.upload_file(f"{base}{name}", path)
         return [ResultFile(name=name, size=size) for name, _, size in sizes]
 
-    async def _finish(
-        self,
-        run: Run,
-        record: JobRecord,
-        outcome: RunOutcome | None,
-        files: list[ResultFile],
-        comment: str | None = None,
-    ) -> None:
-        """Record the end (outcome None: the job could not start), then ack. The
-        run's results become the job's only if this compare-and-set wins."""
-        results_path = self._results_path(record)
 
-        def finish(current: JobRecord) -> JobRecord | None:
+    async def _not_started(self, run: Run, reason: str) -> None:
+        """The job can never start: it ends saying why, then the message is acked."""
+
+        def end(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
                 return None  # fenced out: another run owns the job now
-            new = current.model_copy()
-            new.state = next_state(current.state, JobEvent.FINISH)
-            new.obittime = time.time()
-            new.run_token = None
-            new.comment = comment
-            if outcome is None:
-                new.exit_status = EXIT_FAILED_BEFORE_START
-                return new
-            new.exit_status = outcome.exit_status
-            new.session_id = outcome.session_id
-            new.resources_used = {
-                "cput": format_duration(outcome.cput),
-                "walltime": format_duration(outcome.walltime),
-                "mem": f"{outcome.max_rss_kb}kb",
-                "ncpus": str(run.ncpus),
-                "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
-            }
-            new.results = files
-            new.results_url = self.settings.webdav_url.rstrip("/") + results_path
-            new.results_path = results_path
-            if current.delete_requested:
-                new.comment = f"Job deleted by {current.deleted_by or 'request'} while running"
-            return new
+            return lifecycle.could_not_start(current, reason, time.time())
 
-        result = await self.store.cas(
-            run.number, finish, run.index, known=(run.record, run.revision)
+        await self._record_end(run, end)
+
+    async def _finish(
+        self, run: Run, outcome: RunOutcome, files: list[ResultFile], comment: str | None
+    ) -> None:
+        """Record the end of the run whose results are stored, then ack. The run's
+        results become the job's only if this compare-and-set wins."""
+        record = run.record
+        path = self._results_path(record)
+        ended = lifecycle.RunEnd(
+            exit_status=outcome.exit_status,
+            session_id=outcome.session_id,
+            resources_used=resources_used(outcome, run.ncpus),
+            results=files,
+            results_path=path,
+            results_url=self.settings.webdav_url.rstrip("/") + path,
+            comment=comment,
         )
-        final = None if result is None else result[0]
-        if final is None:
-            log.warning("run was superseded; result dropped", extra={"job": record.job_id})
-            if outcome is not None:  # it got as far as storing results, maybe all of them
-                await self._remove_runs(record, [record.run_count])
+
+        def end(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None  # fenced out: another run owns the job now
+            return lifecycle.finished(current, ended, time.time())
+
+        if not await self._record_end(run, end):
+            # It got as far as storing results, maybe all of them.
+            await self._remove_runs(record, [record.run_count])
             return
+        # Earlier runs lost the job, but one whose worker was cut off may have stored
+        # its results since (it removes them itself when its end is refused, if it can).
+        await self._remove_runs(record, range(1, record.run_count))
+
+    async def _record_end(self, run: Run, end: Callable[[JobRecord], JobRecord | None]) -> bool:
+        """Write the job's final record, tell its dependants, ack; False if the run was
+        superseded (nothing written, no ack)."""
+        result = await self.store.cas(run.number, end, run.index, known=(run.record, run.revision))
+        if result is None:
+            log.warning("run was superseded; result dropped", extra={"job": run.record.job_id})
+            return False
+        final = result[0]
         if final.dependents:
             await self.control.notify_dependents(final)
         await run.msg.ack()  # (an array's dispatchers count its ended subjobs)
@@ -608,9 +588,7 @@ class Worker:
                 "exit_status": final.exit_status,
             },
         )
-        # Earlier runs lost the job, but one whose worker was cut off may have stored
-        # its results since (it removes them itself when its end is refused, if it can).
-        await self._remove_runs(record, range(1, record.run_count))
+        return True
 
     async def _hand_back(
         self, run: Run, reason: str | None = None, retry_after: float | None = None
@@ -621,18 +599,7 @@ class Worker:
         def requeue(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
                 return None
-            new = current.model_copy()
-            new.state = next_state(current.state, JobEvent.REQUEUE)
-            new.run_token = None
-            if retry_after is None:
-                new.enqueue_count += 1
-            new.comment = reason or (
-                "Requeued by qrerun"
-                if current.rerun_requested
-                else "Handed back by a draining worker"
-            )
-            new.rerun_requested = False
-            return new
+            return lifecycle.requeued(current, reason, fresh_message=retry_after is None)
 
         # A fresh work message, not a nak: a nak is not stored, and a stack stopping
         # right after would leave the job waiting out ack_wait when it comes back.
@@ -715,6 +682,17 @@ class Worker:
 
 class ResultsNotStored(Exception):
     """A finished job's results could not be stored on WebDAV; says why."""
+
+
+def resources_used(outcome: RunOutcome, ncpus: int) -> dict[str, str]:
+    """The run's resources_used, as PBS writes them."""
+    return {
+        "cput": format_duration(outcome.cput),
+        "walltime": format_duration(outcome.walltime),
+        "mem": f"{outcome.max_rss_kb}kb",
+        "ncpus": str(ncpus),
+        "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
+    }
 
 
 def write_entrypoint(path: Path, data: bytes) -> None:
