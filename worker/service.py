@@ -1,5 +1,6 @@
-"""The worker: pulls jobs when it has free slots, runs them, stores results, and
-acknowledges a job only after its final state and outputs are stored."""
+"""The worker: pulls jobs when it has free slots, runs them, has their results
+delivered (delivery.py), and acknowledges a job only after its final state and
+outputs are stored."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,18 +25,18 @@ from nats.aio.msg import Msg
 from pkbs import constants as C
 from pkbs import lifecycle, tokens
 from pkbs.control import JobControl, run_key
-from pkbs.errors import InvalidPayload, InvalidRequest, PkbsError, ServiceUnavailable, UnknownJob
+from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbs import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root
-from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_pending
 
 from . import metrics
+from .delivery import Delivery, ResultsNotStored
 from .fetch import open_work_source
 from .jobenv import build_command, build_env
 from .rundir import NodeFiles, RunDir, WorkspacePool
@@ -64,8 +65,6 @@ CANNOT_EXECUTE = frozenset(
     {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR, errno.ELOOP,
      errno.ENAMETOOLONG, errno.E2BIG}
 )
-# Pause between two rounds of uploads while WebDAV is unreachable: doubles up to this.
-RESULTS_RETRY_MAX_PAUSE = 10.0
 
 
 @dataclass
@@ -117,7 +116,7 @@ class Worker:
                 leftover.unlink(missing_ok=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.connected = True
-        self.results = ResultStore.from_settings(self.settings)
+        self.delivery = Delivery(self.settings)
         self.control = JobControl(self.store)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
@@ -153,7 +152,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
                 await source.finish()
-            await self.results.aclose()
+            await self.delivery.aclose()
             await self.store.close()
             self.stopped.set()
 
@@ -368,10 +367,10 @@ class Worker:
                 notes.append("the job's file system is full (No space left on device)")
             changed = changed_files(files.job, before)
             try:
-                results = await self._store_results(record, files, changed)
+                results = await self.delivery.store(record, files, changed)
             except ResultsNotStored as exc:
                 # Not lost silently: the job ends with the reason, its files kept here.
-                kept = self._keep_undelivered(record, files, changed)
+                kept = self.delivery.keep_undelivered(record, files, changed)
                 note = f"{exc} The job itself exited {outcome.exit_status}; {kept}"
                 failed = dataclasses.replace(outcome, exit_status=EXIT_RESULTS_NOT_STORED)
                 await self._finish(run, failed, [], "; ".join([note, *notes]))
@@ -431,103 +430,6 @@ class Worker:
                 del self._array_payloads[next(iter(self._array_payloads))]
         return data
 
-    async def _store_results(
-        self, record: JobRecord, files: RunDir, changed: list[str]
-    ) -> list[ResultFile]:
-        """Upload the job's outputs. While WebDAV is unreachable (refused, no answer,
-        5xx) the whole upload is tried again with backoff, the files waiting in the
-        run directory and the heartbeat keeping the job ours, for at most
-        `results_retry_seconds`; then ResultsNotStored. A refusal retrying cannot
-        mend (another 4xx, a local file that cannot be read) raises it at once."""
-        limit = self.settings.results_retry_seconds
-        started = time.monotonic()
-        pause = 1.0
-        while True:
-            left = limit - (time.monotonic() - started)
-            try:
-                async with asyncio.timeout(left):
-                    return await self._upload_results(record, files, changed)
-            except TimeoutError:  # the limit came in the middle of a request
-                reason = self.results.last_error or "no answer"
-            except ServiceUnavailable as exc:
-                reason = exc.message
-            except InvalidRequest as exc:
-                raise ResultsNotStored(f"Results not stored: {exc.message}.") from exc
-            waited = time.monotonic() - started
-            if waited >= limit:
-                log.error("results not stored", extra={"job": record.job_id, "reason": reason})
-                raise ResultsNotStored(
-                    f"Results not stored: WebDAV at {self.settings.webdav_url} unreachable "
-                    f"for {waited:.0f} s (limit PKBS_RESULTS_RETRY_SECONDS={limit:g}); "
-                    f"last error: {reason}."
-                )
-            log.warning(
-                "results not stored yet, retrying",
-                extra={"job": record.job_id, "waited": round(waited, 1), "reason": reason},
-            )
-            await asyncio.sleep(min(pause, limit - waited))
-            pause = min(pause * 2, RESULTS_RETRY_MAX_PAUSE)
-
-    def _keep_undelivered(self, record: JobRecord, files: RunDir, changed: list[str]) -> str:
-        """Move the results that could not be stored out of the run directory (which
-        goes next) to <worker dir>/pkbs-undelivered/<job id>.<run>/, as PBS keeps
-        output it cannot deliver; say where, for the job's comment."""
-        local = [(name, path) for name, path in files.outputs if path.exists()]
-        local += [(rel, files.job / rel) for rel in changed]
-        if not local:
-            return "it left no files"
-        dest = jobs_root(self.settings.worker_dir).parent / "pkbs-undelivered"
-        dest = dest / f"{record.job_id}.{record.run_count}"
-        try:
-            for name, path in local:
-                target = dest / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(path, target)
-        except OSError as exc:
-            return f"its files could not be kept either: {exc}"
-        where = f"on worker {self.settings.worker_name} in {dest}"
-        count = f"{len(local)} result files are" if len(local) > 1 else "result file is"
-        return f"its {count} kept {where}"
-
-    def _results_path(self, record: JobRecord, run_count: int | None = None) -> str:
-        """The WebDAV collection of a run of the job: by default, of the run whose
-        start wrote `record`."""
-        count = record.run_count if run_count is None else run_count
-        return run_results_path(self.settings.webdav_base, record.owner, record.job_id, count)
-
-    async def _remove_runs(self, record: JobRecord, run_counts: Iterable[int]) -> None:
-        """Best effort: remove what these runs of the job stored on WebDAV. Only the
-        run that finished the job stored the job's results."""
-        for count in run_counts:
-            path = self._results_path(record, count)
-            try:
-                removed = await self.results.delete(path)
-            except PkbsError as exc:
-                log.warning("results of a superseded run not removed: %s: %s", path, exc.message,
-                            extra={"job": record.job_id})
-                continue
-            if removed:
-                log.info("results of a superseded run removed: %s", path,
-                         extra={"job": record.job_id})
-
-    async def _upload_results(
-        self, record: JobRecord, files: RunDir, changed: list[str]
-    ) -> list[ResultFile]:
-        base = self._results_path(record)
-        local = [(name, path) for name, path in files.outputs if path.exists()]
-        local += [(rel, files.job / rel) for rel in changed]
-        sizes = [(name, path, path.stat().st_size) for name, path in local]
-        to_upload = [(name, path) for name, path, size in sizes if size > 0]
-        if to_upload:
-            await self.results.ensure_collection(base)
-            for name, path in to_upload:
-                parent = name.rpartition("/")[0]
-                if parent:
-                    await self.results.ensure_collection(f"{base}{parent}/")
-                await self.results.upload_file(f"{base}{name}", path)
-        return [ResultFile(name=name, size=size) for name, _, size in sizes]
-
-
     async def _not_started(self, run: Run, reason: str) -> None:
         """The job can never start: it ends saying why, then the message is acked."""
 
@@ -544,14 +446,14 @@ class Worker:
         """Record the end of the run whose results are stored, then ack. The run's
         results become the job's only if this compare-and-set wins."""
         record = run.record
-        path = self._results_path(record)
+        path = self.delivery.run_path(record)
         ended = lifecycle.RunEnd(
             exit_status=outcome.exit_status,
             session_id=outcome.session_id,
             resources_used=resources_used(outcome, run.ncpus),
             results=files,
             results_path=path,
-            results_url=self.settings.webdav_url.rstrip("/") + path,
+            results_url=self.delivery.url(path),
             comment=comment,
         )
 
@@ -562,11 +464,11 @@ class Worker:
 
         if not await self._record_end(run, end):
             # It got as far as storing results, maybe all of them.
-            await self._remove_runs(record, [record.run_count])
+            await self.delivery.remove_runs(record, [record.run_count])
             return
         # Earlier runs lost the job, but one whose worker was cut off may have stored
         # its results since (it removes them itself when its end is refused, if it can).
-        await self._remove_runs(record, range(1, record.run_count))
+        await self.delivery.remove_runs(record, range(1, record.run_count))
 
     async def _record_end(self, run: Run, end: Callable[[JobRecord], JobRecord | None]) -> bool:
         """Write the job's final record, tell its dependants, ack; False if the run was
@@ -678,10 +580,6 @@ class Worker:
         signo = signal_number(name)
         if signo is not None:
             run.job.send_signal(signo)
-
-
-class ResultsNotStored(Exception):
-    """A finished job's results could not be stored on WebDAV; says why."""
 
 
 def resources_used(outcome: RunOutcome, ncpus: int) -> dict[str, str]:
