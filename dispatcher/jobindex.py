@@ -46,7 +46,7 @@ from pkbs.errors import ServiceUnavailable
 from pkbs.jobstore import JobStore
 from pkbs.pbsattrs import _exec_host, resource_list
 from pkbs.pbsvalues import format_job_id, normalize_resource
-from pkbs.states import FINAL_STATES
+from pkbs.states import FINAL_STATES, JobState, shown_state
 
 log = logging.getLogger("pkbs.dispatcher.jobindex")
 
@@ -114,7 +114,7 @@ def _subjob_template(spec_array: str, head: list[Any], tail: list[Any]) -> Array
     """What JobRecord.subjob gives a queued subjob: the array's values, state Q, no
     comment; its id `<n>[<index>].<server>`."""
     id_prefix, _, id_suffix = pydantic_core.to_json(head[0]).partition(b"[]")
-    head_rest = _dumps([*head[1:4], "Q", head[5]])
+    head_rest = _dumps([*head[1:4], JobState.QUEUED.value, head[5]])
     return Array(
         _array_range(spec_array),
         id_prefix + b"[",
@@ -163,8 +163,8 @@ def summarise(data: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
     extras = spec.get("attributes") or {}
     array = spec.get("array") is not None
     job_id = format_job_id(data["number"], server, index=index, array=array)
-    if index is not None and state == "F":
-        state = "X"  # a finished subjob
+    if index is not None:
+        state = shown_state(JobState(state), subjob=True).value
     used = data.get("resources_used") or {}
     cput = used.get("cput")
     walltime_used = used.get("walltime")

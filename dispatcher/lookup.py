@@ -27,7 +27,7 @@ async def lookup(store: JobStore, job_id: str) -> JobRecord:
     except UnknownJob:
         subjob = record.subjob(jid.index)
         if is_final(record.state):
-            subjob.state = record.state
+            subjob = subjob.model_copy(update={"state": record.state})
     return subjob
 
 

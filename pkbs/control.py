@@ -1,8 +1,8 @@
 """Job operations shared by the dispatcher and the workers: submit, hold, release,
 delete, signal, and telling dependent jobs that a job started or ended.
 
-Every change is a compare-and-set through JobStore and an event of pkbs.states.
-Ownership checks are the caller's (the dispatcher's) business.
+Every change is a compare-and-set through JobStore of a record that pkbs.lifecycle
+makes. Ownership checks are the caller's (the dispatcher's) business.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from pkbs import constants as C
-from pkbs import depend
+from pkbs import depend, lifecycle
 from pkbs.errors import (
     BadAttributeValue,
     BadState,
@@ -24,24 +24,9 @@ from pkbs.errors import (
 from pkbs.jobstore import JobStore
 from pkbs.models import AlterRequest, JobRecord, JobSpec
 from pkbs.pbsvalues import format_job_id, parse_depend, parse_job_id
-from pkbs.states import JobEvent, JobState, can, is_active, is_final, next_state
+from pkbs.states import JobEvent, JobState, can, is_active, is_final, is_pending
 
 log = logging.getLogger(__name__)
-
-USER_HOLD, OTHER_HOLD, SYSTEM_HOLD = "u", "o", "s"
-PENDING = frozenset({JobState.QUEUED, JobState.WAITING})
-
-
-def _holds(types: str) -> str:
-    return "".join(t for t in "uos" if t in types) or "n"
-
-
-def _ready_state(record: JobRecord, now: float) -> JobState:
-    """Where a job with no holds left goes: Q, or W while its -a time is ahead."""
-    state = next_state(JobState.HELD, JobEvent.RELEASE)
-    if record.spec.exec_time is not None and record.spec.exec_time > now:
-        state = next_state(state, JobEvent.DEFER)
-    return state
 
 
 def _queued_spans(present: set[str], number: int) -> list[tuple[int, int]]:
@@ -87,7 +72,7 @@ class JobControl:
         now = time.time()
 
         def build(number: int) -> JobRecord:
-            return self._new_record(number, owner, spec, submit_id, pending, now)
+            return lifecycle.submitted(number, self.server, owner, spec, submit_id, pending, now)
 
         record, revision, duplicate = await self.store.create(payload, submit_id, build)
         if record.enqueue_count and not is_final(record.state):
@@ -108,7 +93,7 @@ class JobControl:
 
         def build(position: int, number: int) -> JobRecord:
             spec, _, submit_id = jobs[position]
-            return self._new_record(number, owner, spec, submit_id, {}, now)
+            return lifecycle.submitted(number, self.server, owner, spec, submit_id, {}, now)
 
         created = await self.store.create_many(
             [(payload, submit_id) for _, payload, submit_id in jobs], build
@@ -124,31 +109,6 @@ class JobControl:
         await self.store.enqueue_many(singles)  # deduplicated if a retry
         return [(record, duplicate) for record, _, duplicate in created]
 
-    def _new_record(
-        self,
-        number: int,
-        owner: str,
-        spec: JobSpec,
-        submit_id: str,
-        pending: dict[str, list[int]],
-        now: float,
-    ) -> JobRecord:
-        holds = (USER_HOLD if spec.hold else "") + (SYSTEM_HOLD if pending else "")
-        record = JobRecord(
-            number=number,
-            server=self.server,
-            owner=owner,
-            spec=spec,
-            state=JobState.HELD,
-            submit_id=submit_id,
-            hold_types=_holds(holds),
-            depend_pending=pending,
-        )
-        if not holds:
-            record.state = _ready_state(record, now)
-            record.enqueue_count = 1
-        return record
-
     async def _link_parents(self, child: JobRecord) -> None:
         """Register the child with each parent, then judge the parent as it is now.
         Both are compare-and-set, so a parent ending meanwhile is never missed."""
@@ -158,9 +118,7 @@ class JobControl:
                 def link(parent: JobRecord) -> JobRecord | None:
                     if child.number in parent.dependents or is_final(parent.state):
                         return None
-                    new = parent.model_copy()
-                    new.dependents = [*parent.dependents, child.number]
-                    return new
+                    return lifecycle.dependent_added(parent, child.number)
 
                 await self.store.update(number, link)
                 parent, _ = await self.store.get(number)
@@ -198,7 +156,7 @@ class JobControl:
             if record.index is not None:
                 if started is not None:
                     started.setdefault(record.number, set()).add(record.index)
-                if record.state in PENDING and run_key(record) not in present:
+                if is_pending(record.state) and run_key(record) not in present:
                     waiting.append(record)
             elif not is_final(record.state):
                 waiting.append(record)
@@ -223,7 +181,7 @@ class JobControl:
                 if lost:
                     await self.store.enqueue(record, lost)
                     repaired += 1
-            elif record.state in PENDING and run_key(record) not in present:
+            elif is_pending(record.state) and run_key(record) not in present:
                 if await self._requeue_lost(record):
                     repaired += 1
             elif record.state == JobState.HELD and record.depend_pending:
@@ -243,11 +201,9 @@ class JobControl:
 
     async def _requeue_lost(self, seen: JobRecord) -> bool:
         def bump(record: JobRecord) -> JobRecord | None:
-            if record.state not in PENDING or record.mtime != seen.mtime:
+            if not is_pending(record.state) or record.mtime != seen.mtime:
                 return None  # it moved on meanwhile
-            new = record.model_copy()
-            new.enqueue_count += 1
-            return new
+            return lifecycle.work_lost(record)
 
         record = await self.store.update(seen.number, bump, seen.index)
         if record is None:
@@ -264,10 +220,7 @@ class JobControl:
         def begin(array: JobRecord) -> JobRecord | None:
             if not can(array.state, JobEvent.BEGIN):
                 return None
-            new = array.model_copy()
-            new.state = next_state(array.state, JobEvent.BEGIN)
-            new.stime = time.time()
-            return new
+            return lifecycle.begun(array, time.time())
 
         array = await self.store.update(number, begin)
         if array is not None and array.dependents:
@@ -282,13 +235,7 @@ class JobControl:
         def count(array: JobRecord) -> JobRecord | None:
             if is_final(array.state) or (array.array_done, array.array_failed) == (done, failed):
                 return None
-            new = array.model_copy()
-            new.array_done, new.array_failed = done, failed
-            if done >= len(array.spec.array_indices()):
-                new.state = next_state(array.state, JobEvent.FINISH)
-                new.exit_status = 1 if failed else 0
-                new.obittime = time.time()
-            return new
+            return lifecycle.subjobs_counted(array, done, failed, time.time())
 
         array = await self.store.update(number, count)
         if array is not None and is_final(array.state):
@@ -309,48 +256,26 @@ class JobControl:
             await self.dependency_event(child, parent)
 
     async def dependency_event(self, child_number: int, parent: JobRecord) -> None:
-        released = False
-
         def judge(child: JobRecord) -> JobRecord | None:
-            nonlocal released
-            released = False  # a retried compare-and-set decides afresh
             if child.state != JobState.HELD:
                 return None
-            new = child.model_copy()
-            new.depend_pending = {k: list(v) for k, v in child.depend_pending.items()}
-            changed = False
-            for kind, numbers in list(new.depend_pending.items()):
+            met = []
+            for kind, numbers in child.depend_pending.items():
                 if parent.number not in numbers:
                     continue
                 result = depend.outcome(kind, parent)
-                if result is None:
-                    continue
-                changed = True
                 if result is False:
-                    new.state = next_state(child.state, JobEvent.DELETE)
-                    new.obittime = time.time()
-                    new.depend_pending = {}
-                    new.comment = (
-                        f"Job deleted: dependency {kind} on {parent.job_id} can never be met"
-                    )
-                    return new
-                numbers.remove(parent.number)
-                if not numbers:
-                    del new.depend_pending[kind]
-            if not changed:
+                    return lifecycle.dependency_failed(child, kind, parent.job_id, time.time())
+                if result:
+                    met.append(kind)
+            if not met:
                 return None
-            if not new.depend_pending:
-                new.hold_types = _holds(new.hold_types.replace(SYSTEM_HOLD, ""))
-                if new.hold_types == "n":
-                    new.state = _ready_state(new, time.time())
-                    new.enqueue_count += 1
-                    released = True
-            return new
+            return lifecycle.dependencies_met(child, parent.number, met, time.time())
 
         child = await self.store.update(child_number, judge)
         if child is None:
             return
-        if released:
+        if is_pending(child.state):  # it was held: released
             await self._enqueue(child)
         elif is_final(child.state):
             await self.notify_dependents(child)
@@ -361,11 +286,7 @@ class JobControl:
         def change(record: JobRecord) -> JobRecord:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy()
-            new.hold_types = _holds(record.hold_types.replace("n", "") + types)
-            if can(record.state, JobEvent.HOLD):
-                new.state = next_state(record.state, JobEvent.HOLD)
-            return new
+            return lifecycle.held(record, types)
 
         result = await self.store.update(number, change)
         assert result is not None
@@ -379,15 +300,8 @@ class JobControl:
             released = False  # a retried compare-and-set decides afresh
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy()
-            new.hold_types = _holds("".join(t for t in record.hold_types if t not in types))
-            if record.state == JobState.HELD and new.hold_types == "n":
-                if record.depend_pending:  # the system hold stays until they are met
-                    new.hold_types = SYSTEM_HOLD
-                else:
-                    new.state = _ready_state(new, time.time())
-                    new.enqueue_count += 1
-                    released = True
+            new = lifecycle.released(record, types, time.time())
+            released = new.enqueue_count > record.enqueue_count  # it left H: enqueue it
             return new
 
         result = await self.store.update(number, change)
@@ -408,19 +322,11 @@ class JobControl:
         def change(record: JobRecord) -> JobRecord | None:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy()
-            new.deleted_by = by
             if can(record.state, JobEvent.DELETE):
-                new.state = next_state(record.state, JobEvent.DELETE)
-                new.obittime = time.time()
-                new.comment = f"Job deleted by {by}" + (
-                    "" if record.run_count else " before it ran"
-                )
-            elif is_active(record.state):
-                new.delete_requested = True
-            else:
-                raise BadState(job_id=record.job_id)
-            return new
+                return lifecycle.deleted(record, by, time.time())
+            if is_active(record.state):
+                return lifecycle.delete_requested(record, by)
+            raise BadState(job_id=record.job_id)
 
         record = await self.store.update(number, change)
         assert record is not None
@@ -437,21 +343,14 @@ class JobControl:
         array, _ = await self.store.get(number)
         if not array.is_array or index not in array.spec.array_indices():
             raise UnknownJob(job_id=format_job_id(number, self.server, index=index))
-        deleted = array.subjob(index)
-        deleted.state = next_state(deleted.state, JobEvent.DELETE)
-        deleted.deleted_by = by
-        deleted.obittime = time.time()
-        deleted.comment = f"Job deleted by {by} before it ran"
+        deleted = lifecycle.deleted(array.subjob(index), by, time.time())
         if not is_final(array.state) and await self.store.create_subjob(deleted) is not None:
             return deleted  # counted as ended by the dispatchers' job index
 
         def change(record: JobRecord) -> JobRecord | None:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            new = record.model_copy()
-            new.deleted_by = by
-            new.delete_requested = True
-            return new
+            return lifecycle.delete_requested(record, by)
 
         record = await self.store.update(number, change, index)
         assert record is not None
@@ -476,26 +375,8 @@ class JobControl:
                 raise FinishedJob(job_id=record.job_id)
             if is_active(record.state) and not change.touches_only_running_limits():
                 raise ModifyRunning(job_id=record.job_id)
-            new = record.model_copy()
-            if change.depend is not None:
-                # New dependencies replace the old: a system hold until they are met.
-                new.depend_pending = pending
-                if pending:
-                    new.hold_types = _holds(record.hold_types.replace("n", "") + SYSTEM_HOLD)
-                    if can(record.state, JobEvent.HOLD):
-                        new.state = next_state(record.state, JobEvent.HOLD)
-            updates = change.model_dump(exclude_none=True, exclude={"resources", "attributes"})
-            spec = new.spec.model_copy(update=updates)
-            spec.resources = {**spec.resources, **(change.resources or {})}
-            spec.attributes = {**spec.attributes, **(change.attributes or {})}
-            new.spec = JobSpec.model_validate(spec.model_dump())
+            new = lifecycle.altered(record, change, pending, time.time())
             check(new.spec)
-            if change.exec_time is not None:
-                due = change.exec_time <= time.time()
-                if new.state == JobState.WAITING and due:
-                    new.state = next_state(new.state, JobEvent.RELEASE)
-                elif new.state == JobState.QUEUED and not due:
-                    new.state = next_state(new.state, JobEvent.DEFER)
             return new
 
         record = await self.store.update(number, apply)
@@ -513,9 +394,7 @@ class JobControl:
                 raise BadState(job_id=record.job_id)
             if not record.spec.rerunnable:
                 raise NotRerunnable(job_id=record.job_id)
-            new = record.model_copy()
-            new.rerun_requested = True
-            return new
+            return lifecycle.rerun_requested(record)
 
         record = await self.store.update(number, change, index)
         assert record is not None

@@ -168,7 +168,7 @@ class JobStore:
                 if not fresh:
                     continue  # decided on a copy that may be stale: decide on the stored one
                 return None
-            new.mtime = time.time()
+            new = new.model_copy(update={"mtime": time.time()})
             try:
                 new_revision = await self.jobs.update(
                     job_key(number, index), new.model_dump_json().encode(), last=revision

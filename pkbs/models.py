@@ -102,7 +102,10 @@ class JobRecord(BaseModel):
     """One KV record per job. Changes are compare-and-set on the KV revision.
 
     An array job has one record for the array (index None) and one per subjob
-    (index set), made when the subjob first starts or is deleted."""
+    (index set), made when the subjob first starts or is deleted. Frozen: a change
+    makes a new record, through pkbs.lifecycle."""
+
+    model_config = ConfigDict(frozen=True)
 
     number: int
     index: int | None = None

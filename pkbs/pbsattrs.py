@@ -28,6 +28,7 @@ from pkbs.pbsvalues import (
     parse_select,
     parse_size,
 )
+from pkbs.states import JobState, is_final, shown_state
 
 if TYPE_CHECKING:
     from pkbs.models import JobRecord
@@ -149,8 +150,17 @@ DEFAULT_CHECKPOINT = "u"
 _SUMMED_COUNTS = ("ncpus", "ngpus", "naccelerators", "mpiprocs")
 _SUMMED_SIZES = ("mem", "vmem")
 
-# PBS substates (src/include/job.h) for each pkbs state letter.
-_SUBSTATES = {"Q": 10, "H": 20, "W": 30, "R": 42, "E": 50, "F": 92, "B": 70, "X": 69}
+# PBS substates (src/include/job.h) for each pkbs state.
+_SUBSTATES = {
+    JobState.QUEUED: 10,
+    JobState.HELD: 20,
+    JobState.WAITING: 30,
+    JobState.RUNNING: 42,
+    JobState.EXITING: 50,
+    JobState.FINISHED: 92,
+    JobState.BEGUN: 70,
+    JobState.EXPIRED: 69,
+}
 _SUBSTATE_TERMINATED = 91
 _SUBSTATE_FAILED = 93
 
@@ -272,13 +282,12 @@ def _exec_vnode(exec_host: str, resources: Mapping[str, str]) -> str:
 
 
 def _substate(record: JobRecord) -> int:
-    letter = record.state.value
-    if letter == "F":
+    if record.state == JobState.FINISHED:
         if record.deleted_by or record.delete_requested:
             return _SUBSTATE_TERMINATED
         if record.exit_status not in (None, 0):
             return _SUBSTATE_FAILED
-    return _SUBSTATES.get(letter, 10)
+    return _SUBSTATES.get(record.state, 10)
 
 
 def job_attributes(record: JobRecord) -> dict[str, object]:
@@ -288,9 +297,7 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
     owner = record.owner if "@" in record.owner else f"{record.owner}@{spec.submit_host}"
     euser = record.owner.split("@", 1)[0]
     resources = resource_list(spec.resources)
-    state = record.state.value
-    if record.index is not None and state == "F":
-        state = "X"  # a finished subjob
+    state = shown_state(record.state, record.index is not None)
 
     values: dict[str, object | None] = {}
     # Attributes recorded as given come first so that pkbs's own values win.
@@ -304,12 +311,12 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
     variables = dict(spec.variables)
     variables.setdefault("PBS_O_QUEUE", spec.queue)
     variables.setdefault("PBS_O_HOST", spec.submit_host)
-    eligible = state not in ("H", "W") or record.stime is not None
+    eligible = state not in (JobState.HELD, JobState.WAITING) or record.stime is not None
     values.update(
         {
             "Job_Name": spec.name,
             "Job_Owner": owner,
-            "job_state": state,
+            "job_state": state.value,
             "queue": spec.queue,
             "server": record.server,
             "Checkpoint": extra.get("Checkpoint", DEFAULT_CHECKPOINT),
@@ -350,7 +357,7 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
         values["array_indices_submitted"] = spec.array
         total = len(spec.array_indices())
         values["array_state_count"] = (
-            f"Queued:{0 if state == 'F' else total - record.array_done} "
+            f"Queued:{0 if is_final(state) else total - record.array_done} "
             f"Running:0 Exiting:0 Expired:{record.array_done} "
         )
     elif record.index is not None:

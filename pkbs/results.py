@@ -6,9 +6,11 @@ the store percent-encodes every segment itself (exactly once), and refuses "." a
 ".." segments, so a job name can neither break a URL nor climb out of the base.
 
 Connection errors, timeouts, 5xx and 423 (Locked) are retried with exponential
-backoff and jitter; after the last attempt they raise `ServiceUnavailable`. Any
-other 4xx fails at once as `InvalidRequest` naming the status, method and path
-(401/403 also name the user: wrong WebDAV credentials are not worth a retry).
+backoff and jitter; after the last attempt they raise `ServiceUnavailable` (a store
+made with `attempts=None` retries until its caller gives up: the worker's, within
+its deadline for a run's results). Any other 4xx fails at once as `InvalidRequest`
+naming the status, method and path (401/403 also name the user: wrong WebDAV
+credentials are not worth a retry).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ class ResultStore:
         user: str | None = None,
         password: str | None = None,
         base: str = "/pkbs",
-        attempts: int = 8,
+        attempts: int | None = 8,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
         timeout: float = 30.0,
@@ -121,8 +123,9 @@ class ResultStore:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """`attempts` tries with delays backoff, 2*backoff, ... capped at
-        max_backoff (x0.8-1.2 jitter): the defaults ride out ~35 s of outage."""
-        if attempts < 1:
+        max_backoff (x0.8-1.2 jitter): the defaults ride out ~35 s of outage.
+        `attempts=None`: tries go on until the caller cancels (asyncio.timeout)."""
+        if attempts is not None and attempts < 1:
             raise ValueError("attempts must be >= 1")
         self.url = url.rstrip("/")
         self.base = base
@@ -200,7 +203,9 @@ class ResultStore:
     async def _retrying(self, method: str, path: str, op: Callable[[], Awaitable[T]]) -> T:
         delay = self.backoff
         reason = ""
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 result = await op()
             except _Retry as exc:
@@ -219,10 +224,10 @@ class ResultStore:
             if self.on_retry is not None:
                 self.on_retry(attempt, pause, reason)
             await asyncio.sleep(pause)
-            delay *= 2
+            delay = min(delay * 2, self.max_backoff)
         raise ServiceUnavailable(
-            f"WebDAV {method} {path!r} at {self.url} failed after {self.attempts} "
-            f"attempt{'s' if self.attempts > 1 else ''}: {reason}"
+            f"WebDAV {method} {path!r} at {self.url} failed after {attempt} "
+            f"attempt{'s' if attempt > 1 else ''}: {reason}"
         )
 
     async def _simple(

@@ -92,3 +92,12 @@ def is_final(state: JobState) -> bool:
 
 def is_active(state: JobState) -> bool:
     return state in ACTIVE_STATES
+
+
+def is_pending(state: JobState) -> bool:
+    return state in PENDING_STATES
+
+
+def shown_state(state: JobState, subjob: bool) -> JobState:
+    """The state qstat shows: X (expired) for a finished subjob."""
+    return JobState.EXPIRED if subjob and state == F else state

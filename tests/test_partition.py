@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import pytest
 from nats.aio.msg import Msg
+from pkbs.worker.delivery import Delivery
 from pkbs.worker.runner import RunOutcome
 from pkbs.worker.service import Run, Worker
 
@@ -29,7 +30,6 @@ from bench.runlog import job_runs
 from pkbs import servers
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, JobSpec, ResultFile
-from pkbs.results import ResultStore
 from pkbs.settings import Settings
 from pkbs.states import JobState
 from tests.stackutil import (
@@ -297,12 +297,15 @@ def finish(worker: Worker, stored: JobRecord, started: JobRecord) -> tuple[JobRe
 
     async def main() -> None:
         worker.store = cast(JobStore, store)
-        async with ResultStore.from_settings(worker.settings) as results:
-            worker.results = results
+        worker.delivery = Delivery(worker.settings)
+        try:
             for count in (1, 2):
-                path = worker._results_path(started, count)
-                await results.upload_bytes(f"{path}unit.o7", f"run {count}\n".encode())
-            await worker._finish(run, started, outcome, [ResultFile(name="unit.o7", size=6)])
+                path = worker.delivery.run_path(started, count)
+                output = f"run {count}\n".encode()
+                await worker.delivery.webdav.upload_bytes(f"{path}unit.o7", output)
+            await worker._finish(run, outcome, [ResultFile(name="unit.o7", size=6)], None)
+        finally:
+            await worker.delivery.aclose()
 
     asyncio.run(main())
     return store.record, msg.acked

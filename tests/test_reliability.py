@@ -107,10 +107,7 @@ def test_a_queued_job_that_lost_its_work_message_is_queued_again(fresh_stack: St
         try:
 
             def queue(record: JobRecord) -> JobRecord:
-                new = record.model_copy(deep=True)
-                new.state = JobState.QUEUED
-                new.hold_types = "n"
-                return new
+                return record.model_copy(update={"state": JobState.QUEUED, "hold_types": "n"})
 
             await store.update(int(job_id.split(".")[0]), queue)
         finally:

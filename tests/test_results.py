@@ -384,6 +384,24 @@ def test_which_statuses_are_retried(
     assert seen == ["PUT"] * attempts_made
 
 
+def test_without_an_attempt_limit_retries_go_on_until_the_caller_gives_up() -> None:
+    seen: list[str] = []
+    store = ResultStore("http://dav.invalid", attempts=None, backoff=0.001, max_backoff=0.002,
+                        transport=scripted([503] * 12 + [201], seen))
+    run(store, lambda s: s.upload_bytes("/a", b"a"))
+    assert seen == ["PUT"] * 13
+
+    async def within(store: ResultStore) -> None:
+        async with asyncio.timeout(0.2):
+            await store.upload_bytes("/a", b"a")
+
+    store = ResultStore("http://dav.invalid", attempts=None, backoff=0.001, max_backoff=0.002,
+                        transport=scripted([503], seen))
+    with pytest.raises(TimeoutError):
+        run(store, within)
+    assert store.last_error == "PUT '/a': HTTP 503 Service Unavailable"
+
+
 def test_propfind_parsing_tolerates_other_servers() -> None:
     # Nextcloud-style: full URLs in href, a URL prefix, 404 propstats, odd quoting.
     body = b"""<?xml version="1.0"?>

@@ -1,5 +1,6 @@
-"""The worker: pulls jobs when it has free slots, runs them, stores results, and
-acknowledges a job only after its final state and outputs are stored."""
+"""The worker: pulls jobs when it has free slots, runs them, has their results
+delivered (delivery.py), and acknowledges a job only after its final state and
+outputs are stored."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,19 +23,20 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from pkbs import constants as C
-from pkbs import tokens
+from pkbs import lifecycle, tokens
 from pkbs.control import JobControl, run_key
-from pkbs.errors import InvalidPayload, InvalidRequest, PkbsError, ServiceUnavailable, UnknownJob
+from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
+from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root
-from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
-from pkbs.states import JobEvent, JobState, is_active, next_state
+from pkbs.states import JobState, is_active, is_pending
 
 from . import metrics
+from .delivery import Delivery, ResultsNotStored
 from .fetch import open_work_source
 from .jobenv import build_command, build_env
 from .rundir import NodeFiles, RunDir, WorkspacePool
@@ -57,20 +59,12 @@ DISK_FULL_RETRY = 10.0
 MAX_DEFER_SECONDS = 300.0
 # Payloads of this many arrays are kept (each at most 1 MiB): see Worker._payload.
 ARRAY_PAYLOADS_KEPT = 8
-# PBS JOB_EXEC_RERUN_MS_FAIL: the node running a non-rerunnable job was lost.
-EXIT_LOST_NOT_RERUNNABLE = -20
-# PBS JOB_EXEC_FAIL1: the job failed before it could start.
-EXIT_FAILED_BEFORE_START = -1
-# PBS JOB_EXEC_FAIL2 ("after files"): the job ran, its results could not be stored.
-EXIT_RESULTS_NOT_STORED = -2
 # What starting a job's program fails with when the fault is the job's (its shell or
 # program is missing, not executable, not a program, or its arguments are too long).
 CANNOT_EXECUTE = frozenset(
     {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR, errno.ELOOP,
      errno.ENAMETOOLONG, errno.E2BIG}
 )
-# Pause between two rounds of uploads while WebDAV is unreachable: doubles up to this.
-RESULTS_RETRY_MAX_PAUSE = 10.0
 
 
 @dataclass
@@ -122,7 +116,7 @@ class Worker:
                 leftover.unlink(missing_ok=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.connected = True
-        self.results = ResultStore.from_settings(self.settings)
+        self.delivery = Delivery(self.settings)
         self.control = JobControl(self.store)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
@@ -158,7 +152,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
                 await source.finish()
-            await self.results.aclose()
+            await self.delivery.aclose()
             await self.store.close()
             self.stopped.set()
 
@@ -252,42 +246,26 @@ class Worker:
         defer_for = 0.0
         lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
 
+        def this_run(record: JobRecord) -> lifecycle.RunStart:
+            exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
+            return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host)
+
         def start(record: JobRecord) -> JobRecord | None:
             nonlocal defer_for, lost
             defer_for, lost = 0.0, None  # a retried compare-and-set decides afresh
             now = time.time()
-            state = record.state
-            if state in (JobState.QUEUED, JobState.WAITING):
+            if is_pending(record.state):
                 if record.spec.exec_time is not None and record.spec.exec_time > now:
                     defer_for = record.spec.exec_time - now
                     return None
-                if state == JobState.WAITING:
-                    state = next_state(state, JobEvent.RELEASE)
-                event = JobEvent.START
-            elif is_active(state) and record.work_seq == seq:
-                # This very message started a run whose worker was lost.
-                event = JobEvent.RESTART
-                lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
-            else:
+                return lifecycle.started(record, this_run(record), now)
+            if not (is_active(record.state) and record.work_seq == seq):
                 return None  # held, deleted, finished, or a stale duplicate message
-            new = record.model_copy()
-            if event == JobEvent.RESTART and not record.spec.rerunnable:
-                new.state = next_state(state, JobEvent.FINISH)
-                new.exit_status = EXIT_LOST_NOT_RERUNNABLE
-                new.obittime = now
-                new.run_token = None
-                new.comment = "Worker lost while the job ran; job is not rerunnable"
-                return new
-            new.state = next_state(state, event)
-            new.run_count += 1
-            new.run_token = token
-            new.work_seq = seq
-            new.worker = self.settings.worker_name
-            new.exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
-            new.stime = now
-            new.exit_status = None
-            new.comment = None if event == JobEvent.START else "Rerun after its worker was lost"
-            return new
+            # This very message started a run whose worker was lost.
+            lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
+            if not record.spec.rerunnable:
+                return lifecycle.worker_lost(record, now)
+            return lifecycle.restarted(record, this_run(record), now)
 
         try:
             if item.index is None:
@@ -365,7 +343,7 @@ class Worker:
                 if not isinstance(exc, (InvalidPayload, FileNotFoundError, IsADirectoryError)):
                     raise
                 # The job can never start (bad payload, missing entry point): end it.
-                await self._finish(run, record, None, [], f"Job could not start: {exc}")
+                await self._not_started(run, str(exc))
                 return
             try:
                 run.job = await self.runner.start(request)
@@ -373,7 +351,7 @@ class Worker:
                 if exc.errno not in CANNOT_EXECUTE:
                     raise  # this worker's trouble (no descriptors, memory): another try
                 # Its shell or program is missing or cannot be run: end the job.
-                await self._finish(run, record, None, [], f"Job could not start: {exc}")
+                await self._not_started(run, str(exc))
                 return
             if record.delete_requested:
                 await run.job.kill("qdel")
@@ -389,15 +367,15 @@ class Worker:
                 notes.append("the job's file system is full (No space left on device)")
             changed = changed_files(files.job, before)
             try:
-                results = await self._store_results(record, files, changed)
+                results = await self.delivery.store(record, files, changed)
             except ResultsNotStored as exc:
                 # Not lost silently: the job ends with the reason, its files kept here.
-                kept = self._keep_undelivered(record, files, changed)
+                kept = self.delivery.keep_undelivered(record, files, changed)
                 note = f"{exc} The job itself exited {outcome.exit_status}; {kept}"
                 failed = dataclasses.replace(outcome, exit_status=EXIT_RESULTS_NOT_STORED)
-                await self._finish(run, record, failed, [], "; ".join([note, *notes]))
+                await self._finish(run, failed, [], "; ".join([note, *notes]))
                 return
-            await self._finish(run, record, outcome, results, "; ".join(notes) or None)
+            await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
             # A daemon the job left (still running beside other jobs) may hold its
@@ -452,150 +430,54 @@ class Worker:
                 del self._array_payloads[next(iter(self._array_payloads))]
         return data
 
-    async def _store_results(
-        self, record: JobRecord, files: RunDir, changed: list[str]
-    ) -> list[ResultFile]:
-        """Upload the job's outputs. While WebDAV is unreachable (refused, no answer,
-        5xx) the whole upload is tried again with backoff, the files waiting in the
-        run directory and the heartbeat keeping the job ours, for at most
-        `results_retry_seconds`; then ResultsNotStored. A refusal retrying cannot
-        mend (another 4xx, a local file that cannot be read) raises it at once."""
-        limit = self.settings.results_retry_seconds
-        started = time.monotonic()
-        pause = 1.0
-        while True:
-            left = limit - (time.monotonic() - started)
-            try:
-                async with asyncio.timeout(left):
-                    return await self._upload_results(record, files, changed)
-            except TimeoutError:  # the limit came in the middle of a request
-                reason = self.results.last_error or "no answer"
-            except ServiceUnavailable as exc:
-                reason = exc.message
-            except InvalidRequest as exc:
-                raise ResultsNotStored(f"Results not stored: {exc.message}.") from exc
-            waited = time.monotonic() - started
-            if waited >= limit:
-                log.error("results not stored", extra={"job": record.job_id, "reason": reason})
-                raise ResultsNotStored(
-                    f"Results not stored: WebDAV at {self.settings.webdav_url} unreachable "
-                    f"for {waited:.0f} s (limit PKBS_RESULTS_RETRY_SECONDS={limit:g}); "
-                    f"last error: {reason}."
-                )
-            log.warning(
-                "results not stored yet, retrying",
-                extra={"job": record.job_id, "waited": round(waited, 1), "reason": reason},
-            )
-            await asyncio.sleep(min(pause, limit - waited))
-            pause = min(pause * 2, RESULTS_RETRY_MAX_PAUSE)
+    async def _not_started(self, run: Run, reason: str) -> None:
+        """The job can never start: it ends saying why, then the message is acked."""
 
-    def _keep_undelivered(self, record: JobRecord, files: RunDir, changed: list[str]) -> str:
-        """Move the results that could not be stored out of the run directory (which
-        goes next) to <worker dir>/pkbs-undelivered/<job id>.<run>/, as PBS keeps
-        output it cannot deliver; say where, for the job's comment."""
-        local = [(name, path) for name, path in files.outputs if path.exists()]
-        local += [(rel, files.job / rel) for rel in changed]
-        if not local:
-            return "it left no files"
-        dest = jobs_root(self.settings.worker_dir).parent / "pkbs-undelivered"
-        dest = dest / f"{record.job_id}.{record.run_count}"
-        try:
-            for name, path in local:
-                target = dest / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(path, target)
-        except OSError as exc:
-            return f"its files could not be kept either: {exc}"
-        where = f"on worker {self.settings.worker_name} in {dest}"
-        count = f"{len(local)} result files are" if len(local) > 1 else "result file is"
-        return f"its {count} kept {where}"
-
-    def _results_path(self, record: JobRecord, run_count: int | None = None) -> str:
-        """The WebDAV collection of a run of the job: by default, of the run whose
-        start wrote `record`."""
-        count = record.run_count if run_count is None else run_count
-        return run_results_path(self.settings.webdav_base, record.owner, record.job_id, count)
-
-    async def _remove_runs(self, record: JobRecord, run_counts: Iterable[int]) -> None:
-        """Best effort: remove what these runs of the job stored on WebDAV. Only the
-        run that finished the job stored the job's results."""
-        for count in run_counts:
-            path = self._results_path(record, count)
-            try:
-                removed = await self.results.delete(path)
-            except PkbsError as exc:
-                log.warning("results of a superseded run not removed: %s: %s", path, exc.message,
-                            extra={"job": record.job_id})
-                continue
-            if removed:
-                log.info("results of a superseded run removed: %s", path,
-                         extra={"job": record.job_id})
-
-    async def _upload_results(
-        self, record: JobRecord, files: RunDir, changed: list[str]
-    ) -> list[ResultFile]:
-        base = self._results_path(record)
-        local = [(name, path) for name, path in files.outputs if path.exists()]
-        local += [(rel, files.job / rel) for rel in changed]
-        sizes = [(name, path, path.stat().st_size) for name, path in local]
-        to_upload = [(name, path) for name, path, size in sizes if size > 0]
-        if to_upload:
-            await self.results.ensure_collection(base)
-            for name, path in to_upload:
-                parent = name.rpartition("/")[0]
-                if parent:
-                    await self.results.ensure_collection(f"{base}{parent}/")
-                await self.results.upload_file(f"{base}{name}", path)
-        return [ResultFile(name=name, size=size) for name, _, size in sizes]
-
-    async def _finish(
-        self,
-        run: Run,
-        record: JobRecord,
-        outcome: RunOutcome | None,
-        files: list[ResultFile],
-        comment: str | None = None,
-    ) -> None:
-        """Record the end (outcome None: the job could not start), then ack. The
-        run's results become the job's only if this compare-and-set wins."""
-        results_path = self._results_path(record)
-
-        def finish(current: JobRecord) -> JobRecord | None:
+        def end(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
                 return None  # fenced out: another run owns the job now
-            new = current.model_copy()
-            new.state = next_state(current.state, JobEvent.FINISH)
-            new.obittime = time.time()
-            new.run_token = None
-            new.comment = comment
-            if outcome is None:
-                new.exit_status = EXIT_FAILED_BEFORE_START
-                return new
-            new.exit_status = outcome.exit_status
-            new.session_id = outcome.session_id
-            new.resources_used = {
-                "cput": format_duration(outcome.cput),
-                "walltime": format_duration(outcome.walltime),
-                "mem": f"{outcome.max_rss_kb}kb",
-                "ncpus": str(run.ncpus),
-                "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
-            }
-            new.results = files
-            new.results_url = self.settings.webdav_url.rstrip("/") + results_path
-            new.results_path = results_path
-            if current.delete_requested:
-                new.comment = f"Job deleted by {current.deleted_by or 'request'} while running"
-            return new
+            return lifecycle.could_not_start(current, reason, time.time())
 
-        result = await self.store.cas(
-            run.number, finish, run.index, known=(run.record, run.revision)
+        await self._record_end(run, end)
+
+    async def _finish(
+        self, run: Run, outcome: RunOutcome, files: list[ResultFile], comment: str | None
+    ) -> None:
+        """Record the end of the run whose results are stored, then ack. The run's
+        results become the job's only if this compare-and-set wins."""
+        record = run.record
+        path = self.delivery.run_path(record)
+        ended = lifecycle.RunEnd(
+            exit_status=outcome.exit_status,
+            session_id=outcome.session_id,
+            resources_used=resources_used(outcome, run.ncpus),
+            results=files,
+            results_path=path,
+            results_url=self.delivery.url(path),
+            comment=comment,
         )
-        final = None if result is None else result[0]
-        if final is None:
-            log.warning("run was superseded; result dropped", extra={"job": record.job_id})
-            if outcome is not None:  # it got as far as storing results, maybe all of them
-                await self._remove_runs(record, [record.run_count])
+
+        def end(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None  # fenced out: another run owns the job now
+            return lifecycle.finished(current, ended, time.time())
+
+        if not await self._record_end(run, end):
+            # It got as far as storing results, maybe all of them.
+            await self.delivery.remove_runs(record, [record.run_count])
             return
+        # Earlier runs lost the job, but one whose worker was cut off may have stored
+        # its results since (it removes them itself when its end is refused, if it can).
+        await self.delivery.remove_runs(record, range(1, record.run_count))
+
+    async def _record_end(self, run: Run, end: Callable[[JobRecord], JobRecord | None]) -> bool:
+        """Write the job's final record, tell its dependants, ack; False if the run was
+        superseded (nothing written, no ack)."""
+        result = await self.store.cas(run.number, end, run.index, known=(run.record, run.revision))
+        if result is None:
+            log.warning("run was superseded; result dropped", extra={"job": run.record.job_id})
+            return False
+        final = result[0]
         if final.dependents:
             await self.control.notify_dependents(final)
         await run.msg.ack()  # (an array's dispatchers count its ended subjobs)
@@ -608,9 +490,7 @@ class Worker:
                 "exit_status": final.exit_status,
             },
         )
-        # Earlier runs lost the job, but one whose worker was cut off may have stored
-        # its results since (it removes them itself when its end is refused, if it can).
-        await self._remove_runs(record, range(1, record.run_count))
+        return True
 
     async def _hand_back(
         self, run: Run, reason: str | None = None, retry_after: float | None = None
@@ -621,18 +501,7 @@ class Worker:
         def requeue(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
                 return None
-            new = current.model_copy()
-            new.state = next_state(current.state, JobEvent.REQUEUE)
-            new.run_token = None
-            if retry_after is None:
-                new.enqueue_count += 1
-            new.comment = reason or (
-                "Requeued by qrerun"
-                if current.rerun_requested
-                else "Handed back by a draining worker"
-            )
-            new.rerun_requested = False
-            return new
+            return lifecycle.requeued(current, reason, fresh_message=retry_after is None)
 
         # A fresh work message, not a nak: a nak is not stored, and a stack stopping
         # right after would leave the job waiting out ack_wait when it comes back.
@@ -713,8 +582,15 @@ class Worker:
             run.job.send_signal(signo)
 
 
-class ResultsNotStored(Exception):
-    """A finished job's results could not be stored on WebDAV; says why."""
+def resources_used(outcome: RunOutcome, ncpus: int) -> dict[str, str]:
+    """The run's resources_used, as PBS writes them."""
+    return {
+        "cput": format_duration(outcome.cput),
+        "walltime": format_duration(outcome.walltime),
+        "mem": f"{outcome.max_rss_kb}kb",
+        "ncpus": str(ncpus),
+        "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
+    }
 
 
 def write_entrypoint(path: Path, data: bytes) -> None:
