@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.runlog import job_runs
+from pkbs import servers
 
 BIN = Path(sys.executable).parent
 
@@ -329,13 +330,7 @@ def start_worker(
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     """SIGTERM a worker of start_worker's (it drains); SIGKILL if it is not gone in time."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    servers.stop(proc, timeout)
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import Any
 import docker
 import yaml
 
-from tests.containers.kubelet import Cluster, Pod, ServiceProxy, wait_for
-from tests.stackutil import BIN, Stack
+from tests.containers.kubelet import Cluster, Pod, ServiceProxy
+from tests.stackutil import BIN, Stack, poll
 
 ROOT = Path(__file__).resolve().parents[2]
 # Inside the worker containers: where jobs write the run log (a hostPath volume).
@@ -182,7 +182,7 @@ class System(Stack):
             job = self.job(job_id)
             return job if job["job_state"] == "R" else None
 
-        return dict(wait_for(running, timeout, f"{job_id} to run"))
+        return dict(poll(running, timeout, 0.2, f"{job_id} to run"))
 
     def logged_starts(self, job_id: str) -> int:
         if not self.audit_log.exists():

@@ -20,9 +20,8 @@ from pkbs.cli.client import Client
 from pkbs.cli.qsub import script_request
 
 from pkbs.clientconfig import ClientConfig
-from tests.containers.kubelet import wait_for
 from tests.containers.system import AUDIT_DIR, System
-from tests.stackutil import BIN, audit_jobs, logged_job
+from tests.stackutil import BIN, audit_jobs, logged_job, poll
 
 RUN_LOG = f"{AUDIT_DIR}/runs.log"
 
@@ -57,7 +56,7 @@ def test_dispatcher_killed_during_a_batch_submit(system: System) -> None:
 
     submitter = threading.Thread(target=batch)
     submitter.start()
-    wait_for(lambda: len(ids) >= 60, 60, "the first batches")
+    poll(lambda: len(ids) >= 60, 60, 0.2, "the first batches")
     victim = system.pods("dispatcher")[0]
     system.cluster.kill(victim)
     submitter.join(timeout=120)
@@ -65,7 +64,7 @@ def test_dispatcher_killed_during_a_batch_submit(system: System) -> None:
     audit = audit_jobs(system, ids, system.audit_log, timeout=180)
     report(audit.row("2 dispatchers, one SIGKILLed during a batch of 300"))
     audit.check()
-    wait_for(lambda: victim.restarts >= 1 and victim.ready, 60, "the killed dispatcher back")
+    poll(lambda: victim.restarts >= 1 and victim.ready, 60, 0.2, "the killed dispatcher back")
 
 
 def test_worker_pod_lost_mid_job_reruns_elsewhere(system: System) -> None:
@@ -74,7 +73,7 @@ def test_worker_pod_lost_mid_job_reruns_elsewhere(system: System) -> None:
     system.up(workers=2)
     job_id = system.qsub("-N", "lost", input=logged_job(Path(RUN_LOG), ticks=40))
     system.wait_started(job_id)
-    wait_for(lambda: system.logged_starts(job_id) >= 1, 30, "the job's first line")
+    poll(lambda: system.logged_starts(job_id) >= 1, 30, 0.2, "the job's first line")
     victim = system.pod_running(job_id)
     system.cluster.delete_pod(victim)
     final = system.wait_state(job_id, "F", timeout=120)
@@ -105,7 +104,7 @@ def test_partitioned_worker_never_replaces_the_reruns_results(system: System,
     )
     job_id = system.qsub("-N", "cut", input=script)
     system.wait_started(job_id)
-    wait_for(lambda: system.logged_starts(job_id) >= 1, 30, "the job to start")
+    poll(lambda: system.logged_starts(job_id) >= 1, 30, 0.2, "the job to start")
     cut = system.pod_running(job_id)
     system.cluster.partition(cut)
     flag.touch()  # the cut-off run ends now, and cannot store its results
@@ -116,9 +115,9 @@ def test_partitioned_worker_never_replaces_the_reruns_results(system: System,
     system.cluster.heal(cut)
     # The healed worker stores its run's files, loses the final compare-and-set and
     # removes them again; only the rerun's collection stays.
-    wait_for(lambda: "superseded" in cut.logs(), 90, "the healed worker to let go")
-    wait_for(lambda: _run_collections(system, job_id) == 1, 60,
-             "the stale run's results to be removed")
+    poll(lambda: "superseded" in cut.logs(), 90, 0.2, "the healed worker to let go")
+    poll(lambda: _run_collections(system, job_id) == 1, 60, 0.2,
+         "the stale run's results to be removed")
     out = tmp_path / "fetched"
     fetched = system.run(str(BIN / "pkbs"), "fetch", job_id, str(out))
     assert fetched.returncode == 0, fetched.stderr
@@ -144,7 +143,7 @@ def test_dispatcher_partitioned_and_healed(system: System) -> None:
     system.cluster.partition(cut)
     during = submit_logged(system, 20, name="during")
     system.cluster.heal(cut)
-    wait_for(lambda: cut.ready, 60, "the healed dispatcher to be ready")
+    poll(lambda: cut.ready, 60, 0.2, "the healed dispatcher to be ready")
     audit = audit_jobs(system, first + during, system.audit_log, timeout=120)
     report(audit.row("dispatcher partitioned and healed"))
     audit.check()
@@ -166,10 +165,10 @@ def test_webdav_partitioned_while_jobs_finish(system: System) -> None:
     healed, every job ends F with its results stored."""
     system.up(workers=2)
     ids = submit_logged(system, 12, ticks=10)
-    wait_for(lambda: sum(system.logged_starts(j) for j in ids) >= 4, 60, "jobs to start")
+    poll(lambda: sum(system.logged_starts(j) for j in ids) >= 4, 60, 0.2, "jobs to start")
     webdav = system.pods("webdav")[0]
     system.cluster.partition(webdav)
-    wait_for(lambda: any(system.job(j).get("job_state") == "R" for j in ids), 30, "a run")
+    poll(lambda: any(system.job(j).get("job_state") == "R" for j in ids), 30, 0.2, "a run")
     time.sleep(8)  # the fault's duration: jobs end during it (not a synchronisation)
     system.cluster.heal(webdav)
     audit = audit_jobs(system, ids, system.audit_log, timeout=180)
@@ -182,7 +181,7 @@ def test_nats_restarted_with_its_volume(system: System) -> None:
     are submitted: nothing is lost."""
     system.up(workers=2)
     first = submit_logged(system, 20, ticks=5, name="before")
-    wait_for(lambda: sum(system.logged_starts(j) for j in first) >= 2, 60, "jobs to start")
+    poll(lambda: sum(system.logged_starts(j) for j in first) >= 2, 60, 0.2, "jobs to start")
     nats = system.pods("nats")[0]
     system.cluster.restart(nats, timeout=10)
     system.cluster.wait_ready("nats", timeout=120)
@@ -205,10 +204,10 @@ def test_workers_scaled_while_an_array_runs(system: System) -> None:
         log = system.audit_log.read_text() if system.audit_log.exists() else ""
         return log.count("\nend ") + log.startswith("end ")
 
-    wait_for(lambda: ended() >= 10, 90, "10 subjobs on one worker")
+    poll(lambda: ended() >= 10, 90, 0.2, "10 subjobs on one worker")
     system.cluster.scale("worker", 3)
     system.cluster.wait_ready("worker", 3)
-    wait_for(lambda: ended() >= 60, 120, "60 subjobs on three workers")
+    poll(lambda: ended() >= 60, 120, 0.2, "60 subjobs on three workers")
     system.cluster.scale("worker", 0)  # every worker drains (SIGTERM), then is gone
     stopped_at = ended()
     assert stopped_at < 200, "the array ended before the workers were gone"
