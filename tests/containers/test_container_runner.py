@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from pkbs.worker.containers import ContainerCannotStart, ContainerRunner
 from pkbs.worker.dockerapi import LABEL_WORKER, DockerAPI
 from pkbs.worker.runner import RunOutcome, RunRequest
