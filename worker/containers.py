@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pkbs.dockerapi import LABEL_JOB, LABEL_RUN, LABEL_WORKER, DockerAPI, DockerError
 from pkbs.procs import RUN_ID_VARIABLE
 
-from .dockerapi import LABEL_JOB, LABEL_RUN, LABEL_WORKER, DockerAPI, DockerError
 from .runner import EXIT_MEM, EXIT_WALLTIME, SIGNAL_BASE, RunOutcome, RunRequest
 
 # A root worker's container jobs run as this user (the images' pkbs user).

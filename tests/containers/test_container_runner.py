@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from pkbs.worker.containers import ContainerCannotStart, ContainerRunner
-from pkbs.worker.dockerapi import LABEL_WORKER, DockerAPI
 from pkbs.worker.runner import RunOutcome, RunRequest
+
+from pkbs.dockerapi import LABEL_WORKER, DockerAPI
 
 IMAGE = "pkbs-base:bookworm"  # Debian + python3, made by scripts/images.py (no registry)
 

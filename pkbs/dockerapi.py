@@ -160,6 +160,16 @@ class DockerAPI:
                     buffer = buffer[8 + size:]
 
 
+def docker_answers(docker_host: str) -> bool:
+    """Whether a daemon answers at this host (a quick, synchronous ping)."""
+    transport = httpx.HTTPTransport(uds=socket_path(docker_host))
+    try:
+        with httpx.Client(transport=transport, base_url="http://docker", timeout=3) as client:
+            return client.get("/_ping").status_code == 200
+    except (httpx.TransportError, PermissionError):
+        return False
+
+
 def remove_labelled_now(docker_host: str, label: str, value: str) -> int:
     """Synchronously remove every container with this label (for the local stack's
     supervisor when a worker died); how many. A daemon that is gone removes none."""
