@@ -20,8 +20,8 @@ from .natsio import NatsView
 from .stack import BenchStack, StackFailed
 from .submit import request_body, submit_http
 
-SCENARIOS = ("throughput", "qsub_latency", "start_latency", "array", "history", "payload",
-             "resources")
+SCENARIOS = ("throughput", "qsub_latency", "start_latency", "container_latency", "array",
+             "history", "payload", "resources")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--latency-samples", type=int, default=50, help="qsub calls (default 50)")
     g.add_argument("--start-samples", type=int, default=30,
                    help="jobs submitted one at a time (default 30)")
+    g.add_argument("--container-samples", type=int, default=20,
+                   help="container and process jobs each, one at a time (default 20)")
+    g.add_argument("--container-image", default="pkbs-base:bookworm",
+                   help="image of the container jobs (default pkbs-base:bookworm, made by "
+                        "make base-image)")
     g = p.add_argument_group("4 array")
     g.add_argument("--array-size", type=int, default=20_000,
                    help="subjobs of the big array (default 20000 to keep the run short; "

@@ -86,6 +86,15 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                     f"fresh-dir job {_ms(sl['baseline_fresh_dir_job'])}",
                     "-" if r is None else f"{r:.1f}", ""))
 
+    cl = sc.get("container_latency")
+    if cl and "skipped" not in cl:
+        for kind in ("process", "container"):
+            s = cl[kind]["submit_to_start_record"]
+            f = cl[kind]["submit_to_finished_record"]
+            out.append((f"3c {kind} job: submit->start p50", str(cl["samples"]),
+                        f"{_ms(s)} (finished {_ms(f)})",
+                        f"docker run --rm true {_ms(cl['baseline_docker_run_true'])}", "", ""))
+
     arr = sc.get("array")
     if arr and "skipped" in arr:
         out.append(("4 big array", "-", "skipped", "arrays not implemented", "", ""))

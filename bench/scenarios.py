@@ -423,6 +423,53 @@ def start_latency(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def container_latency(ctx: Context) -> dict[str, Any]:
+    """Submit -> start and -> finished of a container job (`--container-image`) beside a
+    process job's, alternating, one at a time; and `docker run --rm IMAGE true` as the
+    daemon's own floor, in the same run."""
+    image = ctx.args.container_image
+    if not ctx.stack.layout().get("docker"):
+        return {"skipped": "the stack's workers have no Docker daemon (PKBS_DOCKER_HOST)"}
+    samples = ctx.args.container_samples
+    api = ctx.api()
+    boxed = {**ctx.body, "spec": {**ctx.body["spec"], "image": image}}
+    api.submit(with_new_id(boxed))  # the image's first container, and the connection
+    ctx.settle()
+    ctx.log(f"  container jobs ({image}) and process jobs, {samples} of each, one at a time")
+    kinds: dict[str, tuple[list[int], list[float]]] = {"process": ([], []),
+                                                       "container": ([], [])}
+    docker_run: list[float] = []
+    for _ in range(samples):
+        for kind, body in (("process", ctx.body), ("container", boxed)):
+            time.sleep(0.05)
+            t0 = time.time()
+            number = api.submit(with_new_id(body))
+            ctx.submitted.append(number)
+            kinds[kind][0].append(number)
+            kinds[kind][1].append(t0)
+            ctx.nv.wait_states([number], "F", timeout=120)
+        t0 = time.perf_counter()
+        subprocess.run([_docker(), "run", "--rm", image, "true"], check=True,
+                       capture_output=True, timeout=120)
+        docker_run.append(time.perf_counter() - t0)
+    api.close()
+    out: dict[str, Any] = {"samples": samples, "image": image,
+                           "baseline_docker_run_true": summary_ms(docker_run)}
+    for kind, (numbers, starts) in kinds.items():
+        records = ctx.nv.records(numbers)
+        started = [records[n]["stime"] - t0 for n, t0 in zip(numbers, starts, strict=True)
+                   if records.get(n, {}).get("stime")]
+        ended = [records[n]["obittime"] - t0 for n, t0 in zip(numbers, starts, strict=True)
+                 if records.get(n, {}).get("obittime")]
+        out[kind] = {"submit_to_start_record": summary_ms(started),
+                     "submit_to_finished_record": summary_ms(ended)}
+    return out
+
+
+def _docker() -> str:
+    return "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else "docker"
+
+
 # -- 5. history -----------------------------------------------------------------------
 
 

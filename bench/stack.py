@@ -117,6 +117,7 @@ class BenchStack:
             "total_slots": len(workers) * slots,
             "defaults_from_pkbs_up": not (self.requested_workers or self.requested_slots),
             "startup_s": round(self.startup_s, 3),
+            "docker": self.state.get("docker"),
         }
 
     @property

@@ -82,6 +82,8 @@ def status() -> None:
         click.echo(
             f"{row['name']:<14} {row['pid'] or '-':>7} {port:>6} {health:<9} {row['restarts']}"
         )
+    docker = (local.read_state(_home()) or {}).get("docker")
+    click.echo(f"container jobs: {'Docker at ' + docker if docker else 'none (no Docker daemon)'}")
     if not all(r["healthy"] for r in rows):
         sys.exit(EXIT_NOT_READY)
 

@@ -31,7 +31,7 @@ from pkbs.models import (
 from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes
 from pkbs.pbsvalues import parse_job_id
-from pkbs.queues import QueueConfig, check_request
+from pkbs.queues import QueueConfig, admit_image, check_request
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_final
 
@@ -81,6 +81,7 @@ def admitted(settings: Settings, body: SubmitRequest) -> bytes:
     if queue.default_walltime and "walltime" not in body.spec.resources:
         body.spec.resources["walltime"] = queue.default_walltime
     check_request(queue, body.spec.resources, settings.max_job_ncpus)
+    admit_image(body.spec.queue, queue, body.spec)
     try:
         payload = base64.b64decode(body.payload_b64, validate=True)
     except (binascii.Error, ValueError):

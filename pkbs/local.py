@@ -24,6 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from pkbs import clientconfig, servers
+from pkbs.dockerapi import (
+    DEFAULT_SOCKET,
+    LABEL_WORKER,
+    docker_answers,
+    remove_labelled_now,
+)
 from pkbs.errors import StackError
 from pkbs.procs import (
     become_subreaper,
@@ -106,6 +112,16 @@ def nats_server_env(cpus: int | None = None) -> dict[str, str]:
     return {"GOMAXPROCS": str(max(1, (cpus or os.cpu_count() or 1) // 4))}
 
 
+def docker_host() -> str | None:
+    """The Docker (or Podman) daemon container jobs run on: PKBS_DOCKER_HOST if set
+    (empty: none), else the usual socket if a daemon answers there."""
+    given = os.environ.get("PKBS_DOCKER_HOST")
+    if given is not None:
+        return given or None
+    host = f"unix://{DEFAULT_SOCKET}"
+    return host if os.path.exists(DEFAULT_SOCKET) and docker_answers(host) else None
+
+
 def service_env(
     home: Path, server_name: str, sec: dict[str, str], nats_url: str, webdav_url: str,
     endpoint: str,
@@ -186,6 +202,8 @@ class Supervisor:
         self.home = config.home
         self.stopping = False
         self.children: list[Child] = []
+        # Where the workers run container jobs (None: they run none).
+        self.docker: str | None = None
 
     def plan(self) -> None:
         home = self.home
@@ -211,6 +229,9 @@ class Supervisor:
             f"http://127.0.0.1:{dav_port}",
             self.endpoint,
         )
+        self.docker = docker_host()
+        if self.docker:
+            common["PKBS_DOCKER_HOST"] = self.docker
         logs = home / "logs"
         py = sys.executable
         self.children = [
@@ -275,6 +296,7 @@ class Supervisor:
                     "status": status,
                     "supervisor_pid": os.getpid(),
                     "endpoint": self.endpoint,
+                    "docker": self.docker,
                     "processes": [c.describe() for c in self.children],
                 },
                 indent=2,
@@ -330,6 +352,11 @@ class Supervisor:
             if pid not in known:
                 kill_tree(pid)
                 print(f"killed pid {pid} left by dead {dead.name}", flush=True)
+        if self.docker:  # its container jobs are not our children: removed by label
+            worker = dead.env["PKBS_WORKER_NAME"]
+            removed = remove_labelled_now(self.docker, LABEL_WORKER, worker)
+            if removed:
+                print(f"removed {removed} containers left by dead {dead.name}", flush=True)
 
     def reap_zombies(self) -> None:
         """Orphans that ended by themselves are our zombies: collect them."""

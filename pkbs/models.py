@@ -57,6 +57,10 @@ class JobSpec(BaseModel):
         start, _, end = bounds.partition("-")
         return range(int(start), int(end) + 1, int(step or 1))
 
+    # The image a container job runs in (-v CONTAINER_IMAGE=..., docs/containers.md);
+    # None: the worker's own environment.
+    image: str | None = Field(None, max_length=512)
+
     submit_host: str = "localhost"
     # Other PBS attributes recorded as given (Account_Name, project, Mail_Points...).
     attributes: dict[str, str] = Field(default_factory=dict)

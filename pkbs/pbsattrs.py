@@ -119,7 +119,7 @@ JOB_ATTRIBUTE_ORDER: tuple[str, ...] = (
 )
 _ORDER_INDEX = {name: i for i, name in enumerate(JOB_ATTRIBUTE_ORDER)}
 # pkbs-specific attributes, printed after all PBS ones.
-PKBS_ATTRIBUTES: tuple[str, ...] = ("results_url",)
+PKBS_ATTRIBUTES: tuple[str, ...] = ("container_image", "results_url")
 _RESOURCE_ATTRIBUTES = frozenset({"resources_used", "Resource_List", "estimated"})
 
 # The attributes the default and alternate (-a -n -s) tables need.
@@ -390,6 +390,8 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
             continue
         if name not in _ORDER_INDEX and value is not None:
             out[name] = value
+    if record.spec.image:
+        out["container_image"] = record.spec.image
     if record.results_url:
         out["results_url"] = record.results_url
     return out

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from pkbs.constants import WORK_SUBJECT_PREFIX, WORKER_CONSUMER
-from pkbs.errors import ExceedsLimits
+from pkbs.errors import BadAttributeValue, ExceedsLimits, Unauthorized
+from pkbs.imageref import IMAGE_VARIABLE, InvalidImage, allowed, check_image
+from pkbs.models import JobSpec
 from pkbs.pbsvalues import job_mem_bytes, job_ncpus, job_walltime, parse_duration, parse_size
 
 
@@ -17,6 +19,9 @@ class QueueConfig(BaseModel):
     max_mem: str | None = Field(None, description="Most memory a job may ask, e.g. 8gb")
     default_walltime: str | None = Field(None, description="Walltime of jobs that ask none")
     priority: int = Field(0, description="Jobs of a higher-priority queue start first")
+    images: list[str] | None = Field(
+        None, description="Images its container jobs may name (shell-style patterns); None: any"
+    )
     enabled: bool = True
     started: bool = True
 
@@ -68,3 +73,23 @@ def _level_consumer(level: int) -> str:
     if level == 0:
         return WORKER_CONSUMER
     return f"{WORKER_CONSUMER}-{'p' if level > 0 else 'n'}{abs(level)}"
+
+
+def admit_image(queue_name: str, queue: QueueConfig, spec: JobSpec) -> None:
+    """A container job's image: from the spec's `image` or its CONTAINER_IMAGE variable
+    (both: the same), well-formed, and one the queue allows; recorded in both."""
+    named = spec.variables.get(IMAGE_VARIABLE)
+    image = spec.image or named
+    if image is None:
+        return
+    if spec.image and named and spec.image != named:
+        raise BadAttributeValue(f"image {spec.image!r} and {IMAGE_VARIABLE}={named!r} differ")
+    try:
+        check_image(image)
+    except InvalidImage as exc:
+        raise BadAttributeValue(f"Illegal attribute or resource value: {exc}") from None
+    if not allowed(image, queue.images):
+        raise Unauthorized(f"Unauthorized Request: image {image} is not allowed in queue "
+                           f"{queue_name}")
+    spec.image = image
+    spec.variables[IMAGE_VARIABLE] = image

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     nats_ping_seconds: float = Field(5.0, gt=0)
     stream_replicas: int = Field(1, ge=1, le=5)
 
+    # Container jobs (-v CONTAINER_IMAGE=...): the Docker or Podman daemon a worker runs
+    # them on, e.g. unix:///var/run/docker.sock; unset, a worker runs none.
+    docker_host: str | None = None
+
     # WebDAV (results)
     webdav_url: str = "http://127.0.0.1:8080"
     webdav_user: str | None = None

@@ -58,10 +58,11 @@ def build_env(
     return env
 
 
-def build_command(record: JobRecord, job_dir: Path) -> list[str]:
-    """Executables with a `#!` line run as themselves; other scripts go to the shell."""
+def build_command(record: JobRecord, job_dir: Path, default_shell: str = "/bin/bash") -> list[str]:
+    """Executables with a `#!` line run as themselves; other scripts go to the shell
+    (-S, else `default_shell`)."""
     entry = job_dir / record.spec.entrypoint
-    shell = record.spec.shell or "/bin/bash"
+    shell = record.spec.shell or default_shell
     if not entry.is_file():
         raise FileNotFoundError(f"the payload has no {record.spec.entrypoint!r} to run")
     if record.spec.kind == "stdin":

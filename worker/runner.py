@@ -39,6 +39,8 @@ class RunRequest:
     walltime: float | None = None  # seconds; None = unlimited
     mem_limit: int | None = None  # bytes of resident memory of the whole job
     kill_grace: float = 10.0
+    ncpus: int = 1
+    image: str | None = None  # a container job's image (worker/containers.py)
 
 
 @dataclass

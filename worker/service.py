@@ -25,17 +25,19 @@ from nats.aio.msg import Msg
 from pkbs import constants as C
 from pkbs import lifecycle, tokens
 from pkbs.control import JobControl, run_key
+from pkbs.dockerapi import DockerAPI, DockerError
 from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
-from pkbs.procs import end_run, jobs_root
+from pkbs.procs import end_run, jobs_root, run_id
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_pending
 
 from . import metrics
+from .containers import ContainerCannotStart, ContainerRunner
 from .delivery import Delivery, ResultsNotStored
 from .fetch import open_work_source
 from .jobenv import build_command, build_env
@@ -95,6 +97,8 @@ class Worker:
         self.base_dir = jobs_root(settings.worker_dir) / settings.worker_name
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.runner = runner or LocalProcessRunner()
+        # Jobs that name an image (PKBS_DOCKER_HOST: a daemon to run them on).
+        self.containers: ContainerRunner | None = None
         self.slots = Slots(settings.worker_slots)
         self.runs: dict[str, Run] = {}  # by run_key: "12" or "12.7"
         self.draining = asyncio.Event()
@@ -117,6 +121,8 @@ class Worker:
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.connected = True
         self.delivery = Delivery(self.settings)
+        if self.settings.docker_host:
+            await self._open_containers(self.settings.docker_host)
         self.control = JobControl(self.store)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
@@ -155,6 +161,21 @@ class Worker:
             await self.delivery.aclose()
             await self.store.close()
             self.stopped.set()
+
+    async def _open_containers(self, docker_host: str) -> None:
+        """The container runner, and what a previous life of this worker left on it."""
+        api = DockerAPI(docker_host)
+        try:
+            version = await api.version()
+            removed = await ContainerRunner(api, self.settings.worker_name).remove_leftovers()
+        except DockerError as exc:
+            await api.aclose()
+            log.warning("no container jobs: %s", exc.message, extra={"docker": docker_host})
+            return
+        self.containers = ContainerRunner(api, self.settings.worker_name)
+        log.info("container jobs on %s %s", version.get("Components", [{}])[0].get("Name",
+                 "docker"), version.get("Version"),
+                 extra={"docker": docker_host, "leftovers_removed": removed})
 
     async def _return_untouched(self, msg: Msg) -> None:
         """Give back a message this worker will not run: a copy goes back in the queue
@@ -291,6 +312,8 @@ class Worker:
         # (the stack's supervisor) may not have yet. It must not overlap this one.
         if lost is not None and lost[0] == self.host and run_key(record) not in self.runs:
             stale = await asyncio.to_thread(end_run, lost[1])
+            if self.containers is not None:
+                stale += await self.containers.end_run(run_id(lost[1]))
             log.warning("lost run ended", extra={"job": record.job_id, "processes": stale})
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
@@ -346,7 +369,11 @@ class Worker:
                 await self._not_started(run, str(exc))
                 return
             try:
-                run.job = await self.runner.start(request)
+                run.job = await self._runner_for(request).start(request)
+            except ContainerCannotStart as exc:
+                # Its image cannot be had or its container cannot start: end the job.
+                await self._not_started(run, str(exc))
+                return
             except OSError as exc:
                 if exc.errno not in CANNOT_EXECUTE:
                     raise  # this worker's trouble (no descriptors, memory): another try
@@ -382,6 +409,17 @@ class Worker:
             # directory and files: then they are not handed to another run.
             files.cleanup(reuse=not self.runner.leftovers())
 
+    def _runner_for(self, request: RunRequest) -> JobRunner:
+        """Local processes, or a container of the image the job names."""
+        if request.image is None:
+            return self.runner
+        if self.containers is None:
+            raise ContainerCannotStart(
+                f"image {request.image}: worker {self.settings.worker_name} runs no container "
+                "jobs (no Docker daemon: PKBS_DOCKER_HOST)"
+            )
+        return self.containers
+
     async def _prepare(
         self, run: Run, record: JobRecord, files: RunDir
     ) -> tuple[RunRequest, dict[str, tuple[int, int]]]:
@@ -406,15 +444,19 @@ class Worker:
         env = build_env(
             record, job_dir, files.tmp, files.nodefile, self.settings.job_endpoint, token
         )
+        image = record.spec.image
         request = RunRequest(
             job_dir=job_dir,
-            command=build_command(record, job_dir),
+            # An image's shell may be only /bin/sh (a process job's default is bash).
+            command=build_command(record, job_dir, "/bin/sh" if image else "/bin/bash"),
             env=env,
             stdout_path=files.stdout,
             stderr_path=files.stderr,
             walltime=job_walltime(record.spec.resources),
             mem_limit=job_mem_bytes(record.spec.resources),
             kill_grace=self.settings.kill_grace_seconds,
+            ncpus=run.ncpus,
+            image=image,
         )
         return request, before
 

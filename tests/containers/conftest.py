@@ -59,6 +59,15 @@ def built_images(docker_client: docker.DockerClient) -> dict[str, str]:
     return images()
 
 
+@pytest.fixture(scope="session")
+def base_image(docker_client: docker.DockerClient) -> str:
+    """The Debian base (python3, bash, procps) for container jobs: made once."""
+    script = [sys.executable, str(ROOT / "scripts" / "images.py"), "base"]
+    made = subprocess.run(script, capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return "pkbs-base:bookworm"
+
+
 @pytest.fixture
 def system(tmp_path: Path, docker_client: docker.DockerClient,
            built_images: dict[str, str], request: pytest.FixtureRequest) -> Iterator[System]:
