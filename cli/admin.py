@@ -83,7 +83,8 @@ def status() -> None:
             f"{row['name']:<14} {row['pid'] or '-':>7} {port:>6} {health:<9} {row['restarts']}"
         )
     docker = (local.read_state(_home()) or {}).get("docker")
-    click.echo(f"container jobs: {'Docker at ' + docker if docker else 'none (no Docker daemon)'}")
+    where = f"Docker at {docker}" if docker else "none (no Docker daemon)"
+    click.echo(f"\ncontainer jobs: {where}")
     if not all(r["healthy"] for r in rows):
         sys.exit(EXIT_NOT_READY)
 

@@ -167,7 +167,8 @@ def client_config(home: Path) -> dict[str, Any]:
 def status_rows(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
     """`pkbs status` output -> {process: {pid, port, health, restarts}}."""
     rows: dict[str, dict[str, str]] = {}
-    for line in result.stdout.splitlines()[1:]:
+    table = result.stdout.split("\n\n", 1)[0]  # then a line on container jobs
+    for line in table.splitlines()[1:]:
         name, pid, port, health, restarts = line.split()
         rows[name] = {"pid": pid, "port": port, "health": health, "restarts": restarts}
     return rows

@@ -34,7 +34,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--n", "10", "--n-qsub", "4",
          "--n-array", "10", "--array-size", "20", "--latency-samples", "3",
-         "--start-samples", "3", "--history", "20",
+         "--start-samples", "3", "--container-samples", "2", "--history", "20",
          "--qstat-repeats", "1", "--payload-kib", "32", "--payload-repeats", "1",
          "--big-mib", "0", "--out", str(out), "--quiet"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=55,
@@ -50,8 +50,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert data["machine"]["python"]
     _positive(data, "stack", "total_slots")
     sc = data["scenarios"]
-    assert set(sc) == {"throughput", "qsub_latency", "start_latency", "array", "history",
-                       "payload", "resources"}
+    assert set(sc) == {"throughput", "qsub_latency", "start_latency", "container_latency",
+                       "array", "history", "payload", "resources"}
 
     tp = sc["throughput"]
     for base in ("spawn", "fresh_dir"):
@@ -81,6 +81,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
                 "baseline_fresh_dir_job"):
         _positive(sl, key, "p50_ms")
         _positive(sl, key, "p95_ms")
+
+    # Container jobs: measured where the stack's workers have a Docker daemon.
+    cl = sc["container_latency"]
+    if "skipped" not in cl:
+        for kind in ("process", "container"):
+            _positive(cl, kind, "submit_to_finished_record", "p50_ms")
+        _positive(cl, "baseline_docker_run_true", "p50_ms")
 
     if "skipped" not in sc["array"]:
         _positive(sc["array"], "submit_s")
