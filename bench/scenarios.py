@@ -1,4 +1,4 @@
-"""The scenarios of issue 6. Each returns a JSON-able dict; figures come with the
+"""The benchmark scenarios (docs/performance.md). Each returns a JSON-able dict; figures come with the
 baseline measured beside them in the same run."""
 
 from __future__ import annotations
