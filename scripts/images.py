@@ -246,6 +246,8 @@ def build_images() -> None:
             "--build-arg", f"REVISION={revision()}", "--label", f"{DIGEST_LABEL}={digest}",
             str(CONTEXT), quiet=True, env=env)
         rows.append((ref, time.monotonic() - started, image_size(ref)))
+    # Earlier builds these tags replaced: removed, so rebuilding does not fill the disk.
+    run(DOCKER, "image", "prune", "--force", "--filter", f"label={DIGEST_LABEL}", quiet=True)
     print(f"{'image':<36} {'build s':>8} {'size MB':>8}   (base {base})")
     for ref, seconds, size in rows:
         print(f"{ref:<36} {seconds:>8.1f} {size / 1e6:>8.1f}")
