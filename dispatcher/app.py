@@ -1,6 +1,6 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
-serverroutes, fileroutes, tokenroutes, defroutes, healthroutes), the body limit, the error
-replies, and what runs while the app does. Stateless: every replica serves every
+serverroutes, fileroutes, tokenroutes, defroutes, healthroutes), the body limit, the
+error replies, and what runs while the app does. Stateless: every replica serves every
 request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from .reconcile import reconcile_forever
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The job store, result store, job index, array accounting and periodic repair,
-    from start to shutdown."""
+    """The job store, result store, definition store, job index, array accounting and
+    periodic repair, from start to shutdown."""
     settings: Settings = app.state.settings
     app.state.store = await JobStore.open(
         settings, f"dispatcher-{settings.dispatcher_port}", arrange=True

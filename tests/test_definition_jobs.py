@@ -5,6 +5,7 @@ uses definitions of its own names: tests share the stack."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,23 @@ def test_rest_endpoints(stack: Stack, tmp_path: Path) -> None:
     assert status == 204
     status, _ = call(endpoint, "GET", "/v1/definitions/rest", user)
     assert status == 404
+
+
+def test_applies_at_once_get_distinct_versions(stack: Stack) -> None:
+    endpoint, admin = api_endpoint(stack)
+
+    def apply(i: int) -> int:
+        body = {"name": "racing", "command": f"echo {i}"}
+        status, reply = call(endpoint, "PUT", "/v1/definitions/racing", admin, body)
+        assert status == 200, reply
+        return int(reply["version"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        versions = list(pool.map(apply, range(16)))
+    assert sorted(versions) == list(range(1, 17))
+    for i, version in enumerate(versions):  # each version holds what its apply sent
+        _, reply = call(endpoint, "GET", f"/v1/definitions/racing?version={version}", admin)
+        assert reply["command"] == f"echo {i}"
 
 
 def test_another_dispatcher_sees_a_definition_at_once(stack: Stack, tmp_path: Path) -> None:
