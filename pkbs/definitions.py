@@ -165,9 +165,10 @@ class Definition(BaseModel):
 
     def templates(self) -> dict[str, str]:
         """Every text placeholders may appear in, by where it is (for messages)."""
-        found = {"command": self.command} if isinstance(self.command, str) else {}
-        if isinstance(self.command, list):
-            found.update({f"command word {i + 1}": w for i, w in enumerate(self.command)})
+        if isinstance(self.command, str):
+            found = {"command": self.command}
+        else:
+            found = {f"command word {i}": word for i, word in enumerate(self.command, 1)}
         found.update({f"environment {k}": v for k, v in self.environment.items()})
         return found
 

@@ -5,7 +5,9 @@ arrays, container image: pkbs/control.py)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from pkbs.constants import DEFAULT_QUEUE
 from pkbs.definitions import (
@@ -69,7 +71,7 @@ class DefinitionSubmitRequest(BaseModel):
         description="The client's id of this submission: a retry returns the same job",
     )
     version: int | None = Field(None, ge=1, description="The version to run; none: the newest")
-    parameters: dict[str, str] = Field(
+    parameters: dict[str, Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]] = Field(
         default_factory=dict, description="Parameter name -> value (text, no newline or NUL)"
     )
     options: RunOptions = Field(default_factory=RunOptions)
@@ -80,9 +82,6 @@ def job_of(definition: Definition, request: DefinitionSubmitRequest) -> tuple[Jo
     The request's options win over the definition's values; the job records the
     definition (`definition` = NAME@VERSION) and its retention (`history_duration`)
     as attributes. PkbsError for what qsub would refuse, nothing stored."""
-    for value in request.parameters.values():
-        if len(value) > MAX_VALUE_CHARS:
-            raise BadAttributeValue(f"a parameter value is longer than {MAX_VALUE_CHARS}")
     rendered = render(definition, request.parameters)
     options = request.options
     name = validate_job_name(options.name) if options.name is not None else definition.name

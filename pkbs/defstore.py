@@ -65,12 +65,12 @@ class DefinitionStore:
         """Store `definition` as the next version of its name; the stored one."""
         name = definition.name
         for _ in range(CAS_ATTEMPTS):
-            versions = (await self.stored_versions(name)).get(name, [])
-            stored = definition.model_copy(update={"version": (versions or [0])[-1] + 1})
-            assert stored.version is not None
+            versions = (await self.stored_versions(name)).get(name, [0])
+            version = versions[-1] + 1
+            stored = definition.model_copy(update={"version": version})
             try:
                 await self.kv.update(
-                    definition_key(name, stored.version),
+                    definition_key(name, version),
                     stored.model_dump_json().encode(),
                     last=0,
                 )
