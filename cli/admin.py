@@ -1,4 +1,5 @@
-"""`pkbs`: the local stack (up/down/status), results (fetch), and access (login, token)."""
+"""`pkbs`: the local stack (up/down/status), results (fetch), access (login, token),
+job definitions (def, run: cli/defs.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pkbs.errors import EXIT_NOT_READY, InvalidPayload
 
 from .client import Client
 from .cluster import cluster
+from .defs import definitions, run
 from .group import Group
 
 
@@ -144,3 +146,5 @@ def token_create(user: str, admin: bool) -> None:
 
 
 main.add_command(cluster)
+main.add_command(definitions)
+main.add_command(run)

@@ -1,6 +1,6 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
-serverroutes, fileroutes, tokenroutes, healthroutes), the body limit, the error
-replies, and what runs while the app does. Stateless: every replica serves every
+serverroutes, fileroutes, tokenroutes, defroutes, healthroutes), the body limit, the
+error replies, and what runs while the app does. Stateless: every replica serves every
 request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from fastapi import FastAPI
 import pkbs
 from pkbs import constants as C
 from pkbs.control import JobControl
+from pkbs.defstore import DefinitionStore
 from pkbs.errors import PkbsError
 from pkbs.jobstore import JobStore
 from pkbs.results import ResultStore
 from pkbs.settings import Settings, get_settings
 
-from . import fileroutes, healthroutes, jobroutes, serverroutes, tokenroutes
+from . import defroutes, fileroutes, healthroutes, jobroutes, serverroutes, tokenroutes
 from .arrays import ArrayAccounting
 from .bodylimit import BodyLimit
 from .errors import refuse
@@ -29,13 +30,14 @@ from .reconcile import reconcile_forever
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The job store, result store, job index, array accounting and periodic repair,
-    from start to shutdown."""
+    """The job store, result store, definition store, job index, array accounting and
+    periodic repair, from start to shutdown."""
     settings: Settings = app.state.settings
     app.state.store = await JobStore.open(
         settings, f"dispatcher-{settings.dispatcher_port}", arrange=True
     )
     app.state.results = ResultStore.from_settings(settings)
+    app.state.definitions = await DefinitionStore.open(app.state.store.js)
     # Follows the job records from now on; loads them in the background (/readyz).
     app.state.index = JobIndex(app.state.store)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)
@@ -62,6 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
-    for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes):
+    for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes):
         app.include_router(routes.router)
     return app

@@ -1,6 +1,6 @@
 """What a route is given besides its request's parameters (FastAPI dependencies): the
-authenticated caller, and the dispatcher's settings, job store, job index and result
-store, which the app's lifespan (app.py) keeps in `app.state`."""
+authenticated caller, and the dispatcher's settings, job store, job index, result
+store and definition store, which the app's lifespan (app.py) keeps in `app.state`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from pkbs.defstore import DefinitionStore
 from pkbs.jobstore import Identity, JobStore
 from pkbs.results import ResultStore
 from pkbs.settings import Settings
@@ -38,3 +39,4 @@ Config = Annotated[Settings, Depends(_app_state("settings"))]
 Store = Annotated[JobStore, Depends(_app_state("store"))]
 Index = Annotated[JobIndex, Depends(_app_state("index"))]
 Results = Annotated[ResultStore, Depends(_app_state("results"))]
+Definitions = Annotated[DefinitionStore, Depends(_app_state("definitions"))]

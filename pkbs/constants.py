@@ -26,6 +26,11 @@ JOBS_SUBJECT_PREFIX = f"$KV.{JOBS_BUCKET}."
 # KV bucket mapping sha256(token) -> identity (user, role, expiry).
 TOKENS_BUCKET = "PKBS_TOKENS"
 
+# KV bucket of job definitions (pkbs/definitions.py): one key per version,
+# DEFINITION_KEY_PREFIX + <name>.<version>.
+DEFINITIONS_BUCKET = "PKBS_DEFS"
+DEFINITION_KEY_PREFIX = "d."
+
 # Core NATS subjects.
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).

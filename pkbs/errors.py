@@ -173,6 +173,14 @@ class InvalidRequest(PkbsError):
     default_message = "Invalid request"
 
 
+class UnknownDefinition(InvalidRequest):
+    """A job definition (pkbs/definitions.py) the server does not have, or not in
+    the version asked for."""
+
+    http_status = 404
+    default_message = "Unknown job definition"
+
+
 class PayloadTooLarge(InvalidRequest):
     http_status = 413
     default_message = "Job payload exceeds the 1 MiB limit"
@@ -269,6 +277,7 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     BadCredential,
     BadAttributeValue,
     InvalidRequest,
+    UnknownDefinition,
     PayloadTooLarge,
     Conflict,
     PkbsError,

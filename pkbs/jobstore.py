@@ -418,7 +418,8 @@ def _work_message(
 async def ensure_layout(
     js: JetStreamContext, settings: Settings, arrange: bool = False
 ) -> tuple[KeyValue, KeyValue]:
-    """Create (or update) the streams, buckets and the workers' consumers."""
+    """Create (or update) the streams, buckets and the workers' consumers. The job
+    definitions' bucket is made here too; pkbs/defstore.py opens it."""
     replicas = settings.stream_replicas
     streams = [
         jsapi.StreamConfig(
@@ -443,6 +444,7 @@ async def ensure_layout(
         await _add_or_update_stream(js, config)
     jobs = await _bucket(js, C.JOBS_BUCKET, replicas)
     tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
+    await _bucket(js, C.DEFINITIONS_BUCKET, replicas)
     await _ensure_consumers(js, settings, arrange)
     return jobs, tokens
 

@@ -34,7 +34,7 @@ def test_buckets_answer_reads_directly(nats_url: str) -> None:
     async def scenario() -> None:
         store = await JobStore.open(Settings(nats_url=nats_url), "test-layout")
         try:
-            for bucket in (C.JOBS_BUCKET, C.TOKENS_BUCKET):
+            for bucket in (C.JOBS_BUCKET, C.TOKENS_BUCKET, C.DEFINITIONS_BUCKET):
                 info = await store.js.stream_info(f"KV_{bucket}")
                 assert info.config.allow_direct, bucket
             await store.jobs.put("j.1", b"{}")
