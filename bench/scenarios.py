@@ -1,5 +1,5 @@
-"""The benchmark scenarios (docs/performance.md). Each returns a JSON-able dict; figures come with the
-baseline measured beside them in the same run."""
+"""The benchmark scenarios (docs/performance.md). Each returns a JSON-able dict;
+figures come with the baseline measured beside them in the same run."""
 
 from __future__ import annotations
 
