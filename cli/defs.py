@@ -20,7 +20,14 @@ from pkbs.qsuboptions import QsubOptions, merge, parse_destination, parse_qsub_a
 
 from .client import Client
 from .group import Group
-from .qsub import _array, _block, _check_supported, _variables, _workdir, attributes_of
+from .qsub import (
+    array_option,
+    attributes_of,
+    block_until_done,
+    check_supported,
+    job_variables,
+    submit_workdir,
+)
 
 if TYPE_CHECKING:
     from pkbs.definitions import Definition
@@ -133,7 +140,7 @@ def run(definition: str, args: tuple[str, ...]) -> None:
     if not options.quiet:
         click.echo(job_id)
     if options.block:
-        sys.exit(_block(client, job_id))
+        sys.exit(block_until_done(client, job_id))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -214,7 +221,7 @@ def qsub_options(args: Sequence[str]) -> QsubOptions:
             show_usage=False,
         )
     options = merge(QsubOptions(), cmdline)
-    _check_supported(options)
+    check_supported(options)
     return options
 
 
@@ -228,10 +235,10 @@ def run_options(options: QsubOptions, argv: Sequence[str]) -> dict[str, Any]:
         "name": options.name,
         "queue": queue or None,
         "resources": dict(options.resources),
-        "variables": _variables(options, _workdir()),
+        "variables": job_variables(options, submit_workdir()),
         "hold": options.hold,
         "depend": options.depend,
-        "array": _array(options),
+        "array": array_option(options),
         "exec_time": options.exec_time,
         "rerunnable": True if options.rerunnable is None else options.rerunnable,
         "output_path": options.output_path,

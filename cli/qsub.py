@@ -117,7 +117,7 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _variables(options: QsubOptions, workdir: str) -> dict[str, str]:
+def job_variables(options: QsubOptions, workdir: str) -> dict[str, str]:
     env = os.environ
     variables: dict[str, str] = {}
     if options.export_env:
@@ -155,7 +155,7 @@ def _fqdn() -> str:
     return hostname
 
 
-def _workdir() -> str:
+def submit_workdir() -> str:
     pwd = os.environ.get("PWD")
     try:
         if pwd and os.path.samestat(os.stat(pwd), os.stat(".")):
@@ -200,7 +200,7 @@ def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict
         "payload_format": source.payload_format,
         "shell": options.shell,
         "resources": dict(options.resources),
-        "variables": _variables(options, _workdir()),
+        "variables": job_variables(options, submit_workdir()),
         "output_path": options.output_path,
         "error_path": options.error_path,
         "join": options.join or "n",
@@ -209,7 +209,7 @@ def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict
         "rerunnable": True if options.rerunnable is None else options.rerunnable,
         "exec_time": options.exec_time,
         "depend": options.depend,
-        "array": _array(options),
+        "array": array_option(options),
         "submit_host": gethostname(),
         "attributes": attributes_of(options),
         "submit_args": " ".join(argv),
@@ -222,14 +222,14 @@ def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict
     }
 
 
-def _array(options: QsubOptions) -> str | None:
+def array_option(options: QsubOptions) -> str | None:
     if options.array is None:
         return None
     step = f":{options.array.step}" if options.array.step != 1 else ""
     return f"{options.array.start}-{options.array.end}{step}"
 
 
-def _check_supported(options: QsubOptions) -> None:
+def check_supported(options: QsubOptions) -> None:
     for name, what in UNSUPPORTED_W.items():
         if name in options.attributes:
             raise UsageError(f"{what} not supported yet by pkbs", show_usage=False)
@@ -250,11 +250,11 @@ def _options(cmdline: QsubOptions, source: Source) -> QsubOptions:
     """The command line's options over the script's #PBS directives, checked."""
     prefix = choose_directive_prefix(cmdline.directive_prefix, os.environ)
     options = merge(parse_script_options(source.script, prefix), cmdline)
-    _check_supported(options)
+    check_supported(options)
     return options
 
 
-def _block(client: Client, job_id: str) -> int:
+def block_until_done(client: Client, job_id: str) -> int:
     import urllib.parse
 
     path = "/jobs/" + urllib.parse.quote(job_id, safe="") + "/wait"
@@ -291,7 +291,7 @@ def _submit(args: list[str]) -> int:
     if not options.quiet:
         sys.stdout.write(job_id + "\n")
         sys.stdout.flush()
-    return _block(client, job_id) if options.block else 0
+    return block_until_done(client, job_id) if options.block else 0
 
 
 if __name__ == "__main__":
