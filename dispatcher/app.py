@@ -1,6 +1,6 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
-serverroutes, fileroutes, tokenroutes, defroutes, healthroutes), the body limit, the
-error replies, and what runs while the app does. Stateless: every replica serves every
+serverroutes, fileroutes, payloadroutes, tokenroutes, defroutes, healthroutes), the body
+limit, the error replies, and what runs while the app does. Stateless: every replica serves every
 request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from pkbs.jobstore import JobStore
 from pkbs.results import ResultStore
 from pkbs.settings import Settings, get_settings
 
-from . import defroutes, fileroutes, healthroutes, jobroutes, serverroutes, tokenroutes
+from . import (
+    defroutes,
+    fileroutes,
+    healthroutes,
+    jobroutes,
+    payloadroutes,
+    serverroutes,
+    tokenroutes,
+)
 from .arrays import ArrayAccounting
 from .bodylimit import BodyLimit
 from .errors import refuse
@@ -64,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
-    for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes):
+    for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes,
+                   payloadroutes):
         app.include_router(routes.router)
     return app

@@ -11,7 +11,7 @@ from pkbs.errors import BadCredential, Unauthorized, UnknownJob
 from pkbs.jobstore import Identity, JobStore
 from pkbs.models import JobRecord
 from pkbs.settings import Settings
-from pkbs.states import is_active
+from pkbs.states import JobState, is_active
 
 
 def bearer_token(request: Request) -> str:
@@ -42,7 +42,8 @@ def check_owner(identity: Identity, record: JobRecord) -> None:
 
 
 async def _job_identity(token: str, settings: Settings, store: JobStore) -> Identity:
-    """A job-scoped token is valid while its job runs."""
+    """A job-scoped token is valid while its job runs (an array's, while the array is
+    begun: its subjobs run with it)."""
     secret = settings.job_token_secret
     claim = tokens.verify(secret.get_secret_value(), token) if secret else None
     if claim is None:
@@ -52,7 +53,7 @@ async def _job_identity(token: str, settings: Settings, store: JobStore) -> Iden
         record, _ = await store.get(job)
     except UnknownJob:
         raise BadCredential("Token of an unknown job") from None
-    if record.owner != user or not is_active(record.state):
+    if record.owner != user or not (is_active(record.state) or record.state == JobState.BEGUN):
         raise BadCredential("Token of a job that is no longer running")
     return Identity(user, "job", job=job)
 

@@ -40,6 +40,9 @@ RERUN_REQUEST = "qrerun"  # kill the run and queue the job again
 
 # Headers.
 MSG_ID_HEADER = "Nats-Msg-Id"
+# GET /v1/jobs/{id}/payload: how the payload is to be laid out (a job pod's init).
+PAYLOAD_FORMAT_HEADER = "X-Pkbs-Payload-Format"  # "zip" or "file"
+ENTRYPOINT_HEADER = "X-Pkbs-Entrypoint"  # a "file" payload's name
 
 # Payload limits. The zipped payload may be 1 MiB; NATS max_payload must leave room
 # for headers and the message envelope on top of that.
