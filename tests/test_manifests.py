@@ -41,11 +41,15 @@ BIN = Path(sys.executable).parent
 # (mk/k8s.mk KIND_NODE_IMAGE) runs K8S_VERSION; MIN_K8S_VERSION is the oldest supported.
 K8S_VERSION = "1.37.0"
 MIN_K8S_VERSION = "1.30.0"
-OVERLAYS = ["kind", "keda", "ha", "nextcloud", "logging"]
+OVERLAYS = ["kind", "keda", "ha", "nextcloud", "logging", "pods"]
 # Every component on top of kind at once: proves the components compose.
 COMPOSED = "composed"
 ALL_BUILDS = [*OVERLAYS, COMPOSED]
 NAMESPACES = {"pkbs", "pkbs-system"}
+# The pods component: jobs run as pods there, the workers' service account may manage them.
+JOBS_NAMESPACE = "pkbs-jobs"
+POD_BUILDS = ["pods", COMPOSED]
+POD_WORKER_ACCOUNT = "worker"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 # Names of settings the manifests set before the Python side has them (pkbs.settings
 # ignores unknown PKBS_ variables). Remove a name once Settings grows the field.
@@ -112,7 +116,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     (composed / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
         "resources:\n  - ../kind\ncomponents:\n"
-        + "".join(f"  - ../../components/{c}\n" for c in ("keda", "ha", "nextcloud", "logging"))
+        + "".join(
+            f"  - ../../components/{c}\n" for c in ("keda", "ha", "nextcloud", "logging", "pods")
+        )
     )
 
     def build(name: str) -> tuple[str, subprocess.CompletedProcess[str]]:
@@ -129,6 +135,27 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
                 docs[name] = [d for d in yaml.safe_load_all(proc.stdout) if d]
     assert not failures, "kustomize build failed:\n" + "\n".join(failures)
     return Rendered(tree, secrets, docs)
+
+
+def namespaces_of(overlay: str) -> set[str]:
+    return NAMESPACES | {JOBS_NAMESPACE} if overlay in POD_BUILDS else NAMESPACES
+
+
+def job_pod_labels() -> dict[str, str]:
+    """The labels of a job's pod, as the pod runner makes it (worker/pods.py)."""
+    from pkbs.worker.pods import pod_manifest
+    from pkbs.worker.runner import RunRequest
+
+    request = RunRequest(
+        job_dir=Path("/scratch/w0"),
+        command=["/bin/bash", "/scratch/w0/STDIN"],
+        env={"PBS_JOBID": "1.pkbs", "PKBS_RUN_ID": "0123456789abcdef0123"},
+        stdout_path=Path("/scratch/w0.o"),
+        stderr_path=Path("/scratch/w0.e"),
+    )
+    pod = pod_manifest(request, worker_image="pkbs-worker:0.1.0", worker_name="worker-0",
+                       namespace=JOBS_NAMESPACE)
+    return dict(pod["metadata"]["labels"])
 
 
 def objects(docs: list[Doc], kind: str, namespace: str | None = None) -> list[Doc]:
@@ -190,6 +217,63 @@ def label_match(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
+# ----------------------------------------------------------------- policies, per pod
+
+
+def assert_images_pinned(name: str, spec: Doc) -> None:
+    """Tagged (not `latest`) or by digest; pulled only when not on the node."""
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
+        image = c["image"]
+        ref, _, digest = image.partition("@")
+        tag = ref.rsplit("/", 1)[-1].partition(":")[2]
+        assert digest or tag, f"{name}: untagged image {image}"
+        assert tag != "latest", f"{name}: {image} uses latest"
+        assert c.get("imagePullPolicy") in ("IfNotPresent", None), image
+
+
+def assert_resources_set(name: str, spec: Doc) -> None:
+    """CPU and memory requests and limits on every container."""
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
+        res = c.get("resources", {})
+        for kind in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                assert r in res.get(kind, {}), f"{name}/{c['name']}: no {kind}.{r}"
+
+
+ALLOWED_VOLUMES = {
+    "configMap",
+    "secret",
+    "emptyDir",
+    "persistentVolumeClaim",
+    "projected",
+    "downwardAPI",
+    "ephemeral",
+    "csi",
+}
+
+
+def assert_restricted(name: str, spec: Doc, service_account_token: bool = False) -> None:
+    """Pod Security "restricted" plus a read-only root file system and, unless
+    `service_account_token`, no service-account token mounted."""
+    psc = spec.get("securityContext", {})
+    assert psc.get("runAsNonRoot") is True, name
+    assert psc.get("runAsUser", 0) != 0, name
+    assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+    assert spec.get("automountServiceAccountToken") is service_account_token, name
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(key), name
+    for v in spec.get("volumes", []):
+        assert set(v) - {"name"} <= ALLOWED_VOLUMES, f"{name}: volume {v}"
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
+        sc = c.get("securityContext", {})
+        assert sc.get("allowPrivilegeEscalation") is False, f"{name}/{c['name']}"
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}/{c['name']}"
+        assert not sc.get("capabilities", {}).get("add"), f"{name}/{c['name']}"
+        assert sc.get("readOnlyRootFilesystem") is True, f"{name}/{c['name']}"
+        assert not sc.get("privileged"), f"{name}/{c['name']}"
+        assert sc.get("runAsUser", psc.get("runAsUser")) != 0
+
+
 # --------------------------------------------------------------------- build + schemas
 
 
@@ -198,10 +282,11 @@ def test_overlay_builds_with_kustomize(rendered: Rendered, overlay: str) -> None
     docs = rendered.docs[overlay]
     kinds = {d["kind"] for d in docs}
     assert {"Namespace", "StatefulSet", "Deployment", "Service", "Secret", "ConfigMap"} <= kinds
-    assert {d["metadata"]["name"] for d in objects(docs, "Namespace")} == NAMESPACES
+    namespaces = namespaces_of(overlay)
+    assert {d["metadata"]["name"] for d in objects(docs, "Namespace")} == namespaces
     for d in docs:
         if d["kind"] != "Namespace":
-            assert d["metadata"].get("namespace") in NAMESPACES, d["metadata"]
+            assert d["metadata"].get("namespace") in namespaces, d["metadata"]
 
 
 _VALID: set[tuple[str, str]] = set()
@@ -289,13 +374,7 @@ def test_scaledobject_schema_rejects_a_typo(
 @pytest.mark.parametrize("overlay", ALL_BUILDS)
 def test_images_are_pinned(rendered: Rendered, overlay: str) -> None:
     for w in workloads(rendered.docs[overlay]):
-        for c in containers(w):
-            image = c["image"]
-            name, _, digest = image.partition("@")
-            tag = name.rsplit("/", 1)[-1].partition(":")[2]
-            assert digest or tag, f"{w['metadata']['name']}: untagged image {image}"
-            assert tag != "latest", f"{w['metadata']['name']}: {image} uses latest"
-            assert c.get("imagePullPolicy") in ("IfNotPresent", None), image
+        assert_images_pinned(w["metadata"]["name"], pod_spec(w))
 
 
 def test_pkbs_image_tag_is_the_package_version(rendered: Rendered) -> None:
@@ -305,56 +384,27 @@ def test_pkbs_image_tag_is_the_package_version(rendered: Rendered) -> None:
         images = {c["image"] for w in workloads(rendered.docs[overlay]) for c in containers(w)}
         ours = {i for i in images if i.startswith("pkbs-")}
         assert ours == {f"pkbs-dispatcher:{version.group(1)}", f"pkbs-worker:{version.group(1)}"}, (
-            f"{overlay}: {ours}: set newTag in manifests/base and manifests/components/logging"
+            f"{overlay}: {ours}: set newTag in manifests/base and manifests/components/"
+            "{logging,pods}"
         )
 
 
 @pytest.mark.parametrize("overlay", ALL_BUILDS)
 def test_requests_and_limits_on_every_container(rendered: Rendered, overlay: str) -> None:
     for w in workloads(rendered.docs[overlay]):
-        for c in containers(w):
-            res = c.get("resources", {})
-            for kind in ("requests", "limits"):
-                for r in ("cpu", "memory"):
-                    assert r in res.get(kind, {}), (
-                        f"{w['metadata']['name']}/{c['name']}: no {kind}.{r}"
-                    )
+        assert_resources_set(w["metadata"]["name"], pod_spec(w))
 
 
 @pytest.mark.parametrize("overlay", ALL_BUILDS)
 def test_pods_are_restricted(rendered: Rendered, overlay: str) -> None:
-    """Pod Security "restricted" plus: read-only root, no service account token."""
-    allowed_volumes = {
-        "configMap",
-        "secret",
-        "emptyDir",
-        "persistentVolumeClaim",
-        "projected",
-        "downwardAPI",
-        "ephemeral",
-        "csi",
-    }
-    for w in workloads(rendered.docs[overlay]):
+    """Pod Security "restricted" plus: read-only root, no service account token (but
+    for the worker that runs jobs as pods: test_job_pod_rbac_is_the_jobs_namespace_only)."""
+    docs = rendered.docs[overlay]
+    for w in workloads(docs):
         name = w["metadata"]["name"]
-        spec = pod_spec(w)
-        psc = spec.get("securityContext", {})
-        assert psc.get("runAsNonRoot") is True, name
-        assert psc.get("runAsUser", 0) != 0, name
-        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-        assert spec.get("automountServiceAccountToken") is False, name
-        for key in ("hostNetwork", "hostPID", "hostIPC"):
-            assert not spec.get(key), name
-        for v in spec.get("volumes", []):
-            assert set(v) - {"name"} <= allowed_volumes, f"{name}: volume {v}"
-        for c in containers(w):
-            sc = c.get("securityContext", {})
-            assert sc.get("allowPrivilegeEscalation") is False, f"{name}/{c['name']}"
-            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}/{c['name']}"
-            assert not sc.get("capabilities", {}).get("add"), f"{name}/{c['name']}"
-            assert sc.get("readOnlyRootFilesystem") is True, f"{name}/{c['name']}"
-            assert not sc.get("privileged"), f"{name}/{c['name']}"
-            assert sc.get("runAsUser", psc.get("runAsUser")) != 0
-    for ns in objects(rendered.docs[overlay], "Namespace"):
+        token = name == "worker" and pod_spec(w).get("serviceAccountName") == POD_WORKER_ACCOUNT
+        assert_restricted(name, pod_spec(w), service_account_token=token)
+    for ns in objects(docs, "Namespace"):
         assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -427,7 +477,9 @@ def test_names_and_labels_are_consistent(rendered: Rendered, overlay: str) -> No
         assert labels.get("app.kubernetes.io/part-of") == "pkbs", (
             f"{d['kind']}/{d['metadata']['name']}"
         )
-    pods: dict[str, list[dict[str, str]]] = {ns: [] for ns in NAMESPACES}
+    pods: dict[str, list[dict[str, str]]] = {ns: [] for ns in namespaces_of(overlay)}
+    if overlay in POD_BUILDS:  # no workload there: the pods the workers make
+        pods[JOBS_NAMESPACE].append(job_pod_labels())
     for w in workloads(docs):
         name, ns = w["metadata"]["name"], w["metadata"]["namespace"]
         tlabels = w["spec"]["template"]["metadata"]["labels"]
@@ -706,6 +758,110 @@ def test_kind_overlay_is_small(rendered: Rendered) -> None:
     assert requests["cpu"] == "100m"
 
 
+# ------------------------------------------------------------------- pods component
+
+JOB_POD_VERBS = {"create", "get", "list", "watch", "delete"}
+JOB_POD_RESOURCES = {"pods", "pods/log", "pods/exec"}
+RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+@pytest.mark.parametrize("overlay", ALL_BUILDS)
+def test_job_pod_rbac_is_the_jobs_namespace_only(rendered: Rendered, overlay: str) -> None:
+    """With the pods component, the workers' service account may create, read, watch,
+    exec into and delete pods in pkbs-jobs, and nothing else anywhere; without it
+    there is no RBAC at all and no pod gets a service-account token."""
+    docs = rendered.docs[overlay]
+    rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+    worker = pod_spec(one(docs, "Deployment", "worker"))
+    tokens = [w["metadata"]["name"] for w in workloads(docs)
+              if pod_spec(w).get("automountServiceAccountToken") is not False]
+    if overlay not in POD_BUILDS:
+        assert not rbac and not tokens and "serviceAccountName" not in worker
+        return
+    assert tokens == ["worker"] and worker["serviceAccountName"] == POD_WORKER_ACCOUNT
+    assert {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in rbac} == {
+        ("ServiceAccount", "pkbs", POD_WORKER_ACCOUNT),
+        ("Role", JOBS_NAMESPACE, "job-pods"),
+        ("RoleBinding", JOBS_NAMESPACE, "job-pods"),
+    }
+    account = one(docs, "ServiceAccount", POD_WORKER_ACCOUNT)
+    assert account.get("automountServiceAccountToken") is False, "only pods that ask for it"
+    (rule,) = one(docs, "Role", "job-pods", JOBS_NAMESPACE)["rules"]
+    assert rule["apiGroups"] == [""]
+    assert set(rule["resources"]) == JOB_POD_RESOURCES
+    assert set(rule["verbs"]) == JOB_POD_VERBS
+    assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames or the like"
+    binding = one(docs, "RoleBinding", "job-pods", JOBS_NAMESPACE)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "job-pods"
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": POD_WORKER_ACCOUNT, "namespace": "pkbs"}
+    ]
+
+
+@pytest.mark.parametrize("overlay", POD_BUILDS)
+def test_pod_workers_run_every_job_as_a_pod_of_their_own_image(
+    rendered: Rendered, overlay: str
+) -> None:
+    docs = rendered.docs[overlay]
+    (container,) = pod_spec(one(docs, "Deployment", "worker"))["containers"]
+    env = env_of(container)
+    assert env["PKBS_JOB_RUNNER"]["value"] == "pod"
+    assert env["PKBS_JOB_NAMESPACE"]["value"] == JOBS_NAMESPACE
+    assert env["PKBS_JOB_IMAGE"]["value"] == container["image"], "the worker's own image"
+    assert set(env["PKBS_WORKER_SLOTS"]) == {"name", "value"}, "slots of job pods, not its CPUs"
+    config = configmap_env(docs)
+    assert config["PKBS_JOB_ENDPOINT"].startswith("http://dispatcher.pkbs.svc.cluster.local:")
+    assert "secretKeyRef" in env["PKBS_JOB_TOKEN_SECRET"]["valueFrom"], "pods fetch with it"
+    (namespace,) = [
+        n for n in objects(docs, "Namespace") if n["metadata"]["name"] == JOBS_NAMESPACE
+    ]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("overlay", POD_BUILDS)
+def test_job_pods_reach_the_dispatcher_and_nothing_of_nats(
+    rendered: Rendered, overlay: str
+) -> None:
+    """The job pods' NetworkPolicy selects the pods the workers make; they take no
+    connection, and reach in the cluster only DNS and the dispatcher's port; beyond
+    it, no private address (where pods, Services and the metadata service are)."""
+    import ipaddress
+
+    docs = rendered.docs[overlay]
+    (policy,) = objects(docs, "NetworkPolicy", JOBS_NAMESPACE)
+    assert label_match(policy["spec"]["podSelector"], job_pod_labels())
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert not policy["spec"].get("ingress")
+    dispatcher = pod_spec(one(docs, "Deployment", "dispatcher"))["containers"][0]
+    dispatcher_ports = {p["containerPort"] for p in dispatcher["ports"]}
+    pod_labels = {
+        w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads(docs)
+    }
+    private = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
+                                                 "192.168.0.0/16", "169.254.169.254/32")]
+    for rule in policy["spec"]["egress"]:
+        for peer in rule["to"]:
+            if "ipBlock" in peer:
+                block = peer["ipBlock"]
+                cidr = ipaddress.ip_network(block["cidr"])
+                excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+                for net in private:
+                    if net.version == cidr.version and net.subnet_of(cidr):
+                        assert any(net.subnet_of(e) for e in excepted), f"{block} reaches {net}"
+                continue
+            namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            if namespace == "kube-system":
+                assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+                assert {p["port"] for p in rule["ports"]} == {53}
+                continue
+            assert namespace == "pkbs", peer
+            reached = {n for n, lbl in pod_labels.items() if label_match(peer["podSelector"], lbl)}
+            assert reached == {"dispatcher"}, reached
+            assert {p["port"] for p in rule["ports"]} <= dispatcher_ports
+
+
 # ---------------------------------------------------------------------------- NATS config
 
 
@@ -886,21 +1042,38 @@ def test_make_render_sets_registry_and_tag(repo_copy: Path) -> None:
     }
 
 
+def test_make_render_gives_pod_workers_their_own_image(repo_copy: Path) -> None:
+    """PKBS_JOB_IMAGE follows the worker's image wherever `make deploy` puts it."""
+    proc = _make(
+        repo_copy, "k8s-render", "ENV=pods", "REGISTRY=registry.example/team/", "IMAGE_TAG=1.2.3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = list(
+        yaml.safe_load_all((repo_copy / "manifests/.generated/pods/rendered.yaml").read_text())
+    )
+    (worker,) = [d for d in docs if d and d["kind"] == "Deployment"
+                 and d["metadata"]["name"] == "worker"]
+    (container,) = pod_spec(worker)["containers"]
+    assert container["image"] == "registry.example/team/pkbs-worker:1.2.3"
+    assert env_of(container)["PKBS_JOB_IMAGE"]["value"] == container["image"]
+
+
 def test_make_deploy_rejects_unknown_overlay(repo_copy: Path) -> None:
     proc = _make(repo_copy, "k8s-render", "ENV=nope")
     assert proc.returncode != 0
     assert "no overlay manifests/overlays/nope" in proc.stderr
 
 
-def test_make_deploy_plan(repo_copy: Path) -> None:
-    proc = _make(repo_copy, "-n", "deploy", "ENV=kind", "IMAGE_TAG=t1")
+@pytest.mark.parametrize("env", ["kind", "pods"])
+def test_make_deploy_plan(repo_copy: Path, env: str) -> None:
+    proc = _make(repo_copy, "-n", "deploy", f"ENV={env}", "IMAGE_TAG=t1")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     order = [
         "IMAGE_TAG=t1",
         "scripts/images.py build",
         "kind load docker-image --name pkbs pkbs-dispatcher:t1 pkbs-worker:t1",
-        "kubectl apply -k manifests/.generated/kind",
+        f"kubectl apply -k manifests/.generated/{env}",
         "rollout status statefulset/nats",
     ]
     positions = [out.find(s) for s in order]
@@ -985,6 +1158,7 @@ def test_every_manifest_file_is_used(rendered: Rendered) -> None:
         k = yaml.safe_load(kfile.read_text())
         entries = list(k.get("resources", [])) + list(k.get("components", []))
         entries += [p["path"] for p in k.get("patches", []) if "path" in p]
+        entries += list(k.get("configurations", []))
         for gen in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
             entries += [f.split("=", 1)[-1] for f in gen.get("files", [])] + list(
                 gen.get("envs", [])
