@@ -21,12 +21,13 @@ from prometheus_client import start_http_server  # noqa: E402
 from pkbs.logs import setup_logging  # noqa: E402
 from pkbs.settings import get_settings  # noqa: E402
 
+from .runners import job_runner  # noqa: E402
 from .service import Worker  # noqa: E402
 
 
 async def serve() -> None:
     settings = get_settings()
-    worker = Worker(settings)
+    worker = Worker(settings, runner=job_runner(settings))
     running = asyncio.create_task(worker.run())
 
     def stop() -> None:
