@@ -121,9 +121,18 @@ class Cluster:
 
     async def delete_labelled(self, selector: str) -> int:
         self.labelled_deletes.append(selector)
-        wanted = dict(term.split("=") for term in selector.split(","))
-        found = [n for n, p in self.pods.items() if n not in self.deleted
-                 and wanted.items() <= p["metadata"]["labels"].items()]
+        def selected(labels: dict[str, str]) -> bool:
+            for term in selector.split(","):
+                if "!=" in term:
+                    key, value = term.split("!=")
+                    if labels.get(key) == value:
+                        return False
+                elif labels.get(term.split("=")[0]) != term.split("=")[1]:
+                    return False
+            return True
+
+        found = [n for n, p in self.pods.items()
+                 if n not in self.deleted and selected(p["metadata"]["labels"])]
         for name in found:
             await self.delete(name)
         return len(found)
@@ -234,7 +243,10 @@ async def test_a_job_runs_and_its_results_reach_the_run(cluster: Cluster, tmp_pa
     assert run.stderr_path.read_text() == "err of the job\n"
     assert cluster.deleted == {POD: 0}, "the pod goes once its results are taken"
     assert not cluster.feeds
-    assert cluster.labelled_deletes == ["app.kubernetes.io/managed-by=pkbs,pkbs.worker=worker-0"]
+    assert cluster.labelled_deletes == [
+        "app.kubernetes.io/managed-by=pkbs,pkbs.worker=worker-0",
+        "app.kubernetes.io/managed-by=pkbs,pkbs.job=5.pkbs,pkbs.run!=00112233445566778899",
+    ]
 
 
 @in_loop
@@ -383,3 +395,21 @@ async def test_a_lost_runs_pod_is_ended(cluster: Cluster, tmp_path: Path) -> Non
     assert POD in cluster.deleted
     with pytest.raises(PodLost):  # what the worker of that run, if it still ran, would see
         await job.wait()
+
+
+@in_loop
+async def test_the_pod_of_a_lost_run_goes_before_the_job_runs_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A worker lost with its job: the job's pod runs on until the rerun (on any
+    worker) starts, which deletes it first. No two runs of a job overlap."""
+    cluster.kubelet = run_job(0, seconds=None)
+    lost = await PodRunner(cluster, worker_image="pkbs-worker:0.1.0", worker_name="gone",
+                           namespace="pkbs-jobs").start(request(tmp_path))
+    rerun = request(tmp_path, env={**request(tmp_path).env, "PKBS_RUN_ID": "ffeeddccbbaa99887766"})
+    cluster.kubelet = run_job(0)
+    job = await runner(cluster).start(rerun)
+    assert POD in cluster.deleted, "the lost run's pod"
+    assert (await job.wait()).exit_status == 0
+    with pytest.raises(PodLost):
+        await lost.wait()

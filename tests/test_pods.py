@@ -18,6 +18,7 @@ from pkbs.worker.pods import (
     INIT_CONTAINER,
     JOB_CONTAINER,
     KEEPER_CONTAINER,
+    earlier_runs_selector,
     label_value,
     output_to_files,
     pod_manifest,
@@ -204,6 +205,8 @@ def test_labels_find_the_run_its_job_and_its_worker() -> None:
     assert worker_selector("worker-7d9f-x2k") == (
         "app.kubernetes.io/managed-by=pkbs,pkbs.worker=worker-7d9f-x2k")
     assert run_selector("0a1b2c3d4e5f60718293").endswith(",pkbs.run=0a1b2c3d4e5f60718293")
+    assert earlier_runs_selector("7[3].pkbs", "0a1b2c3d4e5f60718293") == (
+        "app.kubernetes.io/managed-by=pkbs,pkbs.job=7-3.pkbs,pkbs.run!=0a1b2c3d4e5f60718293")
     assert manifest["spec"]["restartPolicy"] == "Never"
     assert manifest["spec"]["shareProcessNamespace"] is True
 

@@ -12,7 +12,9 @@ takes the results out through the keeper (into the run's own directory, which th
 usual delivery uploads), appends the job container's log, and deletes the pod. Only
 when the keeper cannot be reached is the pod deleted at once, with the kill grace.
 A pod that fails through no fault of the job's (evicted, deleted, its node gone)
-raises PodLost: the job goes back to the queue and runs again.
+raises PodLost: the job goes back to the queue and runs again. Before a run's pod
+is made, the pods of the job's earlier runs are deleted (a lost worker's), and before
+a worker's first pod, what a previous life of that worker left.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import math
 import signal
 import time
 
+from pkbs.procs import RUN_ID_VARIABLE
+
 from .containers import ContainerCannotStart
 from .podapi import PodAPI, PodAPIError, PodFeed
 from .podarchive import ArchiveError, Usage, receive_results
@@ -32,6 +36,7 @@ from .podfiles import CONTROL_DIR
 from .pods import (
     JOB_CONTAINER,
     KEEPER_CONTAINER,
+    earlier_runs_selector,
     output_to_files,
     pod_manifest,
     run_selector,
@@ -212,6 +217,20 @@ class PodRunner:
             if removed:
                 log.info("leftover pods removed", extra={"pods": removed})
 
+    async def _end_earlier_runs(self, request: RunRequest) -> None:
+        """Delete what earlier runs of the job left running (their worker was lost,
+        on any host): no two runs of a job overlap."""
+        job_id = request.env.get("PBS_JOBID", "")
+        selector = earlier_runs_selector(job_id, request.env.get(RUN_ID_VARIABLE, ""))
+        try:
+            removed = await self.api.delete_labelled(selector)
+        except PodAPIError as exc:
+            log.warning("pods of earlier runs not looked for: %s", exc.message,
+                        extra={"job": job_id})
+            return
+        if removed:
+            log.warning("pods of earlier runs deleted", extra={"job": job_id, "pods": removed})
+
     async def start(self, request: RunRequest) -> PodJob:
         if not (request.env.get("PKBS_ENDPOINT") and request.env.get("PKBS_TOKEN")):
             raise RuntimeError("pod jobs need PKBS_JOB_ENDPOINT and PKBS_JOB_TOKEN_SECRET: "
@@ -220,6 +239,7 @@ class PodRunner:
         manifest = pod_manifest(request, worker_image=self.worker_image,
                                 worker_name=self.worker_name, namespace=self.namespace)
         name = manifest["metadata"]["name"]
+        await self._end_earlier_runs(request)
         feed = self.api.follow(name)
         try:
             await self.api.create(manifest)

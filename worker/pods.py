@@ -251,3 +251,10 @@ def worker_selector(worker_name: str) -> str:
 def run_selector(run_id: str) -> str:
     """The label selector of a run's pod (by its PKBS_RUN_ID)."""
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_RUN}={label_value(run_id)}"
+
+
+def earlier_runs_selector(job_id: str, run_id: str) -> str:
+    """The label selector of the pods of a job's other runs than this one (a lost
+    worker's run: the job runs once at a time, so they must go before this one runs)."""
+    return (f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_JOB}={label_value(job_id)},"
+            f"{LABEL_RUN}!={label_value(run_id)}")
