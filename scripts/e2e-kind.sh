@@ -3,7 +3,8 @@
 #   kind cluster -> build + kind load images -> make deploy ENV=kind ->
 #   the real CLI via kubectl port-forward (pkbs login, qsub, qstat, pkbs fetch) ->
 #   results checked through the dispatcher and directly on WebDAV ->
-#   workers scaled down (and one killed) while jobs run: every job must still finish.
+#   workers scaled down (and one killed) while jobs run: every job must still finish ->
+#   make deploy ENV=pods: jobs as pods of their own (output, files, qdel, RBAC).
 #
 #   make e2e                      (or: bash scripts/e2e-kind.sh)
 #   KEEP_CLUSTER=1 make e2e       leave the cluster up afterwards for a look
@@ -50,6 +51,8 @@ diagnose() {
     k -n pkbs logs -l app.kubernetes.io/name=$sel --tail=80 --prefix --all-containers || true
   done
   k -n pkbs-system logs -l app.kubernetes.io/name=webdav --tail=40 --prefix || true
+  k -n pkbs-jobs get pods -o wide --show-labels || true
+  k -n pkbs-jobs get events --sort-by=.lastTimestamp | tail -n 40 || true
 }
 
 cleanup() {
@@ -94,6 +97,15 @@ wait_finished() {  # job ids...: every one reaches F with Exit_status = 0
     if ! qstat -x -f "$j" | grep -q 'Exit_status = 0$'; then
       echo "e2e: $j did not exit 0" >&2; qstat -x -f "$j" >&2; return 1
     fi
+  done
+}
+
+wait_for() {  # seconds description command...: until the command succeeds
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@"; do
+    if [ $SECONDS -gt $deadline ]; then echo "e2e: timed out waiting for $what" >&2; return 1; fi
+    sleep 1
   done
 }
 
@@ -203,3 +215,50 @@ echo "all $SCALE_JOBS jobs finished with exit 0 and their output: nothing lost"
 log "dispatcher metrics and health"
 curl -fsS "http://127.0.0.1:$DPORT/healthz" >/dev/null
 curl -fsS "http://127.0.0.1:$DPORT/metrics" | grep -q '^# TYPE' || { echo "e2e: /metrics has no metrics" >&2; exit 1; }
+
+log "pod jobs: make deploy ENV=pods (every job a pod of its own in pkbs-jobs)"
+"$MAKE" deploy ENV=pods IMAGE_TAG="$TAG" KIND_CLUSTER="$KIND_CLUSTER" SKIP_IMAGES=1
+k -n pkbs rollout status deployment/worker --timeout=300s
+WORKER_IMAGE="pkbs-worker:$TAG"
+SA=system:serviceaccount:pkbs:worker
+
+can() { [ "$(k auth can-i "$@" --as="$SA" 2>/dev/null)" = yes ]; }
+if ! { can create pods -n pkbs-jobs && can create pods/exec -n pkbs-jobs && can get pods/log -n pkbs-jobs; }; then
+  echo "e2e: the workers' service account cannot manage pods in pkbs-jobs" >&2; exit 1
+fi
+for denied in "get secrets -n pkbs" "create pods -n pkbs" "get secrets -n pkbs-jobs" "list pods -A"; do
+  # shellcheck disable=SC2086  # one can-i question per string
+  if can $denied; then echo "e2e: the workers' service account may $denied" >&2; exit 1; fi
+done
+
+pods_of() { k -n pkbs-jobs get pods -l "pkbs.job=$1" -o name 2>/dev/null; }
+no_pod() { [ -z "$(pods_of "$1")" ]; }
+pod_running() {
+  [ "$(k -n pkbs-jobs get pods -l "pkbs.job=$1" -o jsonpath='{.items[*].status.phase}' 2>/dev/null)" = Running ] \
+    && [ "$(state_of "$1")" = R ]
+}
+finished() { [ "$(state_of "$1")" = F ]; }
+
+# shellcheck disable=SC2016  # the job's shell expands them, not this one
+j_pod=$(printf '%s\n' 'echo "hello from pod $(hostname)"' 'echo to-stderr >&2' \
+  'echo computed > result.txt' 'echo plotted > /output/plot.txt' 'qstat -f "$PBS_JOBID" | grep -q "job_state = R" && echo qstat-in-pod' \
+  | qsub -N e2e-pod -v "CONTAINER_IMAGE=$WORKER_IMAGE")
+echo "submitted $j_pod"
+wait_finished "$j_pod"
+fetch_expect "$j_pod" "hello from pod pkbs-"
+fetch_expect "$j_pod" qstat-in-pod
+dir=$WORK/fetch/$j_pod
+grep -q to-stderr "$dir"/*.e* || { echo "e2e: $j_pod: stderr not apart in .e" >&2; ls -la "$dir" >&2; exit 1; }
+grep -qx computed "$dir/result.txt" || { echo "e2e: $j_pod: result.txt missing" >&2; exit 1; }
+grep -qx plotted "$dir/output/plot.txt" || { echo "e2e: $j_pod: output/plot.txt missing" >&2; exit 1; }
+wait_for 60 "the pod of $j_pod to be deleted" no_pod "$j_pod"
+
+j_qdel=$(echo 'sleep 600' | qsub -N e2e-pod-qdel -v "CONTAINER_IMAGE=$WORKER_IMAGE")
+wait_for 180 "a running pod for $j_qdel" pod_running "$j_qdel"
+pods_of "$j_qdel"
+qdel "$j_qdel"
+wait_for 120 "$j_qdel to finish" finished "$j_qdel"
+qstat -x -f "$j_qdel" | grep -q 'Exit_status = 271$' \
+  || { echo "e2e: qdel of a pod job: not Exit_status 271" >&2; qstat -x -f "$j_qdel" >&2; exit 1; }
+wait_for 60 "the pod of $j_qdel to be deleted" no_pod "$j_qdel"
+echo "pod jobs: output and files fetched, qdel ended its pod"
