@@ -25,7 +25,9 @@ def job(monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen[bytes]]:
     real = podkeeper._cgroup
 
     def cgroup(pid: int | str) -> str | None:
-        return "0::/../job-container\n" if str(pid) == str(proc.pid) else real(pid)
+        # Only the child is "another container": every other process on this host
+        # reads as the keeper's own (else send() would signal the whole machine).
+        return "0::/../job-container\n" if str(pid) == str(proc.pid) else real("self")
 
     monkeypatch.setattr(podkeeper, "_cgroup", cgroup)
     yield proc
