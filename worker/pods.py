@@ -32,10 +32,10 @@ import re
 import uuid
 from typing import Any
 
+from pkbs.dockerapi import LABEL_JOB, LABEL_RUN, LABEL_WORKER
 from pkbs.procs import RUN_ID_VARIABLE
 
 from .containers import CONTAINER_UID, INPUT_DIR, OUTPUT_DIR, OUTPUT_NAME
-from .dockerapi import LABEL_JOB, LABEL_RUN, LABEL_WORKER
 from .podfiles import CONTROL_DIR, NODEFILE, STDERR, STDOUT
 from .runner import RunRequest
 

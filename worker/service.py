@@ -410,8 +410,9 @@ class Worker:
             files.cleanup(reuse=not self.runner.leftovers())
 
     def _runner_for(self, request: RunRequest) -> JobRunner:
-        """Local processes, or a container of the image the job names."""
-        if request.image is None:
+        """The worker's runner (local processes, or a pod for every job), or for a job
+        that names an image, a container of it."""
+        if request.image is None or self.settings.job_runner == "pod":
             return self.runner
         if self.containers is None:
             raise ContainerCannotStart(
