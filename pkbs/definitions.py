@@ -36,7 +36,7 @@ from pkbs.errors import BadAttributeValue, InvalidRequest
 from pkbs.imageref import InvalidImage, check_image
 from pkbs.pbsvalues import (
     BAD_VALUE,
-    check_resource_value,
+    check_resource,
     check_resources,
     format_duration,
     parse_duration,
@@ -243,17 +243,6 @@ def check_definition(definition: Definition) -> Definition:
         except InvalidImage as exc:
             raise _refuse(definition, str(exc)) from None
     return definition.model_copy(update={"resources": resources, "retention": retention})
-
-
-def check_resource(name: str, value: str) -> None:
-    """A resource as qsub checks one of its -l (pkbs.pbsvalues.resource_items)."""
-    if not value:
-        raise BadAttributeValue(f"{BAD_VALUE}: resource {name!r} has no value")
-    try:
-        check_resource_value(name, value)
-    except BadAttributeValue as exc:
-        detail = exc.message.removeprefix(f"{BAD_VALUE}: ")
-        raise BadAttributeValue(f"{BAD_VALUE} Resource_List.{name}: {detail}") from exc
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,12 @@ from pkbs.definitions import (
     MAX_VALUE_CHARS,
     RETENTION_ATTRIBUTE,
     Definition,
-    check_resource,
     render,
     validation_message,
 )
 from pkbs.errors import BadAttributeValue
 from pkbs.models import JobSpec
-from pkbs.pbsvalues import check_resources
+from pkbs.pbsvalues import check_resource, check_resources
 from pkbs.qsuboptions import validate_job_name, validate_queue_name
 
 # The job's script: a file run by the job's shell, as qsub's script on standard input.

@@ -377,6 +377,17 @@ def check_resource_value(name: str, value: str) -> None:
         parse_place(value)
 
 
+def check_resource(name: str, value: str) -> None:
+    """One `-l` item as qsub checks it: a value, and one its resource accepts."""
+    if not value:
+        raise bad_value(f"resource {name!r} has no value")
+    try:
+        check_resource_value(name, value)
+    except BadAttributeValue as exc:
+        detail = exc.message.removeprefix(f"{BAD_VALUE}: ")
+        raise BadAttributeValue(f"{BAD_VALUE} Resource_List.{name}: {detail}") from exc
+
+
 def normalize_resource(name: str, value: str) -> str:
     """A resource value as the server stores it: durations as ``HH:MM:SS``, sizes in
     lower case with their unit; other values, and bad ones, unchanged."""
@@ -435,13 +446,7 @@ def resource_items(text: str) -> list[tuple[str, str]]:
         if not name or end >= len(text) or text[end] != "=":
             raise bad_value(f"expected resource=value in {text!r}")
         value, pos = _resource_value(text, end + 1)
-        if not value:
-            raise bad_value(f"resource {name!r} has no value")
-        try:
-            check_resource_value(name, value)
-        except BadAttributeValue as exc:
-            detail = exc.message.removeprefix(f"{BAD_VALUE}: ")
-            raise BadAttributeValue(f"{BAD_VALUE} Resource_List.{name}: {detail}") from exc
+        check_resource(name, value)
         items.append((name, value))
         if pos < len(text) and text[pos] == ",":
             pos += 1
