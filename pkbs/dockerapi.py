@@ -7,6 +7,7 @@ a worker waits on many containers without a thread each. Errors of the daemon be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from collections.abc import AsyncIterator
@@ -139,6 +140,14 @@ class DockerAPI:
         response = await self._call("GET", "/containers/json",
                                     params={"all": "1", "filters": filters})
         return [str(c["Id"]) for c in response.json()]
+
+    async def remove_labelled(self, label: str, value: str) -> int:
+        """Remove every container with this label and value; how many there were."""
+        found = await self.labelled(label, value)
+        for container in found:
+            with contextlib.suppress(DockerError):
+                await self.remove(container)
+        return len(found)
 
     async def logs(self, container: str) -> AsyncIterator[tuple[int, bytes]]:
         """(stream, bytes) as the container writes them (1 stdout, 2 stderr), until it

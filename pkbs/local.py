@@ -24,12 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from pkbs import clientconfig, servers
-from pkbs.dockerapi import (
-    DEFAULT_SOCKET,
-    LABEL_WORKER,
-    docker_answers,
-    remove_labelled_now,
-)
 from pkbs.errors import StackError
 from pkbs.procs import (
     become_subreaper,
@@ -118,6 +112,8 @@ def docker_host() -> str | None:
     given = os.environ.get("PKBS_DOCKER_HOST")
     if given is not None:
         return given or None
+    from pkbs.dockerapi import DEFAULT_SOCKET, docker_answers  # httpx: not for `pkbs status`
+
     host = f"unix://{DEFAULT_SOCKET}"
     return host if os.path.exists(DEFAULT_SOCKET) and docker_answers(host) else None
 
@@ -354,6 +350,8 @@ class Supervisor:
                 print(f"killed pid {pid} left by dead {dead.name}", flush=True)
         if self.docker:  # its container jobs are not our children: removed by label
             worker = dead.env["PKBS_WORKER_NAME"]
+            from pkbs.dockerapi import LABEL_WORKER, remove_labelled_now
+
             removed = remove_labelled_now(self.docker, LABEL_WORKER, worker)
             if removed:
                 print(f"removed {removed} containers left by dead {dead.name}", flush=True)

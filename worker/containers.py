@@ -22,7 +22,7 @@ from typing import Any
 from pkbs.dockerapi import LABEL_JOB, LABEL_RUN, LABEL_WORKER, DockerAPI, DockerError
 from pkbs.procs import RUN_ID_VARIABLE
 
-from .runner import EXIT_MEM, EXIT_WALLTIME, SIGNAL_BASE, RunOutcome, RunRequest
+from .runner import RunOutcome, RunRequest, note_killed, pbs_exit_status, sent_signal
 
 # A root worker's container jobs run as this user (the images' pkbs user).
 CONTAINER_UID = 10001
@@ -144,7 +144,8 @@ class ContainerJob:
         except TimeoutError:
             assert walltime is not None
             used = time.monotonic() - self.started
-            await self._note(f"walltime {int(used)} exceeded limit {int(walltime)}")
+            note_killed(self.request.stderr_path,
+                        f"walltime {int(used)} exceeded limit {int(walltime)}")
             await self.kill("walltime")
             code = await self._exited
         elapsed = time.monotonic() - self.started
@@ -156,21 +157,13 @@ class ContainerJob:
         if state.get("OOMKilled") and self.kill_reason is None:
             self.kill_reason = "mem"
             limit = (self.request.mem_limit or 0) // 1024
-            await self._note(f"mem exceeded limit {limit}kb (the container was OOM-killed)")
+            note_killed(self.request.stderr_path,
+                        f"mem exceeded limit {limit}kb (the container was OOM-killed)")
         with contextlib.suppress(DockerError):
             await self.api.remove(self.container)
-        if self.kill_reason == "walltime":
-            code = EXIT_WALLTIME
-        elif self.kill_reason == "mem":
-            code = EXIT_MEM
-        elif self.kill_reason is not None and code > 128:
-            code = SIGNAL_BASE + code - 128  # killed by the signal we sent
-        return RunOutcome(exit_status=code, walltime=elapsed, cput=self.cpu_ns / 1e9,
+        exit_status = pbs_exit_status(self.kill_reason, code, sent_signal(self.kill_reason, code))
+        return RunOutcome(exit_status=exit_status, walltime=elapsed, cput=self.cpu_ns / 1e9,
                           max_rss_kb=self.peak_rss // 1024, session_id=self.session_id)
-
-    async def _note(self, what: str) -> None:
-        with open(self.request.stderr_path, "ab") as err:
-            err.write(f"=>> PBS: job killed: {what}\n".encode())
 
     async def kill(self, reason: str) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
@@ -201,19 +194,11 @@ class ContainerRunner:
 
     async def remove_leftovers(self) -> int:
         """Containers a previous life of this worker left running: removed."""
-        found = await self.api.labelled(LABEL_WORKER, self.worker_name)
-        for container in found:
-            with contextlib.suppress(DockerError):
-                await self.api.remove(container)
-        return len(found)
+        return await self.api.remove_labelled(LABEL_WORKER, self.worker_name)
 
     async def end_run(self, run_id: str) -> int:
         """The containers of a lost run (by its PKBS_RUN_ID): removed."""
-        found = await self.api.labelled(LABEL_RUN, run_id)
-        for container in found:
-            with contextlib.suppress(DockerError):
-                await self.api.remove(container)
-        return len(found)
+        return await self.api.remove_labelled(LABEL_RUN, run_id)
 
     async def start(self, request: RunRequest) -> ContainerJob:
         assert request.image is not None

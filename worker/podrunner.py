@@ -43,7 +43,7 @@ from .pods import (
     worker_selector,
 )
 from .podstatus import Broken, CannotStart, Ended, Running, Starting, exit_status, progress
-from .runner import RunOutcome, RunRequest
+from .runner import RunOutcome, RunRequest, killed_line
 
 log = logging.getLogger("pkbs.worker.pods")
 
@@ -93,8 +93,7 @@ class PodJob:
             except TimeoutError:
                 assert walltime is not None
                 used = time.monotonic() - self.started
-                notes.append(f"=>> PBS: job killed: walltime {int(used)} exceeded limit "
-                             f"{int(walltime)}")
+                notes.append(killed_line(f"walltime {int(used)} exceeded limit {int(walltime)}"))
                 await self.kill("walltime")
                 end = await self._ended
             elapsed = time.monotonic() - self.started
@@ -104,11 +103,11 @@ class PodJob:
             if end.reason == "OOMKilled" and self.kill_reason is None:
                 self.kill_reason = "mem"
                 limit = (self.request.mem_limit or 0) // 1024
-                notes.append(f"=>> PBS: job killed: mem exceeded limit {limit}kb "
-                             "(the container was OOM-killed)")
+                notes.append(killed_line(f"mem exceeded limit {limit}kb "
+                                         "(the container was OOM-killed)"))
             if end.pod_reason == "DeadlineExceeded" and self.kill_reason is None:
                 self.kill_reason = "walltime"
-                notes.append("=>> PBS: job killed: walltime (the pod's deadline passed)")
+                notes.append(killed_line("walltime (the pod's deadline passed)"))
         finally:
             await self._remove()
             self.feed.close()

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from .podfiles import EXIT_PAYLOAD_REFUSED
 from .pods import INIT_CONTAINER, JOB_CONTAINER
-from .runner import EXIT_MEM, EXIT_WALLTIME, SIGNAL_BASE
+from .runner import pbs_exit_status, sent_signal
 
 Pod = dict[str, Any]
 
@@ -118,12 +118,9 @@ def exit_status(end: Ended, kill_reason: str | None) -> int:
     """PBS's Exit_status of the job: -29 over its walltime (the worker's timer or the
     pod's deadline), -27 over its memory (OOM-killed), 256 + N when a signal N ended
     it, else its exit code."""
-    if kill_reason == "walltime" or end.pod_reason == "DeadlineExceeded":
-        return EXIT_WALLTIME
-    if kill_reason == "mem" or end.reason == "OOMKilled":
-        return EXIT_MEM
-    if end.signal:
-        return SIGNAL_BASE + end.signal
-    if kill_reason is not None and end.exit_code > 128:
-        return SIGNAL_BASE + end.exit_code - 128  # the signal we sent ended it
-    return end.exit_code
+    if end.pod_reason == "DeadlineExceeded":
+        kill_reason = "walltime"
+    elif end.reason == "OOMKilled" and kill_reason != "walltime":
+        kill_reason = "mem"
+    signal = end.signal or sent_signal(kill_reason, end.exit_code)
+    return pbs_exit_status(kill_reason, end.exit_code, signal)

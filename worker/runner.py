@@ -29,6 +29,34 @@ MEMORY_SAMPLE_MAX_SECONDS = 10.0
 SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
 
 
+def pbs_exit_status(kill_reason: str | None, code: int, signal: int | None = None) -> int:
+    """A job's Exit_status as PBS gives it, whatever ran it: -29 killed for its
+    walltime, -27 for its memory, 256 + N ended by signal N, else its exit code."""
+    if kill_reason == "walltime":
+        return EXIT_WALLTIME
+    if kill_reason == "mem":
+        return EXIT_MEM
+    if signal:
+        return SIGNAL_BASE + signal
+    return code
+
+
+def sent_signal(kill_reason: str | None, code: int) -> int | None:
+    """The signal behind a shell-style exit code (128 + N) of a container whose job
+    pkbs itself signalled (qdel, drain, rerun); None otherwise."""
+    return code - 128 if kill_reason is not None and code > 128 else None
+
+
+def killed_line(what: str) -> str:
+    """The line PBS's MoM adds to a job's stderr when it kills the job."""
+    return f"=>> PBS: job killed: {what}"
+
+
+def note_killed(stderr_path: Path, what: str) -> None:
+    with open(stderr_path, "ab") as err:
+        err.write(f"{killed_line(what)}\n".encode())
+
+
 @dataclass(frozen=True)
 class RunRequest:
     job_dir: Path
@@ -170,9 +198,8 @@ class LocalProcessJob:
         except TimeoutError:
             assert walltime is not None
             used = time.monotonic() - self.started
-            with open(self.request.stderr_path, "ab") as err:
-                note = f"=>> PBS: job killed: walltime {int(used)} exceeded limit {int(walltime)}\n"
-                err.write(note.encode())
+            note_killed(self.request.stderr_path,
+                        f"walltime {int(used)} exceeded limit {int(walltime)}")
             await self.kill("walltime")
             _, status, usage = await self._reaped
         if self._first_sample is not None:
@@ -184,16 +211,9 @@ class LocalProcessJob:
         if self.on_exit is not None:
             self.on_exit(self.session_id)
         elapsed = time.monotonic() - self.started
-        if self.kill_reason == "walltime":
-            code = EXIT_WALLTIME
-        elif self.kill_reason == "mem":
-            code = EXIT_MEM
-        elif os.WIFSIGNALED(status):
-            code = SIGNAL_BASE + os.WTERMSIG(status)
-        else:
-            code = os.WEXITSTATUS(status)
+        signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         return RunOutcome(
-            exit_status=code,
+            exit_status=pbs_exit_status(self.kill_reason, os.WEXITSTATUS(status), signalled),
             walltime=elapsed,
             cput=usage.ru_utime + usage.ru_stime,
             max_rss_kb=(
@@ -213,12 +233,8 @@ class LocalProcessJob:
             used = session_rss(self.session_id)
             self.peak_rss = max(self.peak_rss, used)
             if limit is not None and used > limit:
-                with open(self.request.stderr_path, "ab") as err:
-                    note = (
-                        f"=>> PBS: job killed: mem {used // 1024}kb exceeded limit "
-                        f"{limit // 1024}kb\n"
-                    )
-                    err.write(note.encode())
+                note_killed(self.request.stderr_path,
+                            f"mem {used // 1024}kb exceeded limit {limit // 1024}kb")
                 await self.kill("mem")
                 return
             await asyncio.sleep(pause)

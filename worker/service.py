@@ -165,14 +165,15 @@ class Worker:
     async def _open_containers(self, docker_host: str) -> None:
         """The container runner, and what a previous life of this worker left on it."""
         api = DockerAPI(docker_host)
+        runner = ContainerRunner(api, self.settings.worker_name)
         try:
             version = await api.version()
-            removed = await ContainerRunner(api, self.settings.worker_name).remove_leftovers()
+            removed = await runner.remove_leftovers()
         except DockerError as exc:
             await api.aclose()
             log.warning("no container jobs: %s", exc.message, extra={"docker": docker_host})
             return
-        self.containers = ContainerRunner(api, self.settings.worker_name)
+        self.containers = runner
         log.info("container jobs on %s %s", version.get("Components", [{}])[0].get("Name",
                  "docker"), version.get("Version"),
                  extra={"docker": docker_host, "leftovers_removed": removed})
