@@ -80,9 +80,15 @@ def run(*argv: str, quiet: bool = False, env: dict[str, str] | None = None) -> N
         sys.exit(f"images: failed ({proc.returncode}): {' '.join(argv)}")
 
 
+def inspect(ref: str, template: str = "{{.Id}}") -> str | None:
+    """`docker image inspect -f TEMPLATE` of an image; None if there is no such image."""
+    proc = subprocess.run([DOCKER, "image", "inspect", "-f", template, ref],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def have_image(ref: str) -> bool:
-    probe = [DOCKER, "image", "inspect", ref]
-    return subprocess.run(probe, capture_output=True).returncode == 0
+    return inspect(ref) is not None
 
 
 def version() -> str:
@@ -114,13 +120,8 @@ def source_digest() -> str:
 def current() -> bool:
     """Whether every image is here and made from the sources as they are."""
     want = source_digest()
-    for ref in image_names().values():
-        proc = subprocess.run(
-            [DOCKER, "image", "inspect", "-f", f'{{{{index .Config.Labels "{DIGEST_LABEL}"}}}}',
-             ref], capture_output=True, text=True)
-        if proc.returncode != 0 or proc.stdout.strip() != want:
-            return False
-    return True
+    label = f'{{{{index .Config.Labels "{DIGEST_LABEL}"}}}}'
+    return all(inspect(ref, label) == want for ref in image_names().values())
 
 
 # ---------------------------------------------------------------- base image
@@ -254,9 +255,7 @@ def build_images() -> None:
 
 
 def image_size(ref: str) -> int:
-    proc = subprocess.run([DOCKER, "image", "inspect", "-f", "{{.Size}}", ref],
-                          capture_output=True, text=True, check=True)
-    return int(proc.stdout.strip())
+    return int(inspect(ref, "{{.Size}}") or 0)
 
 
 def main(argv: list[str]) -> None:
