@@ -17,7 +17,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, cast
 
 import pytest
@@ -27,7 +26,6 @@ from pkbs.worker.runner import RunOutcome
 from pkbs.worker.service import Run, Worker
 
 from bench.runlog import job_runs
-from pkbs import servers
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, JobSpec, ResultFile
 from pkbs.settings import Settings
@@ -41,97 +39,10 @@ from tests.stackutil import (
     start_worker,
     stop_worker,
 )
+from tests.tcpproxy import TcpProxy
 from tests.test_results import PASSWORD, USER, DavServer
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Proxy:
-    """Forwards a port of 127.0.0.1 to another (`target`), one thread per direction of
-    each connection. cut() closes every forwarded connection and stops listening, so
-    connects are refused; heal() listens on the same port again. Used as a context
-    manager; it also closes itself after `lifetime` seconds."""
-
-    def __init__(self, target: int, lifetime: float = 110.0) -> None:
-        self.target = target
-        self.port = servers.free_port()
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._open: set[socket.socket] = set()
-        self._closed = False
-        self._timer = threading.Timer(lifetime, self.close)
-        self._timer.daemon = True
-        self._timer.start()
-        self.heal()
-
-    def heal(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        with self._lock:
-            if self._closed or self._listener is not None:
-                listener.close()
-                return
-            self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            conns, self._open = self._open, set()
-        for sock in [listener, *conns] if listener else conns:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # also wakes a thread blocked in accept
-            sock.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self._timer.cancel()
-        self.cut()
-
-    def __enter__(self) -> Proxy:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # cut
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                live = self._listener is listener
-                if live:
-                    self._open |= {client, upstream}
-            if not live:  # cut meanwhile
-                client.close()
-                upstream.close()
-                return
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with self._lock:  # one end closed: the connection ends
-            self._open -= {src, dst}
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
 
 
 def test_proxy_cut_refuses_and_heal_forwards_again(tmp_path: Path) -> None:
@@ -149,7 +60,7 @@ def test_proxy_cut_refuses_and_heal_forwards_again(tmp_path: Path) -> None:
                             conn.sendall(data)
 
         threading.Thread(target=serve, daemon=True).start()
-        with Proxy(port) as proxy:
+        with TcpProxy.to_port(port) as proxy:
             first = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
             first.sendall(b"ping")
             assert first.recv(4) == b"ping"
@@ -194,7 +105,7 @@ def test_cut_off_worker_never_replaces_the_rerun_s_results(
     log, flag = tmp_path / "runs.log", tmp_path / "go"
     a_log = fresh_stack.home / "logs" / "cut-off.log"
     workers = []
-    with Proxy(ports["nats-server"]) as nats, Proxy(ports["webdav"]) as dav:
+    with TcpProxy.to_port(ports["nats-server"]) as nats, TcpProxy.to_port(ports["webdav"]) as dav:
         try:
             workers.append(start_worker(
                 fresh_stack, "cut-off", nats_url=f"nats://127.0.0.1:{nats.port}",

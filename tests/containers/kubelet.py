@@ -49,6 +49,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
+from tests.tcpproxy import TcpProxy
+
 Doc = dict[str, Any]
 CLUSTER_DOMAIN = "cluster.local"
 # Where an image the manifests name cannot be had here, what stands in for it.
@@ -686,64 +688,13 @@ class Cluster:
         raise ManifestError(f"{pod.name}: unsupported probe {spec}")
 
 
-class ServiceProxy:
+def service_proxy(cluster: Cluster, workload: str, port: int) -> TcpProxy:
     """A Service as the host sees it (a LoadBalancer's address): a loopback port that
-    forwards each connection to a ready pod of the service, in turn."""
+    forwards each connection to a ready pod of the workload, in turn."""
+    turn = itertools.count()
 
-    def __init__(self, cluster: Cluster, workload: str, port: int) -> None:
-        self.cluster = cluster
-        self.workload = workload
-        self.port = port
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.2)
-        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._turn = itertools.count()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+    def backend() -> tuple[str, int] | None:
+        ready = [p.ip for p in cluster.pods(workload) if p.ready and not p.terminating and p.ip]
+        return (ready[next(turn) % len(ready)], port) if ready else None
 
-    def _backend(self) -> str | None:
-        ready = [p.ip for p in self.cluster.pods(self.workload)
-                 if p.ready and not p.terminating and p.ip]
-        return ready[next(self._turn) % len(ready)] if ready else None
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
-
-    def _forward(self, client: socket.socket) -> None:
-        ip = self._backend()
-        try:
-            upstream = socket.create_connection((ip, self.port), timeout=5) if ip else None
-        except OSError:
-            upstream = None
-        if upstream is None:
-            client.close()
-            return
-        upstream.settimeout(None)
-        client.settimeout(None)
-
-        def pump(src: socket.socket, dst: socket.socket) -> None:
-            with contextlib.suppress(OSError):
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-        back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
-        back.start()
-        pump(client, upstream)
-        back.join(timeout=600)
-        client.close()
-        upstream.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        self._thread.join(timeout=5)
+    return TcpProxy(backend, lifetime=900)

@@ -22,8 +22,9 @@ from typing import Any
 import docker
 import yaml
 
-from tests.containers.kubelet import Cluster, Pod, ServiceProxy
+from tests.containers.kubelet import Cluster, Pod, service_proxy
 from tests.stackutil import BIN, Stack, poll
+from tests.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 # Inside the worker containers: where jobs write the run log (a hostPath volume).
@@ -118,7 +119,7 @@ class System(Stack):
         prefix = f"pkbs-t{os.getpid()}-{secrets.token_hex(3)}"
         nats_pattern = r"nats:[0-9.]+-alpine[0-9.]*"
         self.cluster = Cluster(self.docs, prefix, workdir, {nats_pattern: refs["nats"]}, client)
-        self.proxy: ServiceProxy | None = None
+        self.proxy: TcpProxy | None = None
 
     # -- Stack's interface ----------------------------------------------------
 
@@ -128,7 +129,7 @@ class System(Stack):
         self.cluster.scale("worker", workers)
         for name in ("nats", "webdav", "dispatcher", "worker"):
             self.cluster.wait_ready(name, timeout=120)
-        self.proxy = ServiceProxy(self.cluster, "dispatcher", 8000)
+        self.proxy = service_proxy(self.cluster, "dispatcher", 8000)
         login = self.run(str(BIN / "pkbs"), "login", "--endpoint",
                          f"http://{self.proxy_address}", "--token", self.admin_token)
         assert login.returncode == 0, login.stderr + login.stdout
