@@ -542,9 +542,18 @@ class Cluster:
 
     def restart(self, pod: Pod, timeout: int = 30) -> None:
         """The container stopped gracefully and started again, its volumes kept."""
-        self.events.append(f"restart {pod.name}")
+        self._start_again(pod, f"restart {pod.name}", stop=timeout)
+
+    def _start_again(self, pod: Pod, event: str, stop: int | None = None) -> None:
+        """The same container started afresh (stopped first with `stop` seconds of
+        grace, unless it has exited): not ready or started until its probes say so."""
+        self.events.append(event)
         pod.ready = pod.started = False
-        pod.container.restart(timeout=timeout)
+        pod.failures.clear()
+        if stop is None:
+            pod.container.start()
+        else:
+            pod.container.restart(timeout=stop)
         self._refresh(pod)
 
     def wait_ready(self, name: str, count: int | None = None, timeout: float = 90) -> list[Pod]:
@@ -609,11 +618,7 @@ class Cluster:
             # CrashLoopBackOff: 10 s, doubling up to 5 min, the first restart at once.
             pod.restart_after = time.monotonic() + min(10 * 2 ** pod.restarts, 300)
             pod.restarts += 1
-            pod.ready = pod.started = False
-            pod.failures.clear()
-            self.events.append(f"restart {pod.name} (exited {pod.container.attrs['State']})")
-            pod.container.start()
-            self._refresh(pod)
+            self._start_again(pod, f"restart {pod.name} (exited {pod.container.attrs['State']})")
             return
         if pod.container.status != "running":
             return
@@ -644,12 +649,8 @@ class Cluster:
             if kind == "readiness":
                 pod.ready = False
             else:  # liveness or startup: the kubelet kills and restarts the container
-                self.events.append(f"{kind} probe failed: restart {pod.name}")
                 pod.restarts += 1
-                pod.ready = pod.started = False
-                pod.failures.clear()
-                pod.container.restart(timeout=0)
-                self._refresh(pod)
+                self._start_again(pod, f"{kind} probe failed: restart {pod.name}", stop=0)
                 return
         if "readiness" not in probes and pod.started:
             pod.ready = True
