@@ -140,6 +140,12 @@ class Workload:
         return dict(self.template["metadata"].get("labels", {}))
 
 
+def selects(service: Doc, workload: Workload) -> bool:
+    """Whether a Service's selector picks this workload's pods."""
+    selector = service["spec"].get("selector") or {}
+    return bool(selector) and all(workload.labels.get(k) == v for k, v in selector.items())
+
+
 class Cluster:
     """The pods of one rendered overlay, on a Docker network of their own."""
 
@@ -188,16 +194,12 @@ class Cluster:
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         return self._data("Secret", namespace, name)[key]
 
-    def config_value(self, namespace: str, name: str, key: str) -> str:
-        return self._data("ConfigMap", namespace, name)[key]
-
     def _services_for(self, workload: Workload) -> list[Doc]:
         found = []
         for doc in self.docs:
             if doc["kind"] != "Service" or doc["metadata"].get("namespace") != workload.namespace:
                 continue
-            selector = doc["spec"].get("selector") or {}
-            if selector and all(workload.labels.get(k) == v for k, v in selector.items()):
+            if selects(doc, workload):
                 found.append(doc)
         return found
 
@@ -208,12 +210,11 @@ class Cluster:
             if doc["kind"] != "Service":
                 continue
             namespace = doc["metadata"].get("namespace", "default")
-            selector = doc["spec"].get("selector") or {}
-            backends = [w for w in self.workloads.values() if w.namespace == namespace
-                        and selector and all(w.labels.get(k) == v for k, v in selector.items())]
+            backends = [w for w in self.workloads.values()
+                        if w.namespace == namespace and selects(doc, w)]
             if not backends:
                 raise ManifestError(f"Service {namespace}/{doc['metadata']['name']} "
-                                    f"selects no pods ({selector})")
+                                    f"selects no pods ({doc['spec'].get('selector')})")
             for port in doc["spec"]["ports"]:
                 target = port.get("targetPort", port["port"])
                 for workload in backends:
