@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
@@ -22,7 +23,14 @@ from typing import Any
 from pkbs.dockerapi import LABEL_JOB, LABEL_RUN, LABEL_WORKER, DockerAPI, DockerError
 from pkbs.procs import RUN_ID_VARIABLE
 
-from .runner import RunOutcome, RunRequest, note_killed, pbs_exit_status, sent_signal
+from .runner import (
+    RunOutcome,
+    RunRequest,
+    ended_within_walltime,
+    note_killed,
+    pbs_exit_status,
+    sent_signal,
+)
 
 # A root worker's container jobs run as this user (the images' pkbs user).
 CONTAINER_UID = 10001
@@ -138,16 +146,9 @@ class ContainerJob:
             await asyncio.sleep(STATS_SECONDS)
 
     async def wait(self) -> RunOutcome:
-        walltime = self.request.walltime
-        try:
-            code = await asyncio.wait_for(asyncio.shield(self._exited), walltime)
-        except TimeoutError:
-            assert walltime is not None
-            used = time.monotonic() - self.started
-            note_killed(self.request.stderr_path,
-                        f"walltime {int(used)} exceeded limit {int(walltime)}")
-            await self.kill("walltime")
-            code = await self._exited
+        code = await ended_within_walltime(
+            self._exited, self.request.walltime, self.started, self.kill,
+            functools.partial(note_killed, self.request.stderr_path))
         elapsed = time.monotonic() - self.started
         state: dict[str, Any] = {}
         with contextlib.suppress(DockerError):

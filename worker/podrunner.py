@@ -43,7 +43,7 @@ from .pods import (
     worker_selector,
 )
 from .podstatus import Broken, CannotStart, Ended, Running, Starting, exit_status, progress
-from .runner import RunOutcome, RunRequest, killed_line
+from .runner import RunOutcome, RunRequest, ended_within_walltime, killed_line
 
 log = logging.getLogger("pkbs.worker.pods")
 
@@ -86,16 +86,10 @@ class PodJob:
 
     async def wait(self) -> RunOutcome:
         notes: list[str] = []
-        walltime = self.request.walltime
         try:
-            try:
-                end = await asyncio.wait_for(asyncio.shield(self._ended), walltime)
-            except TimeoutError:
-                assert walltime is not None
-                used = time.monotonic() - self.started
-                notes.append(killed_line(f"walltime {int(used)} exceeded limit {int(walltime)}"))
-                await self.kill("walltime")
-                end = await self._ended
+            end = await ended_within_walltime(
+                self._ended, self.request.walltime, self.started, self.kill,
+                lambda what: notes.append(killed_line(what)))
             elapsed = time.monotonic() - self.started
             if end.pod_reason == "Evicted":
                 raise PodLost(f"pod {self.name} evicted: {end.message}")

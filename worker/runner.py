@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap, stat_fields
 
@@ -27,6 +28,7 @@ MEMORY_POLL_SECONDS = 0.5
 # Without a memory limit a job's memory is sampled ever less often, up to this pause.
 MEMORY_SAMPLE_MAX_SECONDS = 10.0
 SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
+T = TypeVar("T")
 
 
 def pbs_exit_status(kill_reason: str | None, code: int, signal: int | None = None) -> int:
@@ -50,6 +52,25 @@ def sent_signal(kill_reason: str | None, code: int) -> int | None:
 def killed_line(what: str) -> str:
     """The line PBS's MoM adds to a job's stderr when it kills the job."""
     return f"=>> PBS: job killed: {what}"
+
+
+async def ended_within_walltime(
+    ended: asyncio.Future[T],
+    walltime: float | None,
+    started: float,
+    kill: Callable[[str], Awaitable[None]],
+    note: Callable[[str], None],
+) -> T:
+    """What `ended` gives, waited for at most the job's walltime from `started`
+    (monotonic); past it the job is noted (PBS's line), killed and waited for."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(ended), walltime)
+    except TimeoutError:
+        assert walltime is not None
+        used = time.monotonic() - started
+        note(f"walltime {int(used)} exceeded limit {int(walltime)}")
+        await kill("walltime")
+        return await ended
 
 
 def note_killed(stderr_path: Path, what: str) -> None:
@@ -189,19 +210,9 @@ class LocalProcessJob:
         self._memory_watch = asyncio.create_task(self._watch_memory(self.request.mem_limit))
 
     async def wait(self) -> RunOutcome:
-        walltime = self.request.walltime
-        try:
-            if walltime is None:
-                _, status, usage = await asyncio.shield(self._reaped)
-            else:
-                _, status, usage = await asyncio.wait_for(asyncio.shield(self._reaped), walltime)
-        except TimeoutError:
-            assert walltime is not None
-            used = time.monotonic() - self.started
-            note_killed(self.request.stderr_path,
-                        f"walltime {int(used)} exceeded limit {int(walltime)}")
-            await self.kill("walltime")
-            _, status, usage = await self._reaped
+        _, status, usage = await ended_within_walltime(
+            self._reaped, self.request.walltime, self.started, self.kill,
+            functools.partial(note_killed, self.request.stderr_path))
         if self._first_sample is not None:
             self._first_sample.cancel()
         if self._memory_watch is not None:
