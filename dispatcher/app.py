@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 import pkbs
 from pkbs import constants as C
+from pkbs.configstore import ConfigStore
 from pkbs.control import JobControl
 from pkbs.defstore import DefinitionStore
 from pkbs.errors import PkbsError
@@ -38,14 +39,16 @@ from .reconcile import reconcile_forever
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The job store, result store, definition store, job index, array accounting and
-    periodic repair, from start to shutdown."""
+    """The job store, result store, definition store, server configuration, job index,
+    array accounting and periodic repair, from start to shutdown."""
     settings: Settings = app.state.settings
     app.state.store = await JobStore.open(
         settings, f"dispatcher-{settings.dispatcher_port}", arrange=True
     )
     app.state.results = ResultStore.from_settings(settings)
     app.state.definitions = await DefinitionStore.open(app.state.store.js)
+    app.state.config = await ConfigStore.open(app.state.store.js, settings)
+    await app.state.config.start()
     # Follows the job records from now on; loads them in the background (/readyz).
     app.state.index = JobIndex(app.state.store)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)
@@ -58,6 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     repair.cancel()
     await arrays.stop()
     await app.state.index.stop()
+    await app.state.config.stop()
     await app.state.results.aclose()
     await app.state.store.close()
 

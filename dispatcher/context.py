@@ -1,6 +1,7 @@
 """What a route is given besides its request's parameters (FastAPI dependencies): the
 authenticated caller, and the dispatcher's settings, job store, job index, result
-store and definition store, which the app's lifespan (app.py) keeps in `app.state`."""
+store, definition store and live server configuration, which the app's lifespan
+(app.py) keeps in `app.state`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from pkbs.configstore import ConfigStore
 from pkbs.defstore import DefinitionStore
 from pkbs.jobstore import Identity, JobStore
 from pkbs.results import ResultStore
@@ -40,3 +42,4 @@ Store = Annotated[JobStore, Depends(_app_state("store"))]
 Index = Annotated[JobIndex, Depends(_app_state("index"))]
 Results = Annotated[ResultStore, Depends(_app_state("results"))]
 Definitions = Annotated[DefinitionStore, Depends(_app_state("definitions"))]
+ServerConf = Annotated[ConfigStore, Depends(_app_state("config"))]

@@ -18,7 +18,7 @@ from pkbs.errors import InvalidRequest, Unauthorized
 from pkbs.jobstore import Identity
 from pkbs.models import SubmitRequest, SubmitResponse
 
-from .context import Caller, Config, Definitions, Store
+from .context import Caller, Config, Definitions, ServerConf, Store
 from .jobroutes import admitted, submitted
 
 router = APIRouter(prefix=C.API_PREFIX)
@@ -83,6 +83,7 @@ async def submit_from_definition(
     who: Caller,
     st: Store,
     settings: Config,
+    conf: ServerConf,
     defs: Definitions,
 ) -> SubmitResponse:
     """Submit a job of the definition with these parameters and qsub options: checked
@@ -92,7 +93,7 @@ async def submit_from_definition(
     request = SubmitRequest(
         submit_id=body.submit_id, spec=spec, payload_b64=base64.b64encode(script).decode()
     )
-    payload = admitted(settings, request)
+    payload = admitted(settings, conf.config, request)
     record, duplicate = await JobControl(st).submit(
         who.user, request.spec, payload, request.submit_id
     )

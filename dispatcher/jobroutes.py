@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from pkbs import constants as C
 from pkbs.control import JobControl
-from pkbs.errors import InvalidRequest, PkbsError, QueueDisabled, UnknownQueue
+from pkbs.errors import InvalidRequest, PkbsError, QueueDisabled
 from pkbs.jobstore import Identity, JobStore, job_key
 from pkbs.models import (
     AlterRequest,
@@ -31,13 +31,14 @@ from pkbs.models import (
 from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes
 from pkbs.pbsvalues import parse_job_id
-from pkbs.queues import QueueConfig, admit_image, check_request
+from pkbs.queues import admit_image, apply_defaults, check_request
+from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_final
 
 from . import metrics
 from .auth import check_hold_types, check_owner
-from .context import Caller, Config, Index, Store
+from .context import Caller, Config, Index, ServerConf, Store
 from .jobindex import COLUMNS, listing_body
 from .lookup import owned
 
@@ -66,20 +67,12 @@ def wire(settings: Settings, records: list[JobRecord]) -> dict[str, Any]:
     }
 
 
-def queue_of(settings: Settings, spec: JobSpec) -> QueueConfig:
-    queue = settings.queues.get(spec.queue)
-    if queue is None:
-        raise UnknownQueue()
-    return queue
-
-
-def admitted(settings: Settings, body: SubmitRequest) -> bytes:
+def admitted(settings: Settings, config: ServerConfig, body: SubmitRequest) -> bytes:
     """Check a submission against its queue; its payload."""
-    queue = queue_of(settings, body.spec)
+    queue = config.queue(body.spec.queue)
     if not queue.enabled:
         raise QueueDisabled()
-    if queue.default_walltime and "walltime" not in body.spec.resources:
-        body.spec.resources["walltime"] = queue.default_walltime
+    apply_defaults(queue, body.spec.resources)
     check_request(queue, body.spec.resources, settings.max_job_ncpus)
     admit_image(body.spec.queue, queue, body.spec)
     try:
@@ -104,15 +97,17 @@ def no_subjob(record: JobRecord) -> None:
 
 
 @router.post("/jobs", response_model=SubmitResponse, status_code=201)
-async def submit(body: SubmitRequest, who: Caller, st: Store, settings: Config) -> SubmitResponse:
-    payload = admitted(settings, body)
+async def submit(
+    body: SubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
+) -> SubmitResponse:
+    payload = admitted(settings, conf.config, body)
     record, duplicate = await JobControl(st).submit(who.user, body.spec, payload, body.submit_id)
     return submitted(record, duplicate)
 
 
 @router.post("/jobs/batch", response_model=BatchSubmitResponse, status_code=201)
 async def submit_batch(
-    body: BatchSubmitRequest, who: Caller, st: Store, settings: Config
+    body: BatchSubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
 ) -> BatchSubmitResponse:
     """Many jobs in one request, numbered in order. Every job is checked first: if
     one is refused, none is submitted (the error names its position). A retry of
@@ -120,7 +115,7 @@ async def submit_batch(
     jobs = []
     for position, item in enumerate(body.jobs):
         try:
-            jobs.append((item.spec, admitted(settings, item), item.submit_id))
+            jobs.append((item.spec, admitted(settings, conf.config, item), item.submit_id))
         except PkbsError as exc:
             exc.message = f"batch job {position}: {exc.message}"
             raise
@@ -217,13 +212,13 @@ async def release_job(
 
 @router.patch("/jobs/{job_id}")
 async def alter_job(
-    job_id: str, body: AlterRequest, who: Caller, st: Store, settings: Config
+    job_id: str, body: AlterRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
 ) -> dict[str, Any]:
     record = await owned(st, who, job_id)
     no_subjob(record)
 
     def check(spec: JobSpec) -> None:
-        check_request(queue_of(settings, spec), spec.resources, settings.max_job_ncpus)
+        check_request(conf.config.queue(spec.queue), spec.resources, settings.max_job_ncpus)
 
     return wire(settings, [await JobControl(st).alter(record.number, body, check)])
 

@@ -14,24 +14,27 @@ from pkbs import constants as C
 from pkbs.models import ServerInfo
 from pkbs.pbsattrs import queue_attributes, server_attributes
 
-from .context import Caller, Config, Index
+from .context import Caller, Config, Index, ServerConf
 
 router = APIRouter(prefix=C.API_PREFIX)
 
 
 @router.get("/server", response_model=ServerInfo)
-async def server_info(who: Caller, settings: Config) -> ServerInfo:
+async def server_info(who: Caller, settings: Config, conf: ServerConf) -> ServerInfo:
     return ServerInfo(
-        name=settings.server_name, version=pkbs.__version__, queues=list(settings.queues)
+        name=settings.server_name, version=pkbs.__version__, queues=list(conf.config.queues)
     )
 
 
 @router.get("/queues")
-async def list_queues(who: Caller, settings: Config, index: Index) -> dict[str, Any]:
+async def list_queues(
+    who: Caller, settings: Config, conf: ServerConf, index: Index
+) -> dict[str, Any]:
     """Queues with their job counts, and the server's attributes (qstat -Q/-q/-B)."""
+    config = conf.config
     await index.sync()
     known = index.counts()  # unfinished jobs, subjobs with a record included
-    counts: dict[str, Counter[str]] = {q: known.get(q, Counter()) for q in settings.queues}
+    counts: dict[str, Counter[str]] = {q: known.get(q, Counter()) for q in config.queues}
     total: Counter[str] = sum(counts.values(), Counter())
     return {
         "server": settings.server_name,
@@ -44,13 +47,18 @@ async def list_queues(who: Caller, settings: Config, index: Index) -> dict[str, 
                     counts[name],
                     enabled=queue.enabled,
                     started=queue.started,
-                    resources_max=queue.resources_max(),
+                    resources_max=queue.resources_max,
+                    resources_default=queue.resources_default,
                     priority=queue.priority,
                 ),
             }
-            for name, queue in settings.queues.items()
+            for name, queue in config.queues.items()
         ],
         "server_attributes": server_attributes(
-            settings.server_name, settings.queues, total, host=socket.gethostname()
+            settings.server_name,
+            config.queues,
+            total,
+            host=socket.gethostname(),
+            default_queue=config.server.default_queue,
         ),
     }

@@ -31,6 +31,11 @@ TOKENS_BUCKET = "PKBS_TOKENS"
 DEFINITIONS_BUCKET = "PKBS_DEFS"
 DEFINITION_KEY_PREFIX = "d."
 
+# KV bucket of the server's configuration (pkbs/configstore.py): `server` (attributes
+# and queues, what qmgr sets) and HOOK_KEY_PREFIX + <name> (one per hook).
+CONFIG_BUCKET = "PKBS_CONFIG"
+HOOK_KEY_PREFIX = "hook."
+
 # Core NATS subjects.
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).

@@ -419,7 +419,8 @@ async def ensure_layout(
     js: JetStreamContext, settings: Settings, arrange: bool = False
 ) -> tuple[KeyValue, KeyValue]:
     """Create (or update) the streams, buckets and the workers' consumers. The job
-    definitions' bucket is made here too; pkbs/defstore.py opens it."""
+    definitions' and configuration's buckets are made here too; pkbs/defstore.py and
+    pkbs/configstore.py open them."""
     replicas = settings.stream_replicas
     streams = [
         jsapi.StreamConfig(
@@ -445,6 +446,7 @@ async def ensure_layout(
     jobs = await _bucket(js, C.JOBS_BUCKET, replicas)
     tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
     await _bucket(js, C.DEFINITIONS_BUCKET, replicas)
+    await _bucket(js, C.CONFIG_BUCKET, replicas)
     await _ensure_consumers(js, settings, arrange)
     return jobs, tokens
 

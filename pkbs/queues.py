@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pkbs.constants import WORK_SUBJECT_PREFIX, WORKER_CONSUMER
 from pkbs.errors import BadAttributeValue, ExceedsLimits, Unauthorized
@@ -12,24 +14,51 @@ from pkbs.pbsvalues import job_mem_bytes, job_ncpus, job_walltime, parse_duratio
 
 
 class QueueConfig(BaseModel):
-    """One queue (`PKBS_QUEUES='{"workq": {}, "short": {"max_walltime": "00:10:00"}}'`)."""
+    """One queue's attributes, by their PBS names (what `qmgr -c "set queue ..."` sets).
 
-    max_walltime: str | None = Field(None, description="Longest walltime a job may ask")
-    max_ncpus: int | None = Field(None, ge=1, description="Most CPUs a job may ask")
-    max_mem: str | None = Field(None, description="Most memory a job may ask, e.g. 8gb")
-    default_walltime: str | None = Field(None, description="Walltime of jobs that ask none")
+    `PKBS_QUEUES='{"workq": {}, "short": {"resources_max": {"walltime": "00:10:00"}}}'`
+    seeds an empty configuration store; from then on qmgr changes it (pkbs/configstore.py).
+    The older names max_walltime, max_ncpus, max_mem and default_walltime are read as
+    resources_max.walltime/.ncpus/.mem and resources_default.walltime.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue_type: str = "Execution"
+    enabled: bool = True
+    started: bool = True
     priority: int = Field(0, description="Jobs of a higher-priority queue start first")
+    resources_max: dict[str, str] = Field(default_factory=dict)
+    resources_default: dict[str, str] = Field(default_factory=dict)
+    # PBS limit syntax (pkbs/limits.py): "[u:PBS_GENERIC=2], [u:bob=5]" or a number.
+    max_run: str | None = None
+    max_queued: str | None = None
+    max_run_res: dict[str, str] = Field(default_factory=dict)
     images: list[str] | None = Field(
         None, description="Images its container jobs may name (shell-style patterns); None: any"
     )
-    enabled: bool = True
-    started: bool = True
 
-    def resources_max(self) -> dict[str, str]:
-        limits = {"walltime": self.max_walltime, "mem": self.max_mem}
-        if self.max_ncpus is not None:
-            limits["ncpus"] = str(self.max_ncpus)
-        return {k: v for k, v in limits.items() if v is not None}
+    @model_validator(mode="before")
+    @classmethod
+    def _older_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        for old, (group, resource) in _OLDER_NAMES.items():
+            if old in value:
+                found = value.pop(old)
+                if found is not None:
+                    value.setdefault(group, {})
+                    value[group] = {**value[group], resource: str(found)}
+        return value
+
+
+_OLDER_NAMES = {
+    "max_walltime": ("resources_max", "walltime"),
+    "max_ncpus": ("resources_max", "ncpus"),
+    "max_mem": ("resources_max", "mem"),
+    "default_walltime": ("resources_default", "walltime"),
+}
 
 
 def check_request(
@@ -39,18 +68,23 @@ def check_request(
     ncpus = job_ncpus(resources)
     walltime = job_walltime(resources)
     mem = job_mem_bytes(resources)
-    if queue.max_ncpus is not None and ncpus > queue.max_ncpus:
+    limits = queue.resources_max
+    if "ncpus" in limits and ncpus > int(limits["ncpus"]):
         raise ExceedsLimits()
     if server_max_ncpus is not None and ncpus > server_max_ncpus:
         raise ExceedsLimits()
-    if (
-        queue.max_walltime
-        and walltime is not None
-        and walltime > parse_duration(queue.max_walltime)
+    if "walltime" in limits and walltime is not None and walltime > parse_duration(
+        limits["walltime"]
     ):
         raise ExceedsLimits()
-    if queue.max_mem and mem is not None and mem > parse_size(queue.max_mem):
+    if "mem" in limits and mem is not None and mem > parse_size(limits["mem"]):
         raise ExceedsLimits()
+
+
+def apply_defaults(queue: QueueConfig, resources: dict[str, str]) -> None:
+    """The queue's resources_default for what the job does not ask."""
+    for name, value in queue.resources_default.items():
+        resources.setdefault(name, value)
 
 
 def consumer_levels(queues: dict[str, QueueConfig]) -> list[tuple[str, list[str]]]:
