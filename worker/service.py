@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 
 from pkbs import constants as C
 from pkbs import lifecycle, tokens
+from pkbs.configstore import ConfigStore
 from pkbs.control import JobControl, run_key
 from pkbs.dockerapi import DockerAPI, DockerError
 from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
@@ -120,6 +121,9 @@ class Worker:
                 leftover.unlink(missing_ok=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.connected = True
+        # The server's configuration (queues, limits), followed live.
+        self.config = await ConfigStore.open(self.store.js, self.settings)
+        await self.config.start()
         self.delivery = Delivery(self.settings)
         if self.settings.docker_host:
             await self._open_containers(self.settings.docker_host)
@@ -127,7 +131,7 @@ class Worker:
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
-        source = await open_work_source(self.store.nc, self.settings.queues)
+        source = await open_work_source(self.store.nc, self.config.config.queues)
         heartbeats = asyncio.create_task(self._heartbeats())
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
@@ -159,6 +163,7 @@ class Worker:
                 await signal_sub.unsubscribe()
                 await source.finish()
             await self.delivery.aclose()
+            await self.config.stop()
             await self.store.close()
             self.stopped.set()
 
