@@ -103,6 +103,7 @@ class Worker:
         self.slots = Slots(settings.worker_slots)
         self.runs: dict[str, Run] = {}  # by run_key: "12" or "12.7"
         self.draining = asyncio.Event()
+        self.hurried = asyncio.Event()  # a drain that is not to wait for running jobs
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
         self.workspaces = WorkspacePool(self.base_dir)
@@ -196,13 +197,31 @@ class Worker:
         self.draining.set()
         self.slots.wake()
 
+    def hand_back_now(self) -> None:
+        """End the drain's wait: running jobs are handed back (queued again) at once."""
+        self.hurried.set()
+
     async def _drain(self) -> None:
-        """No new jobs; running ones may finish within the grace, the rest go back."""
-        log.info("draining", extra={"worker": self.settings.worker_name})
+        """No new jobs; running ones may finish within the grace (or until
+        hand_back_now), the rest go back."""
+        log.info(
+            "draining: %d running jobs, up to %g s",
+            len(self.runs),
+            self.settings.drain_grace_seconds,
+            extra={"worker": self.settings.worker_name},
+        )
         if self._tasks:
-            _, pending = await asyncio.wait(
-                set(self._tasks), timeout=self.settings.drain_grace_seconds
+            running = set(self._tasks)
+            ended = asyncio.ensure_future(asyncio.wait(running))
+            hurried = asyncio.ensure_future(self.hurried.wait())
+            await asyncio.wait(
+                {ended, hurried},
+                timeout=self.settings.drain_grace_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
             )
+            ended.cancel()  # only the waiting: the jobs' tasks go on
+            hurried.cancel()
+            pending = {task for task in running if not task.done()}
             if pending:
                 for run in list(self.runs.values()):
                     run.handed_back = True
