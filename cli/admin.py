@@ -15,6 +15,7 @@ from pkbs.errors import EXIT_NOT_READY, InvalidPayload, PkbsError
 
 from .client import Client
 from .cluster import cluster
+from .completion import completion
 from .defs import definitions, run
 from .group import Group
 
@@ -178,3 +179,4 @@ def token_create(user: str, admin: bool) -> None:
 main.add_command(cluster)
 main.add_command(definitions)
 main.add_command(run)
+main.add_command(completion)
