@@ -287,8 +287,8 @@ def unset_queue(queue: QueueConfig, changes: list[AttributeOp]) -> None:
 def set_server(config: ServerConfig, changes: list[AttributeOp]) -> None:
     for change in changes:
         apply(config.server, attribute("server", change.name), change)
-    if config.server.default_queue and config.server.default_queue not in config.queues:
-        raise UnknownQueue()
+        if change.name.lower() == "default_queue" and change.value not in config.queues:
+            raise UnknownQueue()
 
 
 def unset_server(config: ServerConfig, changes: list[AttributeOp]) -> None:
