@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from pkbs import constants as C
 from pkbs.control import JobControl
-from pkbs.errors import InvalidRequest, PkbsError, QueueDisabled
+from pkbs.errors import InvalidRequest, NoDefaultQueue, PkbsError, QueueDisabled
 from pkbs.jobstore import Identity, JobStore, job_key
 from pkbs.models import (
     AlterRequest,
@@ -68,7 +68,12 @@ def wire(settings: Settings, records: list[JobRecord]) -> dict[str, Any]:
 
 
 def admitted(settings: Settings, config: ServerConfig, body: SubmitRequest) -> bytes:
-    """Check a submission against its queue; its payload."""
+    """Check a submission against its queue (the server's default_queue when it names
+    none); its payload."""
+    if not body.spec.queue:
+        if not config.server.default_queue:
+            raise NoDefaultQueue()
+        body.spec.queue = config.server.default_queue
     queue = config.queue(body.spec.queue)
     if not queue.enabled:
         raise QueueDisabled()

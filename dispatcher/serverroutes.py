@@ -1,4 +1,5 @@
-"""The server and its queues: what `pkbs login` checks, and qstat -B / -Q / -q."""
+"""The server and its queues: what `pkbs login` checks, and qstat -B / -Q / -q (the
+attributes qmgr sets, live: pkbs/qmgrattrs.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi import APIRouter
 import pkbs
 from pkbs import constants as C
 from pkbs.models import ServerInfo
-from pkbs.pbsattrs import queue_attributes, server_attributes
+from pkbs.qmgrattrs import queue_view, server_view
 
 from .context import Caller, Config, Index, ServerConf
 
@@ -40,25 +41,10 @@ async def list_queues(
         "server": settings.server_name,
         "timestamp": int(time.time()),
         "queues": [
-            {
-                "name": name,
-                "attributes": queue_attributes(
-                    name,
-                    counts[name],
-                    enabled=queue.enabled,
-                    started=queue.started,
-                    resources_max=queue.resources_max,
-                    resources_default=queue.resources_default,
-                    priority=queue.priority,
-                ),
-            }
+            {"name": name, "attributes": queue_view(name, queue, counts[name])}
             for name, queue in config.queues.items()
         ],
-        "server_attributes": server_attributes(
-            settings.server_name,
-            config.queues,
-            total,
-            host=socket.gethostname(),
-            default_queue=config.server.default_queue,
+        "server_attributes": server_view(
+            settings.server_name, config, total, socket.gethostname()
         ),
     }

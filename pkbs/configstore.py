@@ -29,7 +29,7 @@ from pkbs.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SERVER_KEY = "server"
+SERVER_KEY = C.CONFIG_SERVER_KEY
 CAS_ATTEMPTS = 50
 
 

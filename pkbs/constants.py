@@ -34,12 +34,18 @@ DEFINITION_KEY_PREFIX = "d."
 # KV bucket of the server's configuration (pkbs/configstore.py): `server` (attributes
 # and queues, what qmgr sets) and HOOK_KEY_PREFIX + <name> (one per hook).
 CONFIG_BUCKET = "PKBS_CONFIG"
+CONFIG_SERVER_KEY = "server"  # its key of the ServerConfig (pkbs/configstore.py)
 HOOK_KEY_PREFIX = "hook."
 
 # Core NATS subjects.
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).
 SIGNAL_SUBJECT_PREFIX = "pkbs.signal"
+# pkbs.adopt.<worker name>: a request to the worker running a job to take over a new
+# delivery of its work message (the consumers were arranged again: worker/service.py).
+# The body is the run token; the reply subject of that delivery rides in a header.
+ADOPT_SUBJECT_PREFIX = "pkbs.adopt"
+ADOPT_REPLY_HEADER = "Pkbs-Ack-Subject"
 KILL_REQUEST = "qdel"
 RERUN_REQUEST = "qrerun"  # kill the run and queue the job again
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 # PBS error numbers (OpenPBS src/include/pbs_error.h).
 PBSE_UNKJOBID = 15001
+PBSE_NOATTR = 15002
+PBSE_ATTRRO = 15003
 PBSE_IVALREQ = 15004
 PBSE_PERM = 15007
 PBSE_SYSTEM = 15010
@@ -24,7 +26,12 @@ PBSE_BADSTATE = 15016
 PBSE_UNKQUE = 15018
 PBSE_BADCRED = 15019
 PBSE_QUNOENB = 15021
+PBSE_QUEEXIST = 15025
+PBSE_OBJBUSY = 15027
+PBSE_QUENBIG = 15028
+PBSE_UNKRESC = 15035
 PBSE_EXCQRESC = 15036
+PBSE_QUENODFLT = 15037
 PBSE_NORERUN = 15038
 PBSE_HISTJOBID = 15139
 
@@ -96,6 +103,34 @@ class QueueDisabled(PkbsError):
     default_message = "Queue is not enabled"
 
 
+class NoDefaultQueue(PkbsError):
+    """A job that names no queue, on a server whose default_queue is unset."""
+
+    pbs_errno = PBSE_QUENODFLT
+    http_status = 400
+    default_message = "No default queue specified"
+
+
+class QueueExists(PkbsError):
+    pbs_errno = PBSE_QUEEXIST
+    http_status = 409
+    default_message = "Queue already exists"
+
+
+class QueueNameTooLong(PkbsError):
+    pbs_errno = PBSE_QUENBIG
+    http_status = 400
+    default_message = "Queue name too long"
+
+
+class ObjectBusy(PkbsError):
+    """qmgr: a queue that still holds unfinished jobs cannot be deleted."""
+
+    pbs_errno = PBSE_OBJBUSY
+    http_status = 409
+    default_message = "Cannot delete busy object"
+
+
 class BadState(PkbsError):
     pbs_errno = PBSE_BADSTATE
     http_status = 409
@@ -155,6 +190,24 @@ class BadAttributeValue(PkbsError):
     pbs_errno = PBSE_BADATVAL
     http_status = 400
     default_message = "Illegal attribute or resource value"
+
+
+class UnknownAttribute(PkbsError):
+    pbs_errno = PBSE_NOATTR
+    http_status = 400
+    default_message = "Undefined attribute"
+
+
+class ReadOnlyAttribute(PkbsError):
+    pbs_errno = PBSE_ATTRRO
+    http_status = 400
+    default_message = "Cannot set attribute, read only or insufficient permission"
+
+
+class UnknownResource(PkbsError):
+    pbs_errno = PBSE_UNKRESC
+    http_status = 400
+    default_message = "Unknown resource"
 
 
 class DirectiveError(BadAttributeValue):
@@ -269,6 +322,10 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     FinishedJob,
     UnknownQueue,
     QueueDisabled,
+    NoDefaultQueue,
+    QueueExists,
+    QueueNameTooLong,
+    ObjectBusy,
     BadState,
     ModifyRunning,
     NotRerunnable,
@@ -276,6 +333,9 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     Unauthorized,
     BadCredential,
     BadAttributeValue,
+    UnknownAttribute,
+    ReadOnlyAttribute,
+    UnknownResource,
     InvalidRequest,
     UnknownDefinition,
     PayloadTooLarge,

@@ -33,7 +33,8 @@ from pkbs import constants as C
 from pkbs.errors import Conflict, ServiceUnavailable, UnknownJob
 from pkbs.models import JobRecord, WorkItem
 from pkbs.pbsvalues import format_job_id
-from pkbs.queues import consumer_levels
+from pkbs.queues import QueueConfig, consumer_levels
+from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -446,9 +447,25 @@ async def ensure_layout(
     jobs = await _bucket(js, C.JOBS_BUCKET, replicas)
     tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
     await _bucket(js, C.DEFINITIONS_BUCKET, replicas)
-    await _bucket(js, C.CONFIG_BUCKET, replicas)
-    await _ensure_consumers(js, settings, arrange)
+    configuration = await _bucket(js, C.CONFIG_BUCKET, replicas)
+    queues = await _configured_queues(configuration, settings)
+    await ensure_consumers(js, queues, settings.ack_wait_seconds, arrange)
     return jobs, tokens
+
+
+async def _configured_queues(config: KeyValue, settings: Settings) -> dict[str, QueueConfig]:
+    """The queues of the stored server configuration (pkbs/configstore.py), else of
+    the settings that will seed it."""
+    try:
+        entry = await config.get(C.CONFIG_SERVER_KEY)
+    except (jserr.KeyNotFoundError, jserr.KeyDeletedError):
+        return settings.queues
+    if entry.value is None:
+        return settings.queues
+    try:
+        return ServerConfig.model_validate_json(entry.value).queues
+    except ValueError:
+        return settings.queues
 
 
 def _filters(info: jsapi.ConsumerInfo) -> list[str]:
@@ -458,12 +475,17 @@ def _filters(info: jsapi.ConsumerInfo) -> list[str]:
     return [config.filter_subject] if config.filter_subject else []
 
 
-async def _ensure_consumers(js: JetStreamContext, settings: Settings, arrange: bool) -> None:
+async def ensure_consumers(
+    js: JetStreamContext, queues: dict[str, QueueConfig], ack_wait: float, arrange: bool
+) -> None:
     """One durable pull consumer per queue priority level (pkbs.queues.consumer_levels).
     Consumers of a work queue may not overlap, so arranging first deletes the workers'
     consumers that do not match the levels (their unacknowledged messages are
-    delivered again by the new ones). Without `arrange`, only missing ones are added."""
-    levels = consumer_levels(settings.queues)
+    delivered again by the new ones: a worker whose job's message that is hands it
+    to the worker running the job, worker/service.py). Without `arrange`, only
+    missing ones are added. The dispatchers arrange them at start and after a qmgr
+    change of the queues."""
+    levels = consumer_levels(queues)
     wanted = dict(levels)
     existing = set()
     for info in await js.consumers_info(C.WORK_STREAM):
@@ -480,7 +502,7 @@ async def _ensure_consumers(js: JetStreamContext, settings: Settings, arrange: b
         consumer = jsapi.ConsumerConfig(
             durable_name=name,
             ack_policy=jsapi.AckPolicy.EXPLICIT,
-            ack_wait=settings.ack_wait_seconds,
+            ack_wait=ack_wait,
             max_deliver=-1,
             max_ack_pending=-1,
             filter_subject=filters[0] if len(filters) == 1 else None,

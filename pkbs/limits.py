@@ -46,3 +46,9 @@ def user_limit(limits: dict[tuple[str, str], int], user: str) -> int | None:
 
 def overall_limit(limits: dict[tuple[str, str], int]) -> int | None:
     return limits.get(("o", ALL))
+
+
+def format_limits(limits: dict[tuple[str, str], int]) -> str:
+    """{("u", "PBS_GENERIC"): 2, ("u", "bob"): 5} -> `[u:PBS_GENERIC=2],[u:bob=5]`, as
+    the server shows a limit."""
+    return ",".join(f"[{kind}:{name}={value}]" for (kind, name), value in limits.items())

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pkbs.constants import DEFAULT_QUEUE, MAX_BATCH_JOBS
+from pkbs.constants import MAX_BATCH_JOBS
 from pkbs.pbsvalues import format_job_id
 from pkbs.states import JobState
 
@@ -20,7 +20,8 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=236)
-    queue: str = DEFAULT_QUEUE
+    # Empty: the server's default_queue (qmgr), filled in at submit.
+    queue: str = ""
     kind: PayloadKind
     # Name of the file that is run, at the top of the job directory.
     entrypoint: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f]+$")

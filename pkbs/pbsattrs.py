@@ -426,31 +426,45 @@ def queue_attributes(
     name: str,
     counts: Mapping[str, int],
     *,
+    queue_type: str = "Execution",
     enabled: bool = True,
     started: bool = True,
     max_running: int | None = None,
+    max_queued: str | None = None,
     resources_max: Mapping[str, str] | None = None,
     resources_default: Mapping[str, str] | None = None,
     resources_assigned: Mapping[str, str] | None = None,
     comment: str | None = None,
     priority: int = 0,
+    max_run: str | None = None,
+    max_run_res: Mapping[str, str] | None = None,
+    images: Iterable[str] | None = None,
 ) -> dict[str, object]:
-    """A queue's attributes for `qstat -Q [-f]` and `qstat -q` (name is not included)."""
-    out: dict[str, object] = {"queue_type": "Execution"}
+    """A queue's attributes for `qstat -Q [-f]`, `qstat -q` and `qmgr -c "list queue"`
+    (name is not included), in OpenPBS's order (master_queue_attr_def.xml); `images`,
+    the container images its jobs may name, is pkbs's own, last."""
+    out: dict[str, object] = {"queue_type": queue_type}
     if priority:
         out["Priority"] = priority
     out["total_jobs"] = _total_jobs(counts)
     out["state_count"] = state_count(counts)
     if max_running is not None:
         out["max_running"] = max_running
+    if max_queued is not None:
+        out["max_queued"] = max_queued
     out.update(_sorted_resources("resources_max", resources_max or {}))
     out.update(_sorted_resources("resources_default", resources_default or {}))
-    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
     if comment:
         out["comment"] = comment
+    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
+    if max_run is not None:
+        out["max_run"] = max_run
+    out.update(_sorted_resources("max_run_res", max_run_res or {}))
     out["hasnodes"] = "True"
     out["enabled"] = "True" if enabled else "False"
     out["started"] = "True" if started else "False"
+    if images is not None:
+        out["images"] = ",".join(images)
     return out
 
 
@@ -465,8 +479,17 @@ def server_attributes(
     comment: str | None = None,
     resources_assigned: Mapping[str, str] | None = None,
     max_job_sequence_id: int = 9999999,
+    scheduling: bool = True,
+    max_queued: str | None = None,
+    max_run: str | None = None,
+    max_run_res: Mapping[str, str] | None = None,
+    resources_default: Mapping[str, str] | None = None,
+    resources_max: Mapping[str, str] | None = None,
+    job_history_enable: bool = True,
+    job_history_duration: str | None = None,
 ) -> dict[str, object]:
-    """The server's attributes for `qstat -B [-f]` (name is printed as `Server: <name>`)."""
+    """The server's attributes for `qstat -B [-f]` and `qmgr -c "list server"` (name is
+    printed as `Server: <name>`), in OpenPBS's order (master_svr_attr_def.xml)."""
     if version is None:
         from pkbs import __version__ as version
     queue_list = list(queues)
@@ -479,19 +502,29 @@ def server_attributes(
     out: dict[str, object] = {
         "server_state": "Active",
         "server_host": host or name,
-        "scheduling": "True",
-        "total_jobs": _total_jobs(counts),
-        "state_count": state_count(counts),
-        "default_queue": default_queue,
+        "scheduling": "True" if scheduling else "False",
     }
+    if max_queued is not None:
+        out["max_queued"] = max_queued
+    if max_run is not None:
+        out["max_run"] = max_run
+    out.update(_sorted_resources("max_run_res", max_run_res or {}))
+    out["total_jobs"] = _total_jobs(counts)
+    out["state_count"] = state_count(counts)
+    if default_queue:
+        out["default_queue"] = default_queue
+    out["query_other_jobs"] = "False"  # users see only their own jobs
+    # PBS's server starts with resources_default.ncpus = 1.
+    out.update(_sorted_resources("resources_default", {"ncpus": "1", **(resources_default or {})}))
+    out["default_chunk.ncpus"] = "1"
+    out.update(_sorted_resources("resources_max", resources_max or {}))
+    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
     if comment:
         out["comment"] = comment
-    out["resources_default.ncpus"] = "1"
-    out["default_chunk.ncpus"] = "1"
-    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
-    out["query_other_jobs"] = "False"  # users see only their own jobs
     out["flatuid"] = "True"
     out["pbs_version"] = version
-    out["job_history_enable"] = "True"
+    out["job_history_enable"] = "True" if job_history_enable else "False"
+    if job_history_duration is not None:
+        out["job_history_duration"] = job_history_duration
     out["max_job_sequence_id"] = max_job_sequence_id
     return out

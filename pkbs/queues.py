@@ -89,13 +89,16 @@ def apply_defaults(queue: QueueConfig, resources: dict[str, str]) -> None:
 
 def consumer_levels(queues: dict[str, QueueConfig]) -> list[tuple[str, list[str]]]:
     """The workers' consumers of the work queue, highest priority first, as (name,
-    subject filters). With one priority level (the default) that is one consumer,
-    `workers`, over the whole work queue; with several, one per level over the
-    queues of that level (`workers` for level 0, `workers-p<N>` / `workers-n<N>`)."""
+    subject filters). With one priority level (the default) and every queue started,
+    that is one consumer, `workers`, over the whole work queue; else one per level
+    over the started queues of that level (`workers` for level 0, `workers-p<N>` /
+    `workers-n<N>`). A stopped queue's work (`started = False`) waits in the work
+    queue, where no consumer takes it; with every queue stopped there is none."""
     levels: dict[int, list[str]] = {}
     for name, queue in queues.items():
-        levels.setdefault(queue.priority, []).append(name)
-    if len(levels) <= 1:
+        if queue.started:
+            levels.setdefault(queue.priority, []).append(name)
+    if len(levels) <= 1 and all(queue.started for queue in queues.values()):
         return [(WORKER_CONSUMER, [f"{WORK_SUBJECT_PREFIX}.>"])]
     return [
         (_level_consumer(level), [f"{WORK_SUBJECT_PREFIX}.{name}.>" for name in sorted(names)])

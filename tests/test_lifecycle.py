@@ -18,7 +18,8 @@ RUN = RunStart(token="t1", work_seq=41, worker="w1", exec_host="host/0*1")
 
 
 def spec(**fields: Any) -> JobSpec:
-    return JobSpec(name="job", kind="stdin", entrypoint="STDIN", **fields)
+    base = {"name": "job", "kind": "stdin", "entrypoint": "STDIN", "queue": "workq"}
+    return JobSpec(**{**base, **fields})
 
 
 def record(state: JobState = JobState.QUEUED, **fields: Any) -> JobRecord:

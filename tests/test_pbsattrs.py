@@ -37,6 +37,7 @@ def make_record(state: JobState = JobState.QUEUED, **kw: Any) -> JobRecord:
         "submit_host": "login1",
         "submit_args": "hello.sh",
     }
+    spec_kw.setdefault("queue", "workq")  # as the server stores it
     spec_kw.update(kw.pop("spec", {}))
     rec_kw: dict[str, Any] = {
         "number": 7,

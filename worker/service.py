@@ -40,7 +40,7 @@ from pkbs.states import JobState, is_active, is_pending
 from . import metrics
 from .containers import ContainerCannotStart, ContainerRunner
 from .delivery import Delivery, ResultsNotStored
-from .fetch import open_work_source
+from .fetch import open_work_source, source_levels
 from .jobenv import build_command, build_env
 from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
@@ -132,11 +132,29 @@ class Worker:
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
+        adopt_sub = await self.store.nc.subscribe(
+            f"{C.ADOPT_SUBJECT_PREFIX}.{self.settings.worker_name}", cb=self._on_adopt
+        )
+        levels = source_levels(self.config.config.queues)
         source = await open_work_source(self.store.nc, self.config.config.queues)
+
+        def levels_changed(store: ConfigStore) -> None:
+            if source_levels(store.config.queues) != levels:
+                source.wake()
+
+        self.config.on_change(levels_changed)
         heartbeats = asyncio.create_task(self._heartbeats())
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
+                if source_levels(self.config.config.queues) != levels:
+                    # qmgr changed the queues' priorities or started ones: ask the
+                    # consumers the dispatcher arranges for them.
+                    for msg in await source.finish():
+                        await self._return_untouched(msg)
+                    levels = source_levels(self.config.config.queues)
+                    source = await open_work_source(self.store.nc, self.config.config.queues)
+                    log.info("work source follows the queues", extra={"consumers": levels})
                 if self.slots.free == 0:
                     await self.slots.wait_free()  # or until request_drain wakes it
                     continue
@@ -162,6 +180,7 @@ class Worker:
             heartbeats.cancel()
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
+                await adopt_sub.unsubscribe()
                 await source.finish()
             await self.delivery.aclose()
             await self.config.stop()
@@ -183,6 +202,41 @@ class Worker:
         log.info("container jobs on %s %s", version.get("Components", [{}])[0].get("Name",
                  "docker"), version.get("Version"),
                  extra={"docker": docker_host, "leftovers_removed": removed})
+
+    async def _hand_over(self, msg: Msg, worker: str, token: str) -> bool:
+        """Ask the worker running a job (run `token`) to take over this delivery of its
+        work message; whether it did (False: that run is gone)."""
+        if worker == self.settings.worker_name:
+            return self._adopt(token, msg.reply)
+        try:
+            reply = await self.store.nc.request(
+                f"{C.ADOPT_SUBJECT_PREFIX}.{worker}",
+                token.encode(),
+                timeout=2.0,
+                headers={C.ADOPT_REPLY_HEADER: msg.reply},
+            )
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return False
+        return reply.data == b"adopted"
+
+    async def _on_adopt(self, request: Msg) -> None:
+        subject = request.headers.get(C.ADOPT_REPLY_HEADER, "") if request.headers else ""
+        adopted = bool(subject) and self._adopt(request.data.decode(), subject)
+        await request.respond(b"adopted" if adopted else b"unknown")
+
+    def _adopt(self, token: str, ack_subject: str) -> bool:
+        """Heartbeat and acknowledge run `token` through a new delivery of its message."""
+        run = next((r for r in self.runs.values() if r.token == token and not r.lost), None)
+        if run is None:
+            return False
+        old = run.msg
+        run.msg = Msg(
+            _client=self.store.nc, subject=old.subject, reply=ack_subject, data=old.data,
+            headers=old.headers,
+        )
+        run.beaten = 0.0  # a heartbeat on the new delivery soon
+        log.info("work message delivered again, kept by its run", extra={"job": run.record.job_id})
+        return True
 
     async def _return_untouched(self, msg: Msg) -> None:
         """Give back a message this worker will not run: a copy goes back in the queue
@@ -291,14 +345,16 @@ class Worker:
         token = uuid.uuid4().hex
         defer_for = 0.0
         lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
+        owner: tuple[str, str] | None = None  # (worker, run token) running the job now
+        owner_asked = False
 
         def this_run(record: JobRecord) -> lifecycle.RunStart:
             exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
             return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host)
 
         def start(record: JobRecord) -> JobRecord | None:
-            nonlocal defer_for, lost
-            defer_for, lost = 0.0, None  # a retried compare-and-set decides afresh
+            nonlocal defer_for, lost, owner
+            defer_for, lost, owner = 0.0, None, None  # a retried compare-and-set decides afresh
             now = time.time()
             if is_pending(record.state):
                 if record.spec.exec_time is not None and record.spec.exec_time > now:
@@ -307,20 +363,32 @@ class Worker:
                 return lifecycle.started(record, this_run(record), now)
             if not (is_active(record.state) and record.work_seq == seq):
                 return None  # held, deleted, finished, or a stale duplicate message
+            if not owner_asked and record.worker and record.run_token:
+                owner = (record.worker, record.run_token)  # first: is that run alive?
+                return None
             # This very message started a run whose worker was lost.
             lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
             if not record.spec.rerunnable:
                 return lifecycle.worker_lost(record, now)
             return lifecycle.restarted(record, this_run(record), now)
 
-        try:
+        async def take() -> tuple[JobRecord, int] | None:
             if item.index is None:
                 queued = None if item.record is None or item.revision is None else (
                     item.record, item.revision
                 )
-                started = await self.store.cas(item.number, start, known=queued)
-            else:
-                started = await self._start_subjob(item, start)
+                return await self.store.cas(item.number, start, known=queued)
+            return await self._start_subjob(item, start)
+
+        try:
+            started = await take()
+            if owner is not None:
+                # The message came again while its run may still be going: after the
+                # dispatchers arranged the consumers anew (qmgr), or a late heartbeat.
+                if await self._hand_over(msg, *owner):
+                    return None  # its run's worker holds this delivery now
+                owner_asked = True
+                started = await take()
         except UnknownJob:
             await msg.term()
             return None
