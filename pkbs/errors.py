@@ -26,6 +26,7 @@ PBSE_BADCRED = 15019
 PBSE_QUNOENB = 15021
 PBSE_EXCQRESC = 15036
 PBSE_NORERUN = 15038
+PBSE_HOOKERROR = 15136
 PBSE_HISTJOBID = 15139
 
 # Exit statuses of the commands that are not exit(pbs_errno).
@@ -127,6 +128,23 @@ class ExceedsLimits(PkbsError):
     pbs_errno = PBSE_EXCQRESC
     http_status = 400
     default_message = "Job violates queue and/or server resource limits"
+
+
+class HookRejected(PkbsError):
+    """A hook rejected the request (queuejob at qsub, modifyjob at qalter), or failed
+    (an exception, its alarm): PBS replies with the hook's message, or its own."""
+
+    pbs_errno = PBSE_HOOKERROR
+    http_status = 400
+    default_message = "hook rejected request"
+
+
+class UnknownHook(PkbsError):
+    """qmgr names a hook the server does not have ("<name> does not exist!")."""
+
+    pbs_errno = PBSE_HOOKERROR
+    http_status = 404
+    default_message = "hook does not exist!"
 
 
 # --------------------------------------------------------------------------- callers
@@ -273,6 +291,8 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     ModifyRunning,
     NotRerunnable,
     ExceedsLimits,
+    HookRejected,
+    UnknownHook,
     Unauthorized,
     BadCredential,
     BadAttributeValue,

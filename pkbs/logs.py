@@ -30,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("job", "worker", "state", "exit_status"):
+        for key in ("job", "worker", "state", "exit_status", "hook"):
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value
