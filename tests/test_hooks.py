@@ -5,6 +5,7 @@ qsub, modifyjob at qalter, execjob_begin and execjob_end on the worker."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,7 +19,13 @@ from pkbs.cli.client import Client
 from pkbs import constants as C
 from pkbs.clientconfig import ClientConfig
 from pkbs.configstore import ConfigStore
-from pkbs.errors import BadAttributeValue, HookRejected, UnknownHook, exit_code
+from pkbs.errors import BadAttributeValue, HookRejected, UnknownHook, UsageError, exit_code
+from pkbs.hookcommands import (
+    HookCommand,
+    apply_hook_command,
+    parse_hook_command,
+    with_import_file,
+)
 from pkbs.hookrun import run_hooks
 from pkbs.hookstore import (
     EXECJOB_BEGIN,
@@ -29,6 +36,7 @@ from pkbs.hookstore import (
     create_hook,
     delete_hook,
     list_hooks,
+    read_hook,
 )
 from pkbs.jobstore import connect_nats, ensure_layout
 from pkbs.settings import Settings
@@ -358,3 +366,95 @@ def test_hook_logs_name_the_hook(hooked: Stack) -> None:
     logs = (hooked.home / "logs" / "dispatcher.log").read_text().splitlines()
     entries = [json.loads(line) for line in logs if line.startswith("{")]
     assert any(e.get("hook") == "ncpus_limit" for e in entries)
+
+
+# -- qmgr's hook commands --------------------------------------------------------------
+
+
+def test_qmgr_hook_commands_parse_as_pbs_writes_them() -> None:
+    command = parse_hook_command('set hook h1 event = "queuejob,execjob_end", alarm=10')
+    assert command.settings == (("event", "=", "queuejob,execjob_end"), ("alarm", "=", "10"))
+    assert parse_hook_command("s hook h1 event += modifyjob").settings == (
+        ("event", "+=", "modifyjob"),
+    )
+    assert parse_hook_command("l hook") == HookCommand("list")
+    imported = parse_hook_command("import hook h1 application/x-python default h1.py")
+    assert (imported.encoding, imported.file) == ("default", "h1.py")
+    for bad in ("create hook", "set hook h1", "set hook h1 alarm", "list queue q", "frob hook h"):
+        with pytest.raises(UsageError, match="Syntax error"):
+            parse_hook_command(bad)
+    with pytest.raises(BadAttributeValue, match="content-type"):
+        parse_hook_command("import hook h1 text/plain default h1.py")
+
+
+def test_qmgr_hook_commands_create_set_import_list_export_delete(
+    nats_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "cpus.py").write_text("import pbs\npbs.event().accept()\n")
+    (tmp_path / "cpus.b64").write_text(base64.encodebytes(b"import pbs\n").decode())
+    (tmp_path / "broken.py").write_text("def (:\n")
+
+    async def session(kv: KeyValue) -> list[str]:
+        async def qmgr(text: str) -> str:
+            command = with_import_file(parse_hook_command(text), tmp_path)
+            return await apply_hook_command(kv, command)
+
+        out = [await qmgr("create hook cpus")]
+        await qmgr('set hook cpus event = "queuejob,execjob_end"')
+        await qmgr("set hook cpus event += modifyjob")
+        await qmgr("set hook cpus event -= execjob_end")
+        await qmgr("set hook cpus enabled = false, alarm = 10, order = 7")
+        await qmgr("import hook cpus application/x-python default cpus.py")
+        out.append(await qmgr("list hook cpus"))
+        out.append(await qmgr("export hook cpus application/x-python default"))
+        out.append(await qmgr("print hook cpus"))
+        await qmgr("import hook cpus application/x-python base64 cpus.b64")
+        out.append(await qmgr("export hook cpus application/x-python default"))
+        await qmgr("unset hook cpus alarm")
+        out.append((await read_hook(kv, "cpus"))[0].model_dump_json())
+        for bad, message in [
+            ("create hook cpus", "hook name 'cpus' already registered, try another name"),
+            ("create hook PBS_x", "cannot use PBS as a prefix"),
+            ("set hook cpus event = runjobs", r"invalid argument \(runjobs\) to event"),
+            ("set hook cpus enabled = maybe", "unexpected value 'maybe'"),
+            ("set hook cpus alarm = 0", "alarm value '0' of a hook must be > 0"),
+            ("set hook cpus order = 1001", r"order given \(1001\) is outside"),
+            ("import hook cpus application/x-python default broken.py", "not a Python script"),
+        ]:
+            with pytest.raises(BadAttributeValue, match=message):
+                await qmgr(bad)
+        with pytest.raises(UnknownHook, match="^nosuch does not exist!$"):
+            await qmgr("set hook nosuch enabled = true")
+        await qmgr("delete hook cpus")
+        out.append(await qmgr("list hook"))
+        return out
+
+    created, listed, exported, printed, reimported, stored, empty = asyncio.run(
+        _with_kv(Settings(nats_url=nats_url), session)
+    )
+    assert created == ""
+    assert listed == (
+        "Hook cpus\n"
+        "    type = site\n"
+        "    enabled = false\n"
+        "    event = queuejob,modifyjob\n"
+        "    user = pbsadmin\n"
+        "    alarm = 10\n"
+        "    order = 7\n"
+        "    debug = false\n"
+        "    fail_action = none\n"
+        "\n"
+    )
+    assert exported == "import pbs\npbs.event().accept()\n"
+    assert printed.startswith(
+        "#\n# Create hooks and set their properties.\n#\n"
+        "#\n# Create and define hook cpus\n#\n"
+        "create hook cpus\n"
+        "set hook cpus type = site\n"
+        "set hook cpus enabled = false\n"
+        "set hook cpus event = queuejob,modifyjob\n"
+    )
+    assert "import hook cpus application/x-python base64 -\n" in printed
+    assert reimported == "import pbs\n"
+    assert json.loads(stored)["alarm"] == 30
+    assert empty == ""
