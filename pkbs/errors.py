@@ -139,10 +139,18 @@ class HookRejected(PkbsError):
     default_message = "hook rejected request"
 
 
-class UnknownHook(PkbsError):
-    """qmgr names a hook the server does not have ("<name> does not exist!")."""
+class HookError(PkbsError):
+    """A qmgr hook command the server refuses (a bad attribute value, a name taken, a
+    script that is not Python): PBS replies PBSE_HOOKERROR with its message."""
 
     pbs_errno = PBSE_HOOKERROR
+    http_status = 400
+    default_message = "hook error"
+
+
+class UnknownHook(HookError):
+    """qmgr names a hook the server does not have ("<name> does not exist!")."""
+
     http_status = 404
     default_message = "hook does not exist!"
 
@@ -292,6 +300,7 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     NotRerunnable,
     ExceedsLimits,
     HookRejected,
+    HookError,
     UnknownHook,
     Unauthorized,
     BadCredential,

@@ -24,7 +24,7 @@ from pathlib import Path
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from pkbs.errors import BadAttributeValue, InvalidRequest, UsageError
+from pkbs.errors import HookError, InvalidRequest, UsageError
 from pkbs.hookstore import (
     CONTENT_ENCODINGS,
     EVENTS,
@@ -116,9 +116,9 @@ def parse_hook_command(text: str) -> HookCommand:
         raise UsageError("Syntax error", show_usage=False)
     content_type, encoding = parts[0], parts[1]
     if content_type != PYTHON_CONTENT_TYPE:
-        raise BadAttributeValue(f"<content-type> must be {PYTHON_CONTENT_TYPE}")
+        raise HookError(f"<content-type> must be {PYTHON_CONTENT_TYPE}")
     if encoding not in CONTENT_ENCODINGS:
-        raise BadAttributeValue("<content-encoding> must be 'default' or 'base64'")
+        raise HookError("<content-encoding> must be 'default' or 'base64'")
     file = parts[2] if len(parts) > 2 else None
     return HookCommand(verb, name, content_type=content_type, encoding=encoding, file=file)
 
@@ -159,7 +159,7 @@ def _boolean(value: str) -> bool:
     try:
         return _BOOLEANS[value.lower()]
     except KeyError:
-        raise BadAttributeValue(
+        raise HookError(
             f"unexpected value '{value}', must be (not case sensitive) true|t|y|1|false|f|n|0"
         ) from None
 
@@ -168,14 +168,14 @@ def _integer(attribute: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise BadAttributeValue(f"{attribute} value '{value}' of a hook must be a number") from None
+        raise HookError(f"{attribute} value '{value}' of a hook must be a number") from None
 
 
 def _events(value: str) -> list[str]:
     events = [e.strip() for e in value.split(",") if e.strip()]
     for event in events:
         if event not in EVENTS:
-            raise BadAttributeValue(
+            raise HookError(
                 f"invalid argument ({event}) to event. Should be one or more of: "
                 f"{','.join(EVENTS)} or \"\" (for no event)"
             )
@@ -185,7 +185,7 @@ def _events(value: str) -> list[str]:
 def _set(hook: Hook, attribute: str, operator: str, value: str) -> Hook:
     values = hook.model_dump()
     if operator != "=" and attribute != "event":
-        raise BadAttributeValue(f"'{operator}' operator not = for {attribute}")
+        raise HookError(f"'{operator}' operator not = for {attribute}")
     if attribute == "event":
         given = _events(value)
         if operator == "+=":
@@ -198,34 +198,34 @@ def _set(hook: Hook, attribute: str, operator: str, value: str) -> Hook:
     elif attribute == "alarm":
         alarm = _integer(attribute, value)
         if alarm <= 0:
-            raise BadAttributeValue(f"alarm value '{value}' of a hook must be > 0")
+            raise HookError(f"alarm value '{value}' of a hook must be > 0")
         values["alarm"] = alarm
     elif attribute == "order":
         order = _integer(attribute, value)
         if not 1 <= order <= 1000:
-            raise BadAttributeValue(
+            raise HookError(
                 f"order given ({order}) is outside the acceptable range of [1, 1000] "
                 "for type 'site'."
             )
         values["order"] = order
     elif attribute == "type":
         if value != "site":
-            raise BadAttributeValue(f"not allowed to set hook to '{value}' type")
+            raise HookError(f"not allowed to set hook to '{value}' type")
     elif attribute == "user":
         if value != "pbsadmin":
-            raise BadAttributeValue("user value of a hook must be pbsadmin (pkbs runs hooks "
+            raise HookError("user value of a hook must be pbsadmin (pkbs runs hooks "
                                     "as the dispatcher's or worker's user)")
     elif attribute == "fail_action":
         if value != "none":
-            raise BadAttributeValue('fail_action value of a hook must be "none" in pkbs')
+            raise HookError('fail_action value of a hook must be "none" in pkbs')
     else:
-        raise BadAttributeValue(f"unknown hook attribute {attribute}")
+        raise HookError(f"unknown hook attribute {attribute}")
     return Hook.model_validate(values)
 
 
 def _unset(hook: Hook, attribute: str) -> Hook:
     if attribute not in ATTRIBUTES:
-        raise BadAttributeValue(f"unknown hook attribute {attribute}")
+        raise HookError(f"unknown hook attribute {attribute}")
     default = Hook(name=hook.name)
     return hook.model_copy(update={attribute: getattr(default, attribute)})
 
@@ -238,14 +238,14 @@ def _imported(hook: Hook, command: HookCommand) -> Hook:
         if command.encoding == "base64":
             data = base64.b64decode(b"".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise BadAttributeValue("import hook: content is not valid base64") from None
+        raise HookError("import hook: content is not valid base64") from None
     if len(data) > MAX_SCRIPT_BYTES:
-        raise BadAttributeValue(f"import hook: a script may have at most {MAX_SCRIPT_BYTES} bytes")
+        raise HookError(f"import hook: a script may have at most {MAX_SCRIPT_BYTES} bytes")
     try:
         script = data.decode()
         compile(script, f"<hook {hook.name}>", "exec")
     except (UnicodeDecodeError, SyntaxError, ValueError) as exc:
-        raise BadAttributeValue(f"import hook {hook.name}: not a Python script: {exc}") from None
+        raise HookError(f"import hook {hook.name}: not a Python script: {exc}") from None
     return hook.model_copy(update={"script": script})
 
 
@@ -284,7 +284,7 @@ async def apply_hook_command(kv: KeyValue, command: HookCommand) -> str:
         assert name is not None
         if command.verb == "create":
             if name.startswith("PBS"):
-                raise BadAttributeValue(
+                raise HookError(
                     f"hook_name '{name}', cannot use PBS as a prefix it is reserved for pbs hooks"
                 )
             await create_hook(kv, Hook(name=name))
@@ -308,5 +308,5 @@ async def apply_hook_command(kv: KeyValue, command: HookCommand) -> str:
 
             await change_hook(kv, name, edit)
     except ValidationError as exc:
-        raise BadAttributeValue(str(exc.errors()[0]["msg"])) from None
+        raise HookError(str(exc.errors()[0]["msg"])) from None
     return ""

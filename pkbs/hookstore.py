@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pkbs import constants as C
 from pkbs.configstore import ConfigStore
-from pkbs.errors import BadAttributeValue, Conflict, UnknownHook
+from pkbs.errors import Conflict, HookError, UnknownHook
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ async def create_hook(kv: KeyValue, hook: Hook) -> Hook:
     try:
         await kv.create(hook.key, hook.model_dump_json().encode())
     except (jserr.KeyWrongLastSequenceError, jserr.BadRequestError):
-        raise BadAttributeValue(
+        raise HookError(
             f"hook name '{hook.name}' already registered, try another name"
         ) from None
     return hook

@@ -19,7 +19,7 @@ from pkbs.cli.client import Client
 from pkbs import constants as C
 from pkbs.clientconfig import ClientConfig
 from pkbs.configstore import ConfigStore
-from pkbs.errors import BadAttributeValue, HookRejected, UnknownHook, UsageError, exit_code
+from pkbs.errors import HookError, HookRejected, UnknownHook, UsageError, exit_code
 from pkbs.hookcommands import (
     HookCommand,
     apply_hook_command,
@@ -158,7 +158,7 @@ async def _stored_changed_deleted_followed(settings: Settings) -> None:
         await config.start()  # the hooks stored before are in once start returns
         table = HookTable(config)
         assert [h.name for h in table.for_event(QUEUEJOB)] == ["later"]
-        with pytest.raises(BadAttributeValue, match="'later' already registered"):
+        with pytest.raises(HookError, match="'later' already registered"):
             await create_hook(kv, hook("later", QUEUEJOB, "pass"))
         changed = config.changed
         await create_hook(kv, hook("sooner", QUEUEJOB, "pass", order=2))
@@ -363,9 +363,16 @@ def test_execjob_begin_reject_requeues_the_job_until_the_hook_lets_it(hooked: St
 
 
 def test_hook_logs_name_the_hook(hooked: Stack) -> None:
-    logs = (hooked.home / "logs" / "dispatcher.log").read_text().splitlines()
-    entries = [json.loads(line) for line in logs if line.startswith("{")]
-    assert any(e.get("hook") == "ncpus_limit" for e in entries)
+    assert _rejected(hooked, "-l", "ncpus=6")[0] == HOOK_ERROR_EXIT
+
+    def logged() -> bool:
+        lines = (hooked.home / "logs" / "dispatcher.log").read_text().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        return any(
+            e.get("hook") == "ncpus_limit" and "(at most 4)" in e.get("msg", "") for e in entries
+        )
+
+    poll(logged, 10, what="the rejection logged with the hook's name")
 
 
 # -- qmgr's hook commands --------------------------------------------------------------
@@ -383,7 +390,7 @@ def test_qmgr_hook_commands_parse_as_pbs_writes_them() -> None:
     for bad in ("create hook", "set hook h1", "set hook h1 alarm", "list queue q", "frob hook h"):
         with pytest.raises(UsageError, match="Syntax error"):
             parse_hook_command(bad)
-    with pytest.raises(BadAttributeValue, match="content-type"):
+    with pytest.raises(HookError, match="content-type"):
         parse_hook_command("import hook h1 text/plain default h1.py")
 
 
@@ -421,7 +428,7 @@ def test_qmgr_hook_commands_create_set_import_list_export_delete(
             ("set hook cpus order = 1001", r"order given \(1001\) is outside"),
             ("import hook cpus application/x-python default broken.py", "not a Python script"),
         ]:
-            with pytest.raises(BadAttributeValue, match=message):
+            with pytest.raises(HookError, match=message):
                 await qmgr(bad)
         with pytest.raises(UnknownHook, match="^nosuch does not exist!$"):
             await qmgr("set hook nosuch enabled = true")
