@@ -18,6 +18,7 @@ from pkbs.configstore import ConfigStore
 from pkbs.control import JobControl
 from pkbs.defstore import DefinitionStore
 from pkbs.errors import PkbsError
+from pkbs.hookstore import HookTable
 from pkbs.jobstore import JobStore
 from pkbs.results import ResultStore
 from pkbs.settings import Settings, get_settings
@@ -51,6 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.definitions = await DefinitionStore.open(app.state.store.js)
     app.state.config = await ConfigStore.open(app.state.store.js, settings)
     await app.state.config.start()
+    app.state.hooks = HookTable(app.state.config)
     # Follows the job records from now on; loads them in the background (/readyz).
     app.state.index = JobIndex(app.state.store)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from pkbs.configstore import ConfigStore
 from pkbs.defstore import DefinitionStore
+from pkbs.hookstore import HookTable
 from pkbs.jobstore import Identity, JobStore
 from pkbs.results import ResultStore
 from pkbs.settings import Settings
@@ -43,3 +44,4 @@ Index = Annotated[JobIndex, Depends(_app_state("index"))]
 Results = Annotated[ResultStore, Depends(_app_state("results"))]
 Definitions = Annotated[DefinitionStore, Depends(_app_state("definitions"))]
 ServerConf = Annotated[ConfigStore, Depends(_app_state("config"))]
+Hooks = Annotated[HookTable, Depends(_app_state("hooks"))]

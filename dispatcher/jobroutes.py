@@ -36,9 +36,9 @@ from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_final
 
-from . import metrics
+from . import jobhooks, metrics
 from .auth import check_hold_types, check_owner
-from .context import Caller, Config, Index, ServerConf, Store
+from .context import Caller, Config, Hooks, Index, ServerConf, Store
 from .jobindex import COLUMNS, listing_body
 from .lookup import owned
 
@@ -103,28 +103,48 @@ def no_subjob(record: JobRecord) -> None:
 
 @router.post("/jobs", response_model=SubmitResponse, status_code=201)
 async def submit(
-    body: SubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
+    body: SubmitRequest,
+    who: Caller,
+    st: Store,
+    settings: Config,
+    conf: ServerConf,
+    hooks: Hooks,
 ) -> SubmitResponse:
+    spec, comment = await jobhooks.queuejob(hooks, who, body.spec)
+    if spec is not body.spec:
+        body = body.model_copy(update={"spec": spec})
     payload = admitted(settings, conf.config, body)
-    record, duplicate = await JobControl(st).submit(who.user, body.spec, payload, body.submit_id)
+    record, duplicate = await JobControl(st).submit(
+        who.user, body.spec, payload, body.submit_id, comment
+    )
     return submitted(record, duplicate)
 
 
 @router.post("/jobs/batch", response_model=BatchSubmitResponse, status_code=201)
 async def submit_batch(
-    body: BatchSubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
+    body: BatchSubmitRequest,
+    who: Caller,
+    st: Store,
+    settings: Config,
+    conf: ServerConf,
+    hooks: Hooks,
 ) -> BatchSubmitResponse:
-    """Many jobs in one request, numbered in order. Every job is checked first: if
-    one is refused, none is submitted (the error names its position). A retry of
-    the same batch (same submit ids) returns the same jobs."""
+    """Many jobs in one request, numbered in order. Every job is checked first (its
+    queuejob hooks run): if one is refused, none is submitted (the error names its
+    position). A retry of the same batch (same submit ids) returns the same jobs."""
     jobs = []
+    comments = []
     for position, item in enumerate(body.jobs):
         try:
+            spec, comment = await jobhooks.queuejob(hooks, who, item.spec)
+            if spec is not item.spec:
+                item = item.model_copy(update={"spec": spec})
             jobs.append((item.spec, admitted(settings, conf.config, item), item.submit_id))
+            comments.append(comment)
         except PkbsError as exc:
             exc.message = f"batch job {position}: {exc.message}"
             raise
-    done = await JobControl(st).submit_many(who.user, jobs)
+    done = await JobControl(st).submit_many(who.user, jobs, comments)
     return BatchSubmitResponse(jobs=[submitted(*job) for job in done])
 
 
@@ -217,15 +237,22 @@ async def release_job(
 
 @router.patch("/jobs/{job_id}")
 async def alter_job(
-    job_id: str, body: AlterRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
+    job_id: str,
+    body: AlterRequest,
+    who: Caller,
+    st: Store,
+    settings: Config,
+    conf: ServerConf,
+    hooks: Hooks,
 ) -> dict[str, Any]:
     record = await owned(st, who, job_id)
     no_subjob(record)
+    body, comment = await jobhooks.modifyjob(hooks, who, record, body)
 
     def check(spec: JobSpec) -> None:
         check_request(conf.config.queue(spec.queue), spec.resources, settings.max_job_ncpus)
 
-    return wire(settings, [await JobControl(st).alter(record.number, body, check)])
+    return wire(settings, [await JobControl(st).alter(record.number, body, check, comment)])
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=204)

@@ -61,9 +61,16 @@ class ConfigStore:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        """Follow the bucket from its current values on."""
+        """Follow the bucket from its current values on; returns once those (every
+        hook's too) are in `entries`."""
         watcher = await self.kv.watchall()
-        self._follow = asyncio.create_task(self._follow_changes(watcher))
+        loaded = asyncio.Event()
+        self._follow = asyncio.create_task(self._follow_changes(watcher, loaded))
+        waiting = asyncio.ensure_future(loaded.wait())
+        try:
+            await asyncio.wait({self._follow, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
 
     async def stop(self) -> None:
         if self._follow is not None:
@@ -71,10 +78,13 @@ class ConfigStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follow
 
-    async def _follow_changes(self, watcher: KeyValue.KeyWatcher) -> None:
+    async def _follow_changes(
+        self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Event
+    ) -> None:
         try:
             async for entry in watcher:
-                if entry is None:
+                if entry is None:  # the values stored before the watch are in
+                    loaded.set()
                     continue
                 self._apply(entry)
         finally:

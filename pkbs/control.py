@@ -63,7 +63,12 @@ class JobControl:
         return pending
 
     async def submit(
-        self, owner: str, spec: JobSpec, payload: bytes, submit_id: str
+        self,
+        owner: str,
+        spec: JobSpec,
+        payload: bytes,
+        submit_id: str,
+        comment: str | None = None,
     ) -> tuple[JobRecord, bool]:
         pending = self.dependencies(spec.depend)
         for numbers in pending.values():
@@ -72,7 +77,9 @@ class JobControl:
         now = time.time()
 
         def build(number: int) -> JobRecord:
-            return lifecycle.submitted(number, self.server, owner, spec, submit_id, pending, now)
+            return lifecycle.submitted(
+                number, self.server, owner, spec, submit_id, pending, now, comment
+            )
 
         record, revision, duplicate = await self.store.create(payload, submit_id, build)
         if record.enqueue_count and not is_final(record.state):
@@ -82,18 +89,28 @@ class JobControl:
         return record, duplicate
 
     async def submit_many(
-        self, owner: str, jobs: Sequence[tuple[JobSpec, bytes, str]]
+        self,
+        owner: str,
+        jobs: Sequence[tuple[JobSpec, bytes, str]],
+        comments: Sequence[str | None] = (),
     ) -> list[tuple[JobRecord, bool]]:
         """Submit (spec, payload, submit_id) each as `submit` would, numbered in
         order, with one JetStream round trip per stage for the whole lot. Jobs with
-        dependencies (rare in a batch) make it go one job at a time."""
+        dependencies (rare in a batch) make it go one job at a time. `comments`: the
+        comment each job starts with (queuejob hooks'), if any."""
+        notes = list(comments) or [None] * len(jobs)
         if any(spec.depend for spec, _, _ in jobs):
-            return [await self.submit(owner, *job) for job in jobs]
+            return [
+                await self.submit(owner, *job, comment)
+                for job, comment in zip(jobs, notes, strict=True)
+            ]
         now = time.time()
 
         def build(position: int, number: int) -> JobRecord:
             spec, _, submit_id = jobs[position]
-            return lifecycle.submitted(number, self.server, owner, spec, submit_id, {}, now)
+            return lifecycle.submitted(
+                number, self.server, owner, spec, submit_id, {}, now, notes[position]
+            )
 
         created = await self.store.create_many(
             [(payload, submit_id) for _, payload, submit_id in jobs], build
@@ -358,10 +375,15 @@ class JobControl:
         return record
 
     async def alter(
-        self, number: int, change: AlterRequest, check: Callable[[JobSpec], None]
+        self,
+        number: int,
+        change: AlterRequest,
+        check: Callable[[JobSpec], None],
+        comment: str | None = None,
     ) -> JobRecord:
         """qalter: change a job that has not started; a running one only its time limits.
-        `check` validates the new spec (queue limits) before it is stored."""
+        `check` validates the new spec (queue limits) before it is stored. `comment`:
+        the job's new comment (a modifyjob hook's), if any."""
 
         pending: dict[str, list[int]] = {}
         if change.depend is not None:
@@ -377,7 +399,7 @@ class JobControl:
                 raise ModifyRunning(job_id=record.job_id)
             new = lifecycle.altered(record, change, pending, time.time())
             check(new.spec)
-            return new
+            return new if comment is None else new.model_copy(update={"comment": comment})
 
         record = await self.store.update(number, apply)
         assert record is not None

@@ -33,6 +33,7 @@ PBSE_UNKRESC = 15035
 PBSE_EXCQRESC = 15036
 PBSE_QUENODFLT = 15037
 PBSE_NORERUN = 15038
+PBSE_HOOKERROR = 15136
 PBSE_HISTJOBID = 15139
 
 # Exit statuses of the commands that are not exit(pbs_errno).
@@ -162,6 +163,31 @@ class ExceedsLimits(PkbsError):
     pbs_errno = PBSE_EXCQRESC
     http_status = 400
     default_message = "Job violates queue and/or server resource limits"
+
+
+class HookRejected(PkbsError):
+    """A hook rejected the request (queuejob at qsub, modifyjob at qalter), or failed
+    (an exception, its alarm): PBS replies with the hook's message, or its own."""
+
+    pbs_errno = PBSE_HOOKERROR
+    http_status = 400
+    default_message = "hook rejected request"
+
+
+class HookError(PkbsError):
+    """A qmgr hook command the server refuses (a bad attribute value, a name taken, a
+    script that is not Python): PBS replies PBSE_HOOKERROR with its message."""
+
+    pbs_errno = PBSE_HOOKERROR
+    http_status = 400
+    default_message = "hook error"
+
+
+class UnknownHook(HookError):
+    """qmgr names a hook the server does not have ("<name> does not exist!")."""
+
+    http_status = 404
+    default_message = "hook does not exist!"
 
 
 # --------------------------------------------------------------------------- callers
@@ -330,6 +356,9 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     ModifyRunning,
     NotRerunnable,
     ExceedsLimits,
+    HookRejected,
+    HookError,
+    UnknownHook,
     Unauthorized,
     BadCredential,
     BadAttributeValue,

@@ -22,6 +22,12 @@ EXIT_FAILED_BEFORE_START = -1  # JOB_EXEC_FAIL1: it could not start
 EXIT_RESULTS_NOT_STORED = -2  # JOB_EXEC_FAIL2 ("after files"): it ran, its results were not stored
 EXIT_LOST_NOT_RERUNNABLE = -20  # JOB_EXEC_RERUN_MS_FAIL: its node was lost; it is not rerunnable
 
+# Runs a job may be refused at start (an execjob_begin hook's reject) before it is held
+# (PBS: run_count over twice PBS_MAX_HOPCOUNT, req_runjob.c check_failed_attempts).
+MAX_RUN_ATTEMPTS = 20
+COMMENT_HOOK_REJECTED = "Not Running: PBS Error: Execution server rejected request"
+COMMENT_TOO_MANY_ATTEMPTS = "job held, too many failed attempts to run"
+
 # Hold_Types letters: a user hold (qhold, qsub -h) and the system hold kept while
 # dependencies are pending; "n" is no hold.
 USER_HOLD, SYSTEM_HOLD, NO_HOLD = "u", "s", "n"
@@ -87,9 +93,10 @@ def submitted(
     submit_id: str,
     depend_pending: dict[str, list[int]],
     now: float,
+    comment: str | None = None,
 ) -> JobRecord:
     """A new job: held (qsub -h, or dependencies pending), else queued (W while its
-    -a time is ahead)."""
+    -a time is ahead). `comment`: what a queuejob hook wrote."""
     holds = (USER_HOLD if spec.hold else "") + (SYSTEM_HOLD if depend_pending else "")
     record = JobRecord(
         number=number,
@@ -100,6 +107,7 @@ def submitted(
         submit_id=submit_id,
         hold_types=_holds(holds),
         depend_pending=depend_pending,
+        comment=comment,
     )
     return record if holds else _queued(record, now)
 
@@ -320,3 +328,13 @@ def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> J
             "rerun_requested": False,
         }
     )
+
+
+def start_rejected(record: JobRecord) -> JobRecord:
+    """An execjob_begin hook refused the run before the job started: the job is queued
+    again (the same work message comes back), and held with a system hold once it
+    has been refused more than MAX_RUN_ATTEMPTS times, as PBS does."""
+    queued = requeued(record, COMMENT_HOOK_REJECTED, fresh_message=False)
+    if record.run_count <= MAX_RUN_ATTEMPTS:
+        return queued
+    return held(queued, SYSTEM_HOLD).model_copy(update={"comment": COMMENT_TOO_MANY_ATTEMPTS})

@@ -25,7 +25,7 @@ import urllib.parse
 from collections.abc import Callable
 
 # The fields a line may carry besides ts, level, logger and msg, in the order shown.
-FIELDS = ("job", "worker", "state", "exit_status")
+FIELDS = ("job", "worker", "state", "exit_status", "hook")
 # Loggers that write a line per request: shown only when the level is DEBUG.
 CHATTY_LOGGERS = ("httpx", "httpcore", "uvicorn.access", "wsgidav", "cheroot")
 

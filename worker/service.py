@@ -28,6 +28,9 @@ from pkbs.configstore import ConfigStore
 from pkbs.control import JobControl, run_key
 from pkbs.dockerapi import DockerAPI, DockerError
 from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
+from pkbs.hookjobs import changed_comment, record_job
+from pkbs.hookrun import run_hooks
+from pkbs.hookstore import EXECJOB_BEGIN, EXECJOB_END, HookTable
 from pkbs.jobstore import JobStore
 from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
@@ -60,6 +63,10 @@ FETCH_TIMEOUT = 1.0
 DISK_FULL_RETRY = 10.0
 # A job whose -a time is ahead goes back to the queue for at most this long at a time.
 MAX_DEFER_SECONDS = 300.0
+# A job an execjob_begin hook refused is offered again after this long.
+HOOK_REJECT_RETRY = 1.0
+# Who asks for execjob_* events (PBS: the execution host's daemon).
+EXEC_REQUESTOR = "pbs_mom"
 # Payloads of this many arrays are kept (each at most 1 MiB): see Worker._payload.
 ARRAY_PAYLOADS_KEPT = 8
 # What starting a job's program fails with when the fault is the job's (its shell or
@@ -125,6 +132,7 @@ class Worker:
         # The server's configuration (queues, limits), followed live.
         self.config = await ConfigStore.open(self.store.js, self.settings)
         await self.config.start()
+        self.hooks = HookTable(self.config)  # execjob_begin / execjob_end, live too
         self.delivery = Delivery(self.settings)
         if self.settings.docker_host:
             await self._open_containers(self.settings.docker_host)
@@ -448,6 +456,9 @@ class Worker:
         files = RunDir(self.workspaces, self.nodefiles, record)
         self.runs[key] = run
         try:
+            if not await self._begin_hooks(run):
+                return
+            record = run.record
             try:
                 request, before = await self._prepare(run, record, files)
             except (InvalidPayload, OSError) as exc:
@@ -501,6 +512,90 @@ class Worker:
             # A daemon the job left (still running beside other jobs) may hold its
             # directory and files: then they are not handed to another run.
             files.cleanup(reuse=not self.runner.leftovers())
+
+    async def _begin_hooks(self, run: Run) -> bool:
+        """Run the execjob_begin hooks; False if one refused the run (the job is then
+        queued again, or held after too many refusals). Their changes (comment, the
+        job's environment) are stored before the job starts."""
+        chosen = self.hooks.for_event(EXECJOB_BEGIN)
+        if not chosen:
+            return True
+        outcome = await run_hooks(
+            chosen,
+            EXECJOB_BEGIN,
+            record_job(run.record),
+            requestor=EXEC_REQUESTOR,
+            requestor_host=self.host,
+        )
+        if not outcome.accepted:
+            await self._start_rejected(run)
+            return False
+        if not outcome.changes:
+            return True
+        has_comment, comment = changed_comment(outcome.changes)
+        variables = outcome.changes.get("Variable_List")
+
+        def change(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None
+            update: dict[str, object] = {}
+            if has_comment:
+                update["comment"] = comment
+            if variables is not None:
+                spec = current.spec.model_copy(update={"variables": dict(variables)})
+                update["spec"] = spec
+            return current.model_copy(update=update)
+
+        changed = await self.store.cas(run.number, change, run.index,
+                                       known=(run.record, run.revision))
+        if changed is None:
+            run.lost = True  # another run owns the job now
+            return False
+        run.record, run.revision = changed
+        return True
+
+    async def _start_rejected(self, run: Run) -> None:
+        def refuse(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None
+            return lifecycle.start_rejected(current)
+
+        result = await self.store.cas(run.number, refuse, run.index,
+                                      known=(run.record, run.revision))
+        if result is None:
+            return
+        record = result[0]
+        log.warning("execjob_begin hook rejected the job; %s", record.comment,
+                    extra={"job": record.job_id, "state": record.state.value})
+        if is_pending(record.state):
+            await run.msg.nak(delay=HOOK_REJECT_RETRY)
+        else:
+            await run.msg.ack()  # held: qrls queues it again
+
+    async def _end_hooks(self, run: Run, ended: lifecycle.RunEnd) -> lifecycle.RunEnd:
+        """Run the execjob_end hooks on the job as it ends (Exit_status, usage), before
+        the final record is written: the comment and resources_used they set stick.
+        A refusal changes nothing else (the job has ended), as in PBS."""
+        chosen = self.hooks.for_event(EXECJOB_END)
+        if not chosen:
+            return ended
+        view = record_job(lifecycle.finished(run.record, ended, time.time()))
+        view["job_state"] = JobState.EXITING.value
+        outcome = await run_hooks(
+            chosen, EXECJOB_END, view, requestor=EXEC_REQUESTOR, requestor_host=self.host
+        )
+        if not outcome.accepted:
+            return ended
+        has_comment, comment = changed_comment(outcome.changes)
+        used = dict(ended.resources_used)
+        for name, value in (outcome.changes.get("resources_used") or {}).items():
+            if value is None:
+                used.pop(name, None)
+            else:
+                used[name] = str(value)
+        return dataclasses.replace(
+            ended, comment=comment if has_comment else ended.comment, resources_used=used
+        )
 
     def _runner_for(self, request: RunRequest) -> JobRunner:
         """The worker's runner (local processes, or a pod for every job), or for a job
@@ -592,6 +687,7 @@ class Worker:
             results_url=self.delivery.url(path),
             comment=comment,
         )
+        ended = await self._end_hooks(run, ended)
 
         def end(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
