@@ -57,9 +57,14 @@ class _Session:
             return -1
         if self.client is None:
             self.client = Client()
-        reply = self.client.request(
-            "POST", "/qmgr", {"command": request, "check_only": self.check_only}
-        )
+        body: dict[str, object] = {"command": request, "check_only": self.check_only}
+        if len(words) > 3 and words[1].lower() == "hook" and operation_of(words[0]) == "import":
+            from pathlib import Path
+
+            from pkbs.hookcommands import parse_hook_command, with_import_file
+
+            body["content"] = with_import_file(parse_hook_command(request), Path.cwd()).content
+        reply = self.client.request("POST", "/qmgr", body)
         sys.stdout.write(reply["output"])
         sys.stdout.flush()
         if reply["errors"] and not self.quiet:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from fastapi import APIRouter
@@ -32,6 +32,7 @@ from pkbs.errors import (
     Unauthorized,
     UnknownQueue,
 )
+from pkbs.hookcommands import apply_hook_command, parse_hook_command
 from pkbs.jobstore import Identity, JobStore, ensure_consumers
 from pkbs.qmgrsyntax import QmgrSyntaxError, Request, parse
 from pkbs.qsuboptions import MAX_QUEUE_NAME, validate_queue_name
@@ -50,6 +51,9 @@ CHANGES = frozenset({"create", "delete", "set", "unset", "import", "export"})
 
 class QmgrRequest(BaseModel):
     command: str = Field(max_length=65536, description="One qmgr request, as typed")
+    content: str | None = Field(
+        None, max_length=2_000_000, description="import hook: the file's bytes, base64"
+    )
     check_only: bool = Field(False, description="Only check its syntax (qmgr -n)")
 
 
@@ -248,6 +252,31 @@ def _refusal(name: str, error: PkbsError) -> str:
     )
 
 
+async def run_hook_request(
+    command: str, content: str | None, ctx: QmgrContext, check_only: bool
+) -> QmgrReply:
+    """A request on hooks (pkbs/hookcommands.py): every one is the admin's."""
+    try:
+        parsed = parse_hook_command(command)
+    except PkbsError as error:
+        return QmgrReply(errors=f"qmgr: {error.message}\n", status=1)
+    if check_only:
+        return QmgrReply()
+    if content is not None:
+        parsed = replace(parsed, content=content)
+    try:
+        if not ctx.who.is_admin:
+            raise Unauthorized()
+        return QmgrReply(output=await apply_hook_command(ctx.config.kv, parsed))
+    except PkbsError as error:
+        return QmgrReply(errors=_refusal(parsed.name or "", error), status=error.pbs_errno)
+
+
+def is_hook_request(command: str) -> bool:
+    words = command.split(None, 2)
+    return len(words) > 1 and words[1].lower() == "hook"
+
+
 async def run_request(command: str, ctx: QmgrContext, check_only: bool = False) -> QmgrReply:
     """One qmgr request: what qmgr prints and exits with."""
     try:
@@ -288,5 +317,7 @@ async def qmgr(
 ) -> QmgrReply:
     """Run one qmgr request (its stdout, stderr and exit status come back)."""
     context = QmgrContext(who, settings, conf, index, store)
+    if is_hook_request(body.command):
+        return await run_hook_request(body.command, body.content, context, body.check_only)
     return await run_request(body.command, context, body.check_only)
 
