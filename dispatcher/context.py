@@ -1,6 +1,6 @@
 """What a route is given besides its request's parameters (FastAPI dependencies): the
 authenticated caller, and the dispatcher's settings, job store, job index, result
-store, definition store and live server configuration, which the app's lifespan
+store, definition store, live server configuration and max_queued check, which the app's lifespan
 (app.py) keeps in `app.state`."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pkbs.settings import Settings
 
 from .auth import authenticate, bearer_token
 from .jobindex import JobIndex
+from .queuedlimits import QueuedLimits
 
 
 def _app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
@@ -43,3 +44,4 @@ Index = Annotated[JobIndex, Depends(_app_state("index"))]
 Results = Annotated[ResultStore, Depends(_app_state("results"))]
 Definitions = Annotated[DefinitionStore, Depends(_app_state("definitions"))]
 ServerConf = Annotated[ConfigStore, Depends(_app_state("config"))]
+Queued = Annotated[QueuedLimits, Depends(_app_state("queued"))]

@@ -38,7 +38,7 @@ from pkbs.states import JobState, is_final
 
 from . import metrics
 from .auth import check_hold_types, check_owner
-from .context import Caller, Config, Index, ServerConf, Store
+from .context import Caller, Config, Index, Queued, ServerConf, Store
 from .jobindex import COLUMNS, listing_body
 from .lookup import owned
 
@@ -98,16 +98,21 @@ def no_subjob(record: JobRecord) -> None:
 
 @router.post("/jobs", response_model=SubmitResponse, status_code=201)
 async def submit(
-    body: SubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
+    body: SubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf,
+    queued: Queued,
 ) -> SubmitResponse:
     payload = admitted(settings, conf.config, body)
-    record, duplicate = await JobControl(st).submit(who.user, body.spec, payload, body.submit_id)
+    async with queued.admit(conf.config, who.user, [body.spec]):
+        record, duplicate = await JobControl(st).submit(
+            who.user, body.spec, payload, body.submit_id
+        )
     return submitted(record, duplicate)
 
 
 @router.post("/jobs/batch", response_model=BatchSubmitResponse, status_code=201)
 async def submit_batch(
-    body: BatchSubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf
+    body: BatchSubmitRequest, who: Caller, st: Store, settings: Config, conf: ServerConf,
+    queued: Queued,
 ) -> BatchSubmitResponse:
     """Many jobs in one request, numbered in order. Every job is checked first: if
     one is refused, none is submitted (the error names its position). A retry of
@@ -119,7 +124,8 @@ async def submit_batch(
         except PkbsError as exc:
             exc.message = f"batch job {position}: {exc.message}"
             raise
-    done = await JobControl(st).submit_many(who.user, jobs)
+    async with queued.admit(conf.config, who.user, [spec for spec, _, _ in jobs], batch=True):
+        done = await JobControl(st).submit_many(who.user, jobs)
     return BatchSubmitResponse(jobs=[submitted(*job) for job in done])
 
 

@@ -27,6 +27,7 @@ PBSE_QUNOENB = 15021
 PBSE_EXCQRESC = 15036
 PBSE_NORERUN = 15038
 PBSE_HISTJOBID = 15139
+PBSE_ENTLIMCT = 15142
 
 # Exit statuses of the commands that are not exit(pbs_errno).
 EXIT_SCRIPT = 1  # qsub: the script cannot be used (OpenPBS: read or tmp-file error)
@@ -127,6 +128,15 @@ class ExceedsLimits(PkbsError):
     pbs_errno = PBSE_EXCQRESC
     http_status = 400
     default_message = "Job violates queue and/or server resource limits"
+
+
+class EntityLimitReached(PkbsError):
+    """A submission that would pass a max_queued limit (pkbs/limits.py): PBS's
+    message says which (`Maximum number of jobs for user bob already in queue workq`)."""
+
+    pbs_errno = PBSE_ENTLIMCT
+    http_status = 409
+    default_message = "would exceed complex's per-user limit"
 
 
 # --------------------------------------------------------------------------- callers
@@ -273,6 +283,7 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     ModifyRunning,
     NotRerunnable,
     ExceedsLimits,
+    EntityLimitReached,
     Unauthorized,
     BadCredential,
     BadAttributeValue,

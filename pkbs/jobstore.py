@@ -447,6 +447,7 @@ async def ensure_layout(
     tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
     await _bucket(js, C.DEFINITIONS_BUCKET, replicas)
     await _bucket(js, C.CONFIG_BUCKET, replicas)
+    await _bucket(js, C.RUNNING_BUCKET, replicas)
     await _ensure_consumers(js, settings, arrange)
     return jobs, tokens
 

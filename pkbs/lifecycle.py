@@ -320,3 +320,9 @@ def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> J
             "rerun_requested": False,
         }
     )
+
+
+def not_run_now(record: JobRecord, reason: str) -> JobRecord:
+    """A queued job a limit keeps from starting now: its comment says which, as PBS's
+    scheduler writes it (`Not Running: ...`); starting clears it."""
+    return record.model_copy(update={"comment": reason})

@@ -34,6 +34,7 @@ from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root, run_id
+from pkbs.runledger import RunLedger
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_pending
 
@@ -42,6 +43,7 @@ from .containers import ContainerCannotStart, ContainerRunner
 from .delivery import Delivery, ResultsNotStored
 from .fetch import open_work_source
 from .jobenv import build_command, build_env
+from .limitgate import RunGate
 from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
     JobRunner,
@@ -82,6 +84,7 @@ class Run:
     record: JobRecord  # as this run's start wrote it
     revision: int  # ... and its KV revision then
     inline_payload: bytes | None = None  # small payloads ride in the work message
+    ledger: str | None = None  # the run ledger it is recorded in (run limits: limitgate.py)
     job: RunningJob | None = None
     lost: bool = False  # another run took over: drop everything, no ack
     handed_back: bool = False
@@ -128,6 +131,7 @@ class Worker:
         if self.settings.docker_host:
             await self._open_containers(self.settings.docker_host)
         self.control = JobControl(self.store)
+        self.gate = RunGate(self.store, await RunLedger.open(self.store.js), self.config)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
@@ -214,6 +218,7 @@ class Worker:
 
     async def _handle(self, msg: Msg) -> None:
         held = 1
+        run: Run | None = None
 
         async def free_slots() -> None:
             """The job's processes are gone: its CPU slots serve the next job while
@@ -242,6 +247,8 @@ class Worker:
                 await msg.nak(delay=1)
         finally:
             await free_slots()
+            if run is not None and run.ledger is not None:
+                await self.gate.release(run.ledger, run.token)
 
     async def _wait_slots(self, run: Run, count: int) -> None:
         acquiring = asyncio.create_task(self.slots.acquire(count))
@@ -294,6 +301,9 @@ class Worker:
                 return lifecycle.worker_lost(record, now)
             return lifecycle.restarted(record, this_run(record), now)
 
+        admitted, ledger = await self.gate.admit(msg, item, token)
+        if not admitted:
+            return None
         try:
             if item.index is None:
                 queued = None if item.record is None or item.revision is None else (
@@ -302,10 +312,16 @@ class Worker:
                 started = await self.store.cas(item.number, start, known=queued)
             else:
                 started = await self._start_subjob(item, start)
-        except UnknownJob:
+        except BaseException as exc:
+            if ledger is not None:
+                await self.gate.release(ledger, token)
+            if not isinstance(exc, UnknownJob):
+                raise
             await msg.term()
             return None
         record, revision = started if started is not None else (None, 0)
+        if ledger is not None and (record is None or record.run_token != token):
+            await self.gate.release(ledger, token)  # not started after all
         if record is None and defer_for > 0:
             await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
             return None
@@ -336,6 +352,7 @@ class Worker:
             record=record,
             revision=revision,
             inline_payload=item.payload_bytes(),
+            ledger=ledger,
         )
 
     async def _start_subjob(
