@@ -10,6 +10,7 @@ import logging
 from pkbs.configstore import ConfigStore
 from pkbs.errors import UnknownJob
 from pkbs.jobstore import JobStore
+from pkbs.limits import any_run_limit
 from pkbs.models import JobRecord
 from pkbs.runledger import RunLedger
 
@@ -57,6 +58,10 @@ class LedgerRepair:
             log.exception("run ledger repair after a configuration change failed")
 
     async def _running(self) -> list[JobRecord]:
+        """The running jobs' records; none to read while no run limit is set (then
+        every run left in a ledger is stale)."""
+        if not any_run_limit(self.config.config):
+            return []
         records = []
         for number, index in self.index.running():
             try:

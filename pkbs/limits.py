@@ -99,6 +99,13 @@ def run_limited(config: ServerConfig, queue: str) -> bool:
     return found is not None and bool(found.max_run or found.max_run_res)
 
 
+def any_run_limit(config: ServerConfig) -> bool:
+    """Whether a run limit is set anywhere (else no run is recorded)."""
+    return bool(config.server.max_run or config.server.max_run_res) or any(
+        queue.max_run or queue.max_run_res for queue in config.queues.values()
+    )
+
+
 def ledger_key(config: ServerConfig, owner: str) -> str:
     """The KV key of the ledger that records `owner`'s running jobs: `all` while any
     overall run limit is set (on the server or any queue), else the user's own."""

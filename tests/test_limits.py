@@ -16,6 +16,7 @@ from pkbs.limits import (
     ALL_LEDGER,
     QueuedCounts,
     Running,
+    any_run_limit,
     ledger_key,
     queued_refusal,
     run_limited,
@@ -48,10 +49,11 @@ BOB = Running("1", "bob", "workq", 1)
 
 def test_no_limits_no_ledger() -> None:
     plain = config()
-    assert not run_limited(plain, "workq")
+    assert not run_limited(plain, "workq") and not any_run_limit(plain)
     assert run_refusal(plain, BOB, runs(*[("bob", "workq", 1)] * 50)) is None
     assert run_limited(config(workq={"max_run": "[u:PBS_GENERIC=1]"}), "workq")
     assert not run_limited(config(short={"max_run": "[u:PBS_GENERIC=1]"}), "workq")
+    assert any_run_limit(config(short={"max_run": "[u:PBS_GENERIC=1]"}))
     assert run_limited(config({"max_run_res": {"ncpus": "[u:PBS_GENERIC=4]"}}), "workq")
 
 
