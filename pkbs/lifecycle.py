@@ -213,9 +213,9 @@ def rerun_requested(record: JobRecord) -> JobRecord:
 
 
 def begun(array: JobRecord, now: float) -> JobRecord:
-    """The first subjob of an array started: the array is B."""
+    """The first subjob of an array started: the array is B (a limit's comment goes)."""
     return array.model_copy(
-        update={"state": next_state(array.state, JobEvent.BEGIN), "stime": now}
+        update={"state": next_state(array.state, JobEvent.BEGIN), "stime": now, "comment": None}
     )
 
 

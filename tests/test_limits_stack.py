@@ -122,6 +122,22 @@ def test_max_run_per_user_runs_one_at_a_time_and_others_meanwhile(
     assert seen[("start", second)] >= seen[("end", first)]
 
 
+def test_subjobs_count_one_run_each(
+    limits_stack: Stack, limited: Callable[[Callable[[ServerConfig], None]], None],
+    tmp_path: Path,
+) -> None:
+    stack = limits_stack
+    limited(lambda c: setattr(c.queues["workq"], "max_run", "[u:PBS_GENERIC=1]"))
+    log = tmp_path / "log"
+    script = (f'echo "start $PBS_JOBID $EPOCHREALTIME" >> {log}; sleep 0.3; '
+              f'echo "end $PBS_JOBID $EPOCHREALTIME" >> {log}\n')
+    result = cli(stack, "qsub", "-J", "1-3", input=script, env=stack.as_user("bob"))
+    assert result.returncode == 0, result.stderr
+    stack.wait_state(result.stdout.strip(), "F", timeout=60)
+    seen = sorted((when, what) for (what, _), when in events(log).items())
+    assert [what for _, what in seen] == ["start", "end"] * 3  # one at a time
+
+
 def test_a_user_entry_overrides_the_generic_one(
     limits_stack: Stack, limited: Callable[[Callable[[ServerConfig], None]], None],
     tmp_path: Path,

@@ -20,7 +20,7 @@ from pkbs.jobstore import JobStore
 from pkbs.limits import ledger_key, run_limited, run_refusal
 from pkbs.models import JobRecord, WorkItem
 from pkbs.runledger import RunLedger, running_of
-from pkbs.states import JobState, is_pending
+from pkbs.states import is_pending
 
 log = logging.getLogger("pkbs.worker")
 
@@ -82,19 +82,16 @@ class RunGate:
         return record if item.index is None else record.subjob(item.index)
 
     async def _note(self, item: WorkItem, job: str, reason: str) -> None:
-        """The job's comment (a subjob's: its array's) says why it waits; written once."""
+        """The job's comment says why it waits, written once; a subjob's goes on its
+        array until the array has begun (then subjobs are running: no comment)."""
         if self._noted.get(job) == reason:
             return
         self._noted[job] = reason
         self._noted.move_to_end(job)
         while len(self._noted) > NOTES_KEPT:
             self._noted.popitem(last=False)
-        waiting = (JobState.QUEUED, JobState.BEGUN) if item.index is not None else ()
-
         def note(current: JobRecord) -> JobRecord | None:
-            if current.comment == reason or not (
-                is_pending(current.state) or current.state in waiting
-            ):
+            if current.comment == reason or not is_pending(current.state):
                 return None
             return lifecycle.not_run_now(current, reason)
 
