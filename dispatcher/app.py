@@ -21,6 +21,7 @@ from pkbs.errors import PkbsError
 from pkbs.hookstore import HookTable
 from pkbs.jobstore import JobStore
 from pkbs.results import ResultStore
+from pkbs.runledger import RunLedger
 from pkbs.settings import Settings, get_settings
 
 from . import (
@@ -37,7 +38,9 @@ from .arrays import ArrayAccounting
 from .bodylimit import BodyLimit
 from .errors import refuse
 from .jobindex import JobIndex
+from .queuedlimits import QueuedLimits
 from .reconcile import reconcile_forever
+from .runlimits import LedgerRepair
 
 
 @asynccontextmanager
@@ -55,14 +58,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.hooks = HookTable(app.state.config)
     # Follows the job records from now on; loads them in the background (/readyz).
     app.state.index = JobIndex(app.state.store)
+    app.state.queued = QueuedLimits(app.state.index)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)
     await app.state.index.start()
     await arrays.start()
+    ledgers = LedgerRepair(app.state.store, await RunLedger.open(app.state.store.js),
+                           app.state.config, app.state.index)
     repair = asyncio.create_task(
-        reconcile_forever(app.state.store, app.state.index, arrays, settings)
+        reconcile_forever(app.state.store, app.state.index, arrays, ledgers, settings)
     )
     yield
     repair.cancel()
+    await ledgers.stop()
     await arrays.stop()
     await app.state.index.stop()
     await app.state.config.stop()

@@ -1,6 +1,6 @@
 """What a route is given besides its request's parameters (FastAPI dependencies): the
 authenticated caller, and the dispatcher's settings, job store, job index, result
-store, definition store and live server configuration, which the app's lifespan
+store, definition store, live server configuration and max_queued check, which the app's lifespan
 (app.py) keeps in `app.state`."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pkbs.settings import Settings
 
 from .auth import authenticate, bearer_token
 from .jobindex import JobIndex
+from .queuedlimits import QueuedLimits
 
 
 def _app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
@@ -45,3 +46,4 @@ Results = Annotated[ResultStore, Depends(_app_state("results"))]
 Definitions = Annotated[DefinitionStore, Depends(_app_state("definitions"))]
 ServerConf = Annotated[ConfigStore, Depends(_app_state("config"))]
 Hooks = Annotated[HookTable, Depends(_app_state("hooks"))]
+Queued = Annotated[QueuedLimits, Depends(_app_state("queued"))]

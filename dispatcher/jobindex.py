@@ -44,9 +44,10 @@ from nats.js import errors as jserr
 from pkbs import constants as C
 from pkbs.errors import ServiceUnavailable
 from pkbs.jobstore import JobStore
+from pkbs.limits import QueuedCounts
 from pkbs.pbsattrs import _exec_host, resource_list
 from pkbs.pbsvalues import format_job_id, normalize_resource
-from pkbs.states import FINAL_STATES, JobState, shown_state
+from pkbs.states import ACTIVE_STATES, FINAL_STATES, JobState, shown_state
 
 log = logging.getLogger("pkbs.dispatcher.jobindex")
 
@@ -83,6 +84,7 @@ SUMMARY_COLUMNS = TABLE_COLUMNS + EXTRA_COLUMNS
 COLUMNS: dict[str, tuple[str, ...]] = {"table": TABLE_COLUMNS, "summary": SUMMARY_COLUMNS}
 
 _FINAL = frozenset(s.value for s in FINAL_STATES)
+_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 _DELETES = frozenset({"DEL", "PURGE"})
 _MARKER_DELETES = frozenset({"MaxAge", "Purge", "Remove"})  # nats-server 2.11+ markers
 _INDEX_SHIFT = 32  # entry key: number << 32 | (index + 1); 0 for a job or an array
@@ -218,6 +220,8 @@ class JobIndex:
         # (see dispatcher/arrays.py, which keeps the array's record up to date).
         self.on_subjob_ended: Callable[[int], None] | None = None
         self._counts: dict[str, Counter[str]] = {}  # unfinished jobs: queue -> state -> n
+        # Unfinished jobs and arrays (not subjobs) per owner: number -> queue (max_queued).
+        self._owned: dict[str, dict[int, str]] = {}
         self._applied = 0  # stream sequence of the last message applied
         self._dseq = 0  # consumer sequence of the last message applied
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -368,6 +372,8 @@ class JobIndex:
         old = self._jobs.pop(key, None)
         if old is not None:
             self._count(old, -1)
+            if index is None:
+                self._disown(old.owner, number)
         if index is None:
             self._arrays.pop(number, None)
             if value is None:
@@ -400,6 +406,8 @@ class JobIndex:
             return
         self._jobs[key] = entry
         self._count(entry, 1)
+        if index is None and entry.state not in _FINAL:
+            self._owned.setdefault(entry.owner, {})[number] = entry.queue
         if index is not None:
             self._subjobs.setdefault(number, set()).add(index)
             parent = self._jobs.get(entry_key(number, None))
@@ -435,6 +443,13 @@ class JobIndex:
             if self._unfinished_array(number)
             and self.array_tally(number)[0] >= self.array_tally(number)[2]
         ]
+
+    def _disown(self, owner: str, number: int) -> None:
+        owned = self._owned.get(owner)
+        if owned is not None:
+            owned.pop(number, None)
+            if not owned:
+                del self._owned[owner]
 
     async def wait_loaded(self) -> None:
         await self._loaded.wait()
@@ -520,6 +535,36 @@ class JobIndex:
             for key, entry in self._jobs.items()
             if entry.state not in _FINAL
         ]
+
+    def running(self) -> list[tuple[int, int | None]]:
+        """(number, index) of every job and subjob running (R, E)."""
+        return [
+            (key >> _INDEX_SHIFT, (key & _INDEX_MASK) - 1 if key & _INDEX_MASK else None)
+            for key, entry in self._jobs.items()
+            if entry.state in _ACTIVE
+        ]
+
+    def _weight(self, number: int) -> int:
+        """What a job counts for max_queued: 1, or an array its subjobs not ended."""
+        array = self._arrays.get(number)
+        if array is None:
+            return 1
+        return max(0, len(array.indices) - len(self._ended.get(number, {})))
+
+    def queued_counts(self, owner: str, queue: str, totals: bool) -> QueuedCounts:
+        """Jobs not finished for a max_queued check (pkbs/limits.py); everybody's
+        only with `totals` (they take a pass over every unfinished job)."""
+        mine = self._owned.get(owner, {})
+        user_all = sum(self._weight(n) for n in mine)
+        user_queue = sum(self._weight(n) for n, q in mine.items() if q == queue)
+        every_all = every_queue = 0
+        if totals:
+            for owned in self._owned.values():
+                for number, where in owned.items():
+                    weight = self._weight(number)
+                    every_all += weight
+                    every_queue += weight if where == queue else 0
+        return QueuedCounts(every_all, user_all, every_queue, user_queue)
 
     def counts(self) -> dict[str, Counter[str]]:
         """Unfinished jobs (subjobs with a record included) per queue and state."""

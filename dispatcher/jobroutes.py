@@ -38,7 +38,7 @@ from pkbs.states import JobState, is_final
 
 from . import jobhooks, metrics
 from .auth import check_hold_types, check_owner
-from .context import Caller, Config, Hooks, Index, ServerConf, Store
+from .context import Caller, Config, Hooks, Index, Queued, ServerConf, Store
 from .jobindex import COLUMNS, listing_body
 from .lookup import owned
 
@@ -109,14 +109,16 @@ async def submit(
     settings: Config,
     conf: ServerConf,
     hooks: Hooks,
+    queued: Queued,
 ) -> SubmitResponse:
     spec, comment = await jobhooks.queuejob(hooks, who, body.spec)
     if spec is not body.spec:
         body = body.model_copy(update={"spec": spec})
     payload = admitted(settings, conf.config, body)
-    record, duplicate = await JobControl(st).submit(
-        who.user, body.spec, payload, body.submit_id, comment
-    )
+    async with queued.admit(conf.config, who.user, [body.spec]):
+        record, duplicate = await JobControl(st).submit(
+            who.user, body.spec, payload, body.submit_id, comment
+        )
     return submitted(record, duplicate)
 
 
@@ -128,6 +130,7 @@ async def submit_batch(
     settings: Config,
     conf: ServerConf,
     hooks: Hooks,
+    queued: Queued,
 ) -> BatchSubmitResponse:
     """Many jobs in one request, numbered in order. Every job is checked first (its
     queuejob hooks run): if one is refused, none is submitted (the error names its
@@ -144,7 +147,8 @@ async def submit_batch(
         except PkbsError as exc:
             exc.message = f"batch job {position}: {exc.message}"
             raise
-    done = await JobControl(st).submit_many(who.user, jobs, comments)
+    async with queued.admit(conf.config, who.user, [spec for spec, _, _ in jobs], batch=True):
+        done = await JobControl(st).submit_many(who.user, jobs, comments)
     return BatchSubmitResponse(jobs=[submitted(*job) for job in done])
 
 

@@ -1,5 +1,6 @@
 """The dispatchers' periodic repair of jobs a crash left between two steps
-(JobControl.reconcile), every PKBS_RECONCILE_SECONDS."""
+(JobControl.reconcile) and of the run ledgers (runlimits.py), every
+PKBS_RECONCILE_SECONDS."""
 
 from __future__ import annotations
 
@@ -13,15 +14,21 @@ from pkbs.settings import Settings
 
 from .arrays import ArrayAccounting
 from .jobindex import JobIndex
+from .runlimits import LedgerRepair
 
 log = logging.getLogger("pkbs.dispatcher")
 
 
 async def reconcile_forever(
-    store: JobStore, index: JobIndex, arrays: ArrayAccounting, settings: Settings
+    store: JobStore,
+    index: JobIndex,
+    arrays: ArrayAccounting,
+    ledgers: LedgerRepair,
+    settings: Settings,
 ) -> None:
-    """Periodically repair jobs a crash left between two steps (see JobControl). The
-    job index names the unfinished jobs, so finished ones (history) are not read."""
+    """Periodically repair jobs a crash left between two steps (see JobControl) and
+    the run ledgers (runlimits.py). The job index names the unfinished jobs, so
+    finished ones (history) are not read."""
     interval = settings.reconcile_seconds
     if interval <= 0:
         return
@@ -38,3 +45,4 @@ async def reconcile_forever(
             continue
         if repaired:
             log.warning("reconcile queued %d jobs again", repaired)
+        await ledgers.periodic()

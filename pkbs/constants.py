@@ -37,6 +37,10 @@ CONFIG_BUCKET = "PKBS_CONFIG"
 CONFIG_SERVER_KEY = "server"  # its key of the ServerConfig (pkbs/configstore.py)
 HOOK_KEY_PREFIX = "hook."
 
+# KV bucket of the running jobs that run limits count (pkbs/runledger.py): one key per
+# ledger, `u.<user>` or `all` (pkbs/limits.py: ledger_key).
+RUNNING_BUCKET = "PKBS_RUNNING"
+
 # Core NATS subjects.
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).

@@ -35,6 +35,7 @@ PBSE_QUENODFLT = 15037
 PBSE_NORERUN = 15038
 PBSE_HOOKERROR = 15136
 PBSE_HISTJOBID = 15139
+PBSE_ENTLIMCT = 15142
 
 # Exit statuses of the commands that are not exit(pbs_errno).
 EXIT_SCRIPT = 1  # qsub: the script cannot be used (OpenPBS: read or tmp-file error)
@@ -188,6 +189,13 @@ class UnknownHook(HookError):
 
     http_status = 404
     default_message = "hook does not exist!"
+class EntityLimitReached(PkbsError):
+    """A submission that would pass a max_queued limit (pkbs/limits.py): PBS's
+    message says which (`Maximum number of jobs for user bob already in queue workq`)."""
+
+    pbs_errno = PBSE_ENTLIMCT
+    http_status = 409
+    default_message = "would exceed complex's per-user limit"
 
 
 # --------------------------------------------------------------------------- callers
@@ -359,6 +367,7 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     HookRejected,
     HookError,
     UnknownHook,
+    EntityLimitReached,
     Unauthorized,
     BadCredential,
     BadAttributeValue,

@@ -448,6 +448,7 @@ async def ensure_layout(
     tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
     await _bucket(js, C.DEFINITIONS_BUCKET, replicas)
     configuration = await _bucket(js, C.CONFIG_BUCKET, replicas)
+    await _bucket(js, C.RUNNING_BUCKET, replicas)
     queues = await _configured_queues(configuration, settings)
     await ensure_consumers(js, queues, settings.ack_wait_seconds, arrange)
     return jobs, tokens

@@ -221,9 +221,9 @@ def rerun_requested(record: JobRecord) -> JobRecord:
 
 
 def begun(array: JobRecord, now: float) -> JobRecord:
-    """The first subjob of an array started: the array is B."""
+    """The first subjob of an array started: the array is B (a limit's comment goes)."""
     return array.model_copy(
-        update={"state": next_state(array.state, JobEvent.BEGIN), "stime": now}
+        update={"state": next_state(array.state, JobEvent.BEGIN), "stime": now, "comment": None}
     )
 
 
@@ -338,3 +338,7 @@ def start_rejected(record: JobRecord) -> JobRecord:
     if record.run_count <= MAX_RUN_ATTEMPTS:
         return queued
     return held(queued, SYSTEM_HOLD).model_copy(update={"comment": COMMENT_TOO_MANY_ATTEMPTS})
+def not_run_now(record: JobRecord, reason: str) -> JobRecord:
+    """A queued job a limit keeps from starting now: its comment says which, as PBS's
+    scheduler writes it (`Not Running: ...`); starting clears it."""
+    return record.model_copy(update={"comment": reason})

@@ -242,8 +242,10 @@ def test_delete_and_rerun_requested_of_a_running_job() -> None:
 
 
 def test_begun() -> None:
-    array = lifecycle.begun(record(spec=spec(array="1-3")), NOW)
-    assert (array.state, array.stime) == (JobState.BEGUN, NOW)
+    waiting = lifecycle.not_run_now(record(spec=spec(array="1-3")), "Not Running: limit")
+    assert (waiting.state, waiting.comment) == (JobState.QUEUED, "Not Running: limit")
+    array = lifecycle.begun(waiting, NOW)
+    assert (array.state, array.stime, array.comment) == (JobState.BEGUN, NOW, None)
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root, run_id
+from pkbs.runledger import RunLedger
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_pending
 
@@ -45,6 +46,7 @@ from .containers import ContainerCannotStart, ContainerRunner
 from .delivery import Delivery, ResultsNotStored
 from .fetch import open_work_source, source_levels
 from .jobenv import build_command, build_env
+from .limitgate import RunGate
 from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
     JobRunner,
@@ -89,6 +91,7 @@ class Run:
     record: JobRecord  # as this run's start wrote it
     revision: int  # ... and its KV revision then
     inline_payload: bytes | None = None  # small payloads ride in the work message
+    ledger: str | None = None  # the run ledger it is recorded in (run limits: limitgate.py)
     job: RunningJob | None = None
     lost: bool = False  # another run took over: drop everything, no ack
     handed_back: bool = False
@@ -137,6 +140,7 @@ class Worker:
         if self.settings.docker_host:
             await self._open_containers(self.settings.docker_host)
         self.control = JobControl(self.store)
+        self.gate = RunGate(self.store, await RunLedger.open(self.store.js), self.config)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
@@ -295,6 +299,7 @@ class Worker:
 
     async def _handle(self, msg: Msg) -> None:
         held = 1
+        run: Run | None = None
 
         async def free_slots() -> None:
             """The job's processes are gone: its CPU slots serve the next job while
@@ -323,6 +328,8 @@ class Worker:
                 await msg.nak(delay=1)
         finally:
             await free_slots()
+            if run is not None and run.ledger is not None:
+                await self.gate.release(run.ledger, run.token)
 
     async def _wait_slots(self, run: Run, count: int) -> None:
         acquiring = asyncio.create_task(self.slots.acquire(count))
@@ -388,19 +395,30 @@ class Worker:
                 return await self.store.cas(item.number, start, known=queued)
             return await self._start_subjob(item, start)
 
+        admitted, ledger = await self.gate.admit(msg, item, token)
+        if not admitted:
+            return None
         try:
             started = await take()
             if owner is not None:
                 # The message came again while its run may still be going: after the
                 # dispatchers arranged the consumers anew (qmgr), or a late heartbeat.
                 if await self._hand_over(msg, *owner):
+                    if ledger is not None:
+                        await self.gate.release(ledger, token)
                     return None  # its run's worker holds this delivery now
                 owner_asked = True
                 started = await take()
-        except UnknownJob:
+        except BaseException as exc:
+            if ledger is not None:
+                await self.gate.release(ledger, token)
+            if not isinstance(exc, UnknownJob):
+                raise
             await msg.term()
             return None
         record, revision = started if started is not None else (None, 0)
+        if ledger is not None and (record is None or record.run_token != token):
+            await self.gate.release(ledger, token)  # not started after all
         if record is None and defer_for > 0:
             await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
             return None
@@ -431,6 +449,7 @@ class Worker:
             record=record,
             revision=revision,
             inline_payload=item.payload_bytes(),
+            ledger=ledger,
         )
 
     async def _start_subjob(
