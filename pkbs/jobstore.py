@@ -45,7 +45,8 @@ PUBLISH_WINDOW = 4096  # async publishes in flight while queueing an array
 DISCARD_MARKER_TTL = 600.0  # seconds the marker of a refused submission's record stays
 INLINE_PAYLOAD_BYTES = 4096  # payloads up to this size travel in the work message too
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code: the expected last sequence did not match
-NO_MESSAGE = 10037  # JetStream's err_code: no message with that sequence
+# JetStream's err_codes for a sequence that holds no message (any more).
+NO_MESSAGE = (10037, 10043)
 # A purged record's marker tells every job index that the record is gone, then
 # expires by itself (a per-message TTL) so that no marker stays for ever.
 PURGE_HEADERS = {"KV-Operation": "PURGE", jsapi.Header.ROLLUP: "sub"}
@@ -358,7 +359,7 @@ class JobStore:
         except jserr.NotFoundError:
             return False
         except jserr.APIError as exc:
-            if exc.err_code == NO_MESSAGE:
+            if exc.err_code in NO_MESSAGE:
                 return False
             raise
 
