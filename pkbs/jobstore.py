@@ -612,11 +612,18 @@ async def _ensure_consumers(js: JetStreamContext, settings: Settings, arrange: b
 async def _add_or_update_stream(
     js: JetStreamContext, config: jsapi.StreamConfig, arrange: bool
 ) -> None:
+    """Add the stream, or (`arrange`) update the one there. (Adding one that exists
+    again is not harmless: with a limit, the server would reserve its bytes twice.)"""
     try:
-        await js.add_stream(config)
-    except jserr.BadRequestError:
-        if arrange:
-            await js.update_stream(config)
+        await js.stream_info(config.name or "")
+    except jserr.NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except jserr.BadRequestError:  # made meanwhile by another process
+            pass
+    if arrange:
+        await js.update_stream(config)
 
 
 async def _bucket(
