@@ -46,7 +46,7 @@ DISCARD_MARKER_TTL = 600.0  # seconds the marker of a refused submission's recor
 INLINE_PAYLOAD_BYTES = 4096  # payloads up to this size travel in the work message too
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code: the expected last sequence did not match
 # JetStream's err_codes for a sequence that holds no message (any more).
-NO_MESSAGE = (10037, 10043)
+NO_MESSAGE = (10037, 10043, 10057)
 # A purged record's marker tells every job index that the record is gone, then
 # expires by itself (a per-message TTL) so that no marker stays for ever.
 PURGE_HEADERS = {"KV-Operation": "PURGE", jsapi.Header.ROLLUP: "sub"}
