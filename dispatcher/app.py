@@ -39,14 +39,14 @@ from .bodylimit import BodyLimit
 from .errors import refuse
 from .jobindex import JobIndex
 from .queuedlimits import QueuedLimits
-from .reconcile import reconcile_forever
+from .reconcile import expire_forever, reconcile_forever
 from .runlimits import LedgerRepair
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The job store, result store, definition store, server configuration, job index,
-    array accounting and periodic repair, from start to shutdown."""
+    array accounting, periodic repair and history retention, from start to shutdown."""
     settings: Settings = app.state.settings
     app.state.store = await JobStore.open(
         settings, f"dispatcher-{settings.dispatcher_port}", arrange=True
@@ -67,9 +67,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     repair = asyncio.create_task(
         reconcile_forever(app.state.store, app.state.index, arrays, ledgers, settings)
     )
+    expiry = asyncio.create_task(
+        expire_forever(
+            app.state.store, app.state.index, app.state.results, app.state.config, settings
+        )
+    )
     yield
     repair.cancel()
     await ledgers.stop()
+    expiry.cancel()
     await arrays.stop()
     await app.state.index.stop()
     await app.state.config.stop()

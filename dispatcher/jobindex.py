@@ -222,6 +222,9 @@ class JobIndex:
         self._counts: dict[str, Counter[str]] = {}  # unfinished jobs: queue -> state -> n
         # Unfinished jobs and arrays (not subjobs) per owner: number -> queue (max_queued).
         self._owned: dict[str, dict[int, str]] = {}
+        # Finished jobs and arrays (not subjobs): number -> when they ended (obittime),
+        # for history's expiry (pkbs/retention.py).
+        self._ended_at: dict[int, float] = {}
         self._applied = 0  # stream sequence of the last message applied
         self._dseq = 0  # consumer sequence of the last message applied
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -376,6 +379,7 @@ class JobIndex:
                 self._disown(old.owner, number)
         if index is None:
             self._arrays.pop(number, None)
+            self._ended_at.pop(number, None)
             if value is None:
                 self._ended.pop(number, None)
         else:
@@ -408,6 +412,8 @@ class JobIndex:
         self._count(entry, 1)
         if index is None and entry.state not in _FINAL:
             self._owned.setdefault(entry.owner, {})[number] = entry.queue
+        if index is None and entry.state in _FINAL:
+            self._ended_at[number] = float(data.get("obittime") or data.get("mtime") or 0.0)
         if index is not None:
             self._subjobs.setdefault(number, set()).add(index)
             parent = self._jobs.get(entry_key(number, None))
@@ -566,6 +572,25 @@ class JobIndex:
                     every_queue += weight if where == queue else 0
         return QueuedCounts(every_all, user_all, every_queue, user_queue)
 
+    def ended_before(self, cutoff: float) -> list[int]:
+        """Numbers of the finished jobs and arrays that ended before `cutoff`."""
+        return sorted(number for number, ended in self._ended_at.items() if ended < cutoff)
+
+    def held(self) -> list[int]:
+        """Numbers of the held jobs and arrays."""
+        return [
+            key >> _INDEX_SHIFT
+            for key, entry in self._jobs.items()
+            if entry.state == JobState.HELD.value and not key & _INDEX_MASK
+        ]
+
+    def forget(self, number: int) -> None:
+        """Drop a job whose record is gone (its purge marker missed: the sweep saw
+        it gone), and its subjobs."""
+        for index in list(self._subjobs.get(number, ())):
+            self.apply(f"{KEY_PREFIX}{number}.{index}", None)
+        self.apply(f"{KEY_PREFIX}{number}", None)
+
     def counts(self) -> dict[str, Counter[str]]:
         """Unfinished jobs (subjobs with a record included) per queue and state."""
         return {queue: Counter(counts) for queue, counts in self._counts.items()}
@@ -578,12 +603,14 @@ class JobIndex:
         users: Iterable[str] | None,
         history: bool,
         subjobs: bool,
+        since: float | None = None,
     ) -> list[bytes]:
         """The JSON rows (`[...]`) of a listing, ordered by number and index: jobs of
-        `owner` (None: everybody's) among `users`, finished ones with `history`,
-        subjobs with `subjobs` - an unfinished array's subjobs without a record
-        (never started) as queued rows made from the array's."""
+        `owner` (None: everybody's) among `users`, finished ones with `history` (those
+        that ended at `since` or later), subjobs with `subjobs` - an unfinished array's
+        subjobs without a record (never started) as queued rows made from the array's."""
         wanted = set(users) if users else None
+        expired = set(self.ended_before(since)) if since is not None and history else set()
         full = view == "summary"
         out: list[bytes] = []
         jobs = self._jobs
@@ -595,6 +622,8 @@ class JobIndex:
             ):
                 continue
             number, sub = key >> _INDEX_SHIFT, key & _INDEX_MASK
+            if number in expired:
+                continue
             if sub:  # a subjob's record, unless listed with its array already
                 span = expanded.get(number)
                 listed = span is not None and sub - 1 in span

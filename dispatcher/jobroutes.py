@@ -32,6 +32,7 @@ from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes
 from pkbs.pbsvalues import parse_job_id
 from pkbs.queues import admit_image, apply_defaults, check_request
+from pkbs.retention import history_seconds, within_history
 from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_final
@@ -162,13 +163,17 @@ async def list_jobs(
     st: Store,
     settings: Config,
     index: Index,
+    server: ServerConf,
     history: bool = False,
     subjobs: bool = False,
     user: Annotated[list[str] | None, Query()] = None,
     view: Annotated[ListView, Query(description=VIEW_DOC)] = "full",
 ) -> dict[str, Any] | Response:
     """The caller's jobs (an operator's: everybody's), finished ones with history,
-    subjobs of arrays with `subjobs` (queued ones that have no record yet too)."""
+    subjobs of arrays with `subjobs` (queued ones that have no record yet too).
+    Finished jobs whose history has expired are not listed (pkbs/retention.py)."""
+    now = time.time()
+    kept_for = history_seconds(server.config.server)
     if view != "full":
         await index.sync()  # every change stored before this request is in
         rows = index.rows(
@@ -177,6 +182,7 @@ async def list_jobs(
             users=user,
             history=history,
             subjobs=subjobs,
+            since=now - kept_for,
         )
         body = listing_body(settings.server_name, view, rows)
         return Response(body, media_type="application/json")
@@ -198,6 +204,10 @@ async def list_jobs(
             records.extend(array.subjob(i) for i in array.spec.array_indices() if i not in have)
     if not history:
         records = [r for r in records if not is_final(r.state)]
+    else:
+        tops = (r for r in records if r.index is None)  # a subjob goes with its array
+        gone = {r.number for r in tops if not within_history(r, kept_for, now)}
+        records = [r for r in records if r.number not in gone]
     records.sort(key=lambda r: (r.number, -1 if r.index is None else r.index))
     return wire(settings, records)
 

@@ -19,12 +19,14 @@ from pkbs.errors import (
     FinishedJob,
     ModifyRunning,
     NotRerunnable,
+    StoreFull,
     UnknownJob,
 )
 from pkbs.jobstore import JobStore
 from pkbs.models import AlterRequest, JobRecord, JobSpec
 from pkbs.pbsvalues import format_job_id, parse_depend, parse_job_id
 from pkbs.states import JobEvent, JobState, can, is_active, is_final, is_pending
+from pkbs.storage import record_bytes
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class JobControl:
         for numbers in pending.values():
             for number in numbers:
                 await self.store.get(number)  # UnknownJob for a missing parent
+        await self.store.capacity.admit(len(payload), record_bytes(spec))
         now = time.time()
 
         def build(number: int) -> JobRecord:
@@ -83,7 +86,12 @@ class JobControl:
 
         record, revision, duplicate = await self.store.create(payload, submit_id, build)
         if record.enqueue_count and not is_final(record.state):
-            await self._enqueue(record, payload, revision)  # deduplicated if a retry
+            try:
+                await self._enqueue(record, payload, revision)  # deduplicated if a retry
+            except StoreFull:
+                if not duplicate:  # refused: nothing of it stays
+                    await self.store.discard([(record.number, None, revision)], [record.number])
+                raise
         if record.depend_pending:
             await self._link_parents(record)
         return record, duplicate
@@ -104,6 +112,10 @@ class JobControl:
                 await self.submit(owner, *job, comment)
                 for job, comment in zip(jobs, notes, strict=True)
             ]
+        await self.store.capacity.admit(
+            sum(len(payload) for _, payload, _ in jobs),
+            sum(record_bytes(spec) for spec, _, _ in jobs),
+        )
         now = time.time()
 
         def build(position: int, number: int) -> JobRecord:
@@ -116,14 +128,22 @@ class JobControl:
             [(payload, submit_id) for _, payload, submit_id in jobs], build
         )
         singles = []
-        for (record, revision, _), (_, payload, _) in zip(created, jobs, strict=True):
-            if not record.enqueue_count or is_final(record.state):
-                continue
-            if record.is_array:
-                await self._enqueue(record)
-            else:
-                singles.append((record, payload, revision))
-        await self.store.enqueue_many(singles)  # deduplicated if a retry
+        try:
+            for (record, revision, _), (_, payload, _) in zip(created, jobs, strict=True):
+                if not record.enqueue_count or is_final(record.state):
+                    continue
+                if record.is_array:
+                    await self._enqueue(record)
+                else:
+                    singles.append((record, payload, revision))
+            await self.store.enqueue_many(singles)  # deduplicated if a retry
+        except StoreFull:  # refused: nothing of the batch stays
+            fresh = [(record, revision) for record, revision, dup in created if not dup]
+            await self.store.discard(
+                [(record.number, None, revision) for record, revision in fresh],
+                [record.number for record, _ in fresh],
+            )
+            raise
         return [(record, duplicate) for record, _, duplicate in created]
 
     async def _link_parents(self, child: JobRecord) -> None:
@@ -204,7 +224,10 @@ class JobControl:
             elif record.state == JobState.HELD and record.depend_pending:
                 for numbers in list(record.depend_pending.values()):
                     for number in numbers:
-                        parent, _ = await self.store.get(number)
+                        try:
+                            parent, _ = await self.store.get(number)
+                        except UnknownJob:
+                            continue  # (retention keeps a parent a held job names)
                         await self.dependency_event(record.number, parent)
         return repaired
 
@@ -289,7 +312,10 @@ class JobControl:
                 return None
             return lifecycle.dependencies_met(child, parent.number, met, time.time())
 
-        child = await self.store.update(child_number, judge)
+        try:
+            child = await self.store.update(child_number, judge)
+        except UnknownJob:
+            return  # it ended and its history expired (pkbs/retention.py)
         if child is None:
             return
         if is_pending(child.state):  # it was held: released

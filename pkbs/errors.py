@@ -36,6 +36,7 @@ PBSE_NORERUN = 15038
 PBSE_HOOKERROR = 15136
 PBSE_HISTJOBID = 15139
 PBSE_ENTLIMCT = 15142
+PBSE_SAVE_ERR = 15161
 
 # Exit statuses of the commands that are not exit(pbs_errno).
 EXIT_SCRIPT = 1  # qsub: the script cannot be used (OpenPBS: read or tmp-file error)
@@ -307,6 +308,22 @@ class ScriptUnreadable(ScriptError):
 # --------------------------------------------------------------------------- the system
 
 
+class StoreFull(PkbsError):
+    """The job store has no room for a submission (pkbs/storage.py): refused, nothing
+    of it stored. PBS's answer when it cannot save a job, with the reason after it."""
+
+    pbs_errno = PBSE_SAVE_ERR
+    http_status = 507
+    default_message = "Failed to save job/resv, refer server logs for details"
+
+    @classmethod
+    def because(cls, detail: str) -> StoreFull:
+        return cls(
+            f"{cls.default_message}: job store full ({detail}); "
+            "room is made as finished jobs' history expires"
+        )
+
+
 class Conflict(PkbsError):
     """A compare-and-set lost a race; the caller retries with fresh data."""
 
@@ -377,6 +394,7 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     InvalidRequest,
     UnknownDefinition,
     PayloadTooLarge,
+    StoreFull,
     Conflict,
     PkbsError,
     ServiceUnavailable,

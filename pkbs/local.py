@@ -219,6 +219,8 @@ class Supervisor:
         self.docker: str | None = None
 
     def plan(self) -> None:
+        from pkbs.settings import Settings  # (not on the path of the other commands)
+
         home = self.home
         for sub in ("nats", "webdav", "logs", "run", "jobs"):
             (home / sub).mkdir(parents=True, exist_ok=True)
@@ -232,6 +234,7 @@ class Supervisor:
             user=sec["nats_user"],
             password=sec["nats_password"],
             monitor_port=monitor_port,
+            max_file_store=Settings().max_store_bytes,
         )
         self.endpoint = f"http://127.0.0.1:{api_port}"
         common = service_env(

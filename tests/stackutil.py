@@ -522,20 +522,28 @@ def worker_dir_running(stack: Stack, job_id: str) -> Path | None:
     return None
 
 
-# -- the server configuration of a running stack ----------------------------------
-
-
 def store_settings(stack: Stack) -> Settings:
-    """Settings that reach the stack's NATS with its credentials (for tests that read or
-    change the store behind the dispatcher's back)."""
+    """Settings that reach the stack's NATS and WebDAV (for JobStore, ConfigStore,
+    ResultStore in a test)."""
     secrets = json.loads((stack.home / "secrets.json").read_text())
     conf = (stack.home / "run" / "nats.conf").read_text()
     port = re.search(r"^port: (\d+)$", conf, re.M)
     assert port is not None
+    ports = {proc["name"]: proc["port"] for proc in stack.state()["processes"]}
     return Settings(
         nats_url=f"nats://127.0.0.1:{port[1]}",
         nats_user=secrets["nats_user"],
         nats_password=secrets["nats_password"],
+        webdav_url=f"http://127.0.0.1:{ports['webdav']}",
+        webdav_user=secrets["webdav_user"],
+        webdav_password=secrets["webdav_password"],
+    )
+
+
+def set_server_attrs(stack: Stack, **attrs: Any) -> None:
+    """Set server attributes (as `qmgr -c "set server ..."` does)."""
+    change_config(
+        stack, lambda c: c.model_copy(update={"server": c.server.model_copy(update=attrs)})
     )
 
 

@@ -53,7 +53,7 @@ def test_a_bucket_made_without_direct_reads_gets_them(nats_url: str) -> None:
             old = await js.create_key_value(bucket="LEGACY", history=1, direct=False)
             await old.put("k", b"kept")
             assert not (await js.stream_info("KV_LEGACY")).config.allow_direct
-            kv = await _bucket(js, "LEGACY", 1)
+            kv = await _bucket(js, "LEGACY", Settings(nats_url=nats_url), arrange=False)
             assert (await js.stream_info("KV_LEGACY")).config.allow_direct
             assert (await kv.get("k")).value == b"kept"
         finally:

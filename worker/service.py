@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,13 +38,14 @@ from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
 from pkbs.procs import end_run, jobs_root, run_id
+from pkbs.retention import expire_undelivered, history_seconds
 from pkbs.runledger import RunLedger
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_pending
 
 from . import metrics
 from .containers import ContainerCannotStart, ContainerRunner
-from .delivery import Delivery, ResultsNotStored
+from .delivery import Delivery, ResultsNotStored, undelivered_root
 from .fetch import open_work_source, source_levels
 from .jobenv import build_command, build_env
 from .limitgate import RunGate
@@ -156,6 +158,7 @@ class Worker:
 
         self.config.on_change(levels_changed)
         heartbeats = asyncio.create_task(self._heartbeats())
+        expiry = asyncio.create_task(self._expire_undelivered())
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
@@ -190,6 +193,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeats.cancel()
+            expiry.cancel()
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
                 await adopt_sub.unsubscribe()
@@ -198,6 +202,22 @@ class Worker:
             await self.config.stop()
             await self.store.close()
             self.stopped.set()
+
+    async def _expire_undelivered(self) -> None:
+        """Every PKBS_RETENTION_SWEEP_SECONDS, delete the results kept under
+        pkbs-undelivered/ that are older than the job history (pkbs/retention.py)."""
+        interval = self.settings.retention_sweep_seconds
+        if interval <= 0:
+            return
+        root = undelivered_root(self.settings)
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            try:
+                history = history_seconds(self.config.config.server)
+                for path in await asyncio.to_thread(expire_undelivered, root, history):
+                    log.info("undelivered results expired: deleted %s", path)
+            except Exception:
+                log.exception("undelivered results not expired")
 
     async def _open_containers(self, docker_host: str) -> None:
         """The container runner, and what a previous life of this worker left on it."""
