@@ -41,8 +41,7 @@ from pkbs.hookstore import (
 from pkbs.jobstore import connect_nats, ensure_layout
 from pkbs.settings import Settings
 from tests.apiutil import submit_body
-from tests.stackutil import BIN, Stack, api_endpoint, poll
-from tests.test_reliability import _store_settings
+from tests.stackutil import BIN, Stack, api_endpoint, poll, store_settings
 
 T = TypeVar("T")
 HOOK_ERROR_EXIT = exit_code(15136)  # PBSE_HOOKERROR
@@ -249,7 +248,7 @@ def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             await create_hook(kv, site_hook)
 
     try:
-        asyncio.run(_with_kv(_store_settings(stack), install))
+        asyncio.run(_with_kv(store_settings(stack), install))
         yield stack
     finally:
         stack.down()
@@ -356,7 +355,7 @@ def test_execjob_begin_reject_requeues_the_job_until_the_hook_lets_it(hooked: St
     async def disable(kv: KeyValue) -> None:
         await change_hook(kv, "begin_gate", lambda h: h.model_copy(update={"enabled": False}))
 
-    asyncio.run(_with_kv(_store_settings(hooked), disable))  # live: no restart
+    asyncio.run(_with_kv(store_settings(hooked), disable))  # live: no restart
     job = hooked.wait_state(job_id, "F", timeout=60)
     assert job["Exit_status"] == 0
     assert job["comment"] == "exit 0 tagged"

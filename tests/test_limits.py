@@ -201,7 +201,7 @@ async def _repair(nats_url: str) -> None:
     try:
         ledger = await RunLedger.open(store.js)
         conf = config(workq={"max_run": "[u:PBS_GENERIC=1]"})
-        spec = JobSpec(name="j", kind="file", entrypoint="run.sh")
+        spec = JobSpec(name="j", kind="file", entrypoint="run.sh", queue="workq")
 
         def build(number: int):  # type: ignore[no-untyped-def]
             return submitted(number, "pkbs", "mender", spec, f"sid-{number}", {}, 0.0)

@@ -191,7 +191,7 @@ def test_a_finished_job_a_held_job_waits_on_is_kept_until_it_is_decided(
     async def store_child() -> int:
         store = await JobStore.open(store_settings(stack), "test-child")
         try:
-            spec = JobSpec(name="child", kind="stdin", entrypoint="STDIN",
+            spec = JobSpec(name="child", kind="stdin", entrypoint="STDIN", queue="workq",
                            depend=f"afterok:{parent_id}")
 
             def build(number: int) -> JobRecord:
