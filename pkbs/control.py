@@ -8,6 +8,7 @@ makes. Ownership checks are the caller's (the dispatcher's) business.
 from __future__ import annotations
 
 import logging
+import signal as signals
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -19,11 +20,20 @@ from pkbs.errors import (
     FinishedJob,
     ModifyRunning,
     NotRerunnable,
+    Unauthorized,
     UnknownJob,
+    UnknownSignal,
 )
 from pkbs.jobstore import JobStore
 from pkbs.models import AlterRequest, JobRecord, JobSpec
-from pkbs.pbsvalues import format_job_id, parse_depend, parse_job_id
+from pkbs.pbsvalues import (
+    RESUME,
+    SUSPEND,
+    format_job_id,
+    parse_depend,
+    parse_job_id,
+    signal_number,
+)
 from pkbs.states import JobEvent, JobState, can, is_active, is_final, is_pending
 
 log = logging.getLogger(__name__)
@@ -336,7 +346,7 @@ class JobControl:
         if is_final(record.state):
             await self.notify_dependents(record)
         else:
-            await self.signal(record, C.KILL_REQUEST)
+            await self._tell_run(record, C.KILL_REQUEST)
         return record
 
     async def _delete_subjob(self, number: int, index: int, by: str) -> JobRecord:
@@ -354,14 +364,20 @@ class JobControl:
 
         record = await self.store.update(number, change, index)
         assert record is not None
-        await self.signal(record, C.KILL_REQUEST)
+        await self._tell_run(record, C.KILL_REQUEST)
         return record
 
     async def alter(
-        self, number: int, change: AlterRequest, check: Callable[[JobSpec], None]
+        self,
+        number: int,
+        change: AlterRequest,
+        check: Callable[[JobSpec], None],
+        privileged: bool = False,
     ) -> JobRecord:
-        """qalter: change a job that has not started; a running one only its time limits.
-        `check` validates the new spec (queue limits) before it is stored."""
+        """qalter: change a job that has not started; a running one only its time limits,
+        which only an operator (`privileged`) may raise (PBS's req_modify). The running
+        job's worker applies a new walltime at once. `check` validates the new spec
+        (queue limits) before it is stored."""
 
         pending: dict[str, list[int]] = {}
         if change.depend is not None:
@@ -373,14 +389,19 @@ class JobControl:
         def apply(record: JobRecord) -> JobRecord:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            if is_active(record.state) and not change.touches_only_running_limits():
-                raise ModifyRunning(job_id=record.job_id)
+            if is_active(record.state):
+                if not change.touches_only_running_limits():
+                    raise ModifyRunning(job_id=record.job_id)
+                if not privileged and change.raises_limits(record.spec.resources):
+                    raise Unauthorized(job_id=record.job_id)
             new = lifecycle.altered(record, change, pending, time.time())
             check(new.spec)
             return new
 
         record = await self.store.update(number, apply)
         assert record is not None
+        if is_active(record.state):
+            await self._tell_run(record, C.CHANGED_REQUEST)
         if pending:
             await self._link_parents(record)
             record, _ = await self.store.get(number)
@@ -398,13 +419,54 @@ class JobControl:
 
         record = await self.store.update(number, change, index)
         assert record is not None
-        await self.signal(record, C.RERUN_REQUEST)
+        await self._tell_run(record, C.RERUN_REQUEST)
         return record
 
     async def signal(self, record: JobRecord, name: str) -> None:
+        """qsig: a signal to the job's processes (refused unless it runs; a suspended
+        job takes only SIGKILL, as MoM's req_signaljob), or suspend / resume: the
+        record says S or R again and the worker stops or continues the processes. An
+        array: each of its running subjobs (PBS's req_signaljob)."""
+        if record.is_array:
+            if record.state != JobState.BEGUN:
+                raise BadState(job_id=record.job_id)
+            for subjob in await self.running_subjobs(record):
+                try:
+                    await self.signal(subjob, name)
+                except BadState:
+                    continue  # e.g. suspended already: skipped, as PBS does
+            return
+        if name in (SUSPEND, RESUME):
+            await self._suspend(record, name == SUSPEND)
+            return
         if not is_active(record.state):
             raise BadState(job_id=record.job_id)
-        await self.store.nc.publish(f"{C.SIGNAL_SUBJECT_PREFIX}.{run_key(record)}", name.encode())
+        number = signal_number(name)
+        if number is None:
+            raise UnknownSignal(job_id=record.job_id)
+        if record.state == JobState.SUSPENDED and number != signals.SIGKILL:
+            raise BadState(job_id=record.job_id)
+        await self._tell_run(record, name)
+
+    async def _suspend(self, record: JobRecord, suspend: bool) -> None:
+        event = JobEvent.SUSPEND if suspend else JobEvent.RESUME
+
+        def change(current: JobRecord) -> JobRecord:
+            if not can(current.state, event):
+                raise BadState(job_id=current.job_id)
+            return lifecycle.suspended(current) if suspend else lifecycle.resumed(current)
+
+        new = await self.store.update(record.number, change, record.index)
+        assert new is not None
+        await self._tell_run(new, C.CHANGED_REQUEST)
+
+    async def _tell_run(self, record: JobRecord, request: str) -> None:
+        """Tell the worker running the job: a signal name, or one of the requests in
+        pkbs.constants (kill, rerun, the record changed)."""
+        if not is_active(record.state):
+            raise BadState(job_id=record.job_id)
+        subject = f"{C.SIGNAL_SUBJECT_PREFIX}.{run_key(record)}"
+        await self.store.nc.publish(subject, request.encode())
 
 
 def run_key(record: JobRecord) -> str:

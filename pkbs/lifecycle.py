@@ -304,6 +304,22 @@ def finished(record: JobRecord, end: RunEnd, now: float) -> JobRecord:
     )
 
 
+def suspended(record: JobRecord) -> JobRecord:
+    """qsig -s suspend: the job's processes are stopped (its worker stops them and its
+    walltime clock) until it is resumed."""
+    return record.model_copy(update={"state": next_state(record.state, JobEvent.SUSPEND)})
+
+
+def resumed(record: JobRecord) -> JobRecord:
+    """qsig -s resume: the suspended job's processes continue, and its walltime clock."""
+    return record.model_copy(update={"state": next_state(record.state, JobEvent.RESUME)})
+
+
+def suspend_refused(record: JobRecord, reason: str) -> JobRecord:
+    """Its worker cannot stop the job's processes: it runs on, saying why."""
+    return resumed(record).model_copy(update={"comment": f"Job not suspended: {reason}"})
+
+
 def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> JobRecord:
     """The run is handed back unfinished and the job queued again: by qrerun, a
     draining worker, or one that cannot run it now (`reason`). `fresh_message`: a new

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pkbs.constants import DEFAULT_QUEUE, MAX_BATCH_JOBS
-from pkbs.pbsvalues import format_job_id
+from pkbs.pbsvalues import format_job_id, parse_duration
 from pkbs.states import JobState
 
 PayloadKind = Literal["stdin", "file", "dir"]
@@ -263,9 +263,10 @@ class HoldRequest(BaseModel):
 
 
 class SignalRequest(BaseModel):
-    """qsig: a signal name (SIGUSR1, USR1) or number, or suspend / resume."""
+    """qsig: a signal name (SIGUSR1, USR1) or number, or suspend / resume. A name no
+    job knows is refused with PBS's "Unknown/illegal signal name"."""
 
-    signal: str = Field(max_length=16, pattern=r"^(SIG)?[A-Z0-9]+$|^suspend$|^resume$")
+    signal: str = Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class AlterRequest(BaseModel):
@@ -285,11 +286,22 @@ class AlterRequest(BaseModel):
     attributes: dict[str, str] | None = None
     depend: str | None = None  # -W depend=...: replaces the job's dependencies
 
-    # While a job runs, only these may change (PBS: cput, walltime, min/max_walltime).
+    # While a job runs, only these may change: the resources PBS marks ATR_DFLAG_ALTRUN
+    # (master_resc_def_all.xml). All are durations; users may only lower them.
     RUNNING_RESOURCES: ClassVar[frozenset[str]] = frozenset(
-        {"walltime", "cput", "min_walltime", "max_walltime"}
+        {"walltime", "cput", "soft_walltime", "min_walltime", "max_walltime"}
     )
 
     def touches_only_running_limits(self) -> bool:
         fields = self.model_dump(exclude_none=True)
         return set(fields) <= {"resources"} and set(self.resources or {}) <= self.RUNNING_RESOURCES
+
+    def raises_limits(self, current: dict[str, str]) -> bool:
+        """Whether it raises a time limit the job has (PBS's comp_resc: a limit the
+        job does not have is not compared, so setting one never raises it)."""
+        return any(
+            name in self.RUNNING_RESOURCES
+            and name in current
+            and parse_duration(value) > parse_duration(current[name])
+            for name, value in (self.resources or {}).items()
+        )
