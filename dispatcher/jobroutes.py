@@ -38,7 +38,7 @@ from pkbs.models import (
 )
 from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes
-from pkbs.pbsvalues import RESUME, SUSPEND, parse_job_id
+from pkbs.pbsvalues import RESUME, SUSPEND, is_subjob_range, parse_job_id
 from pkbs.queues import QueueConfig, admit_image, check_request
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_final
@@ -176,10 +176,15 @@ async def list_jobs(
             if not subjobs:
                 continue
         records.append(record)
-    if subjobs:
-        for array in [r for r in records if r.is_array and not is_final(r.state)]:
+    if subjobs:  # never started: queued, or ended with their array (history)
+        for array in [r for r in records if r.is_array and (history or not is_final(r.state))]:
             have = started.get(array.number, set())
-            records.extend(array.subjob(i) for i in array.spec.array_indices() if i not in have)
+            state = array.state if is_final(array.state) else JobState.QUEUED
+            records.extend(
+                array.subjob(i).model_copy(update={"state": state})
+                for i in array.spec.array_indices()
+                if i not in have
+            )
     if not history:
         records = [r for r in records if not is_final(r.state)]
     records.sort(key=lambda r: (r.number, -1 if r.index is None else r.index))
@@ -253,15 +258,15 @@ async def alter_job(
     return wire(settings, [altered])
 
 
-async def each_running(records: list[JobRecord], act: Any) -> None:
+async def each_running(records: list[JobRecord], act: Any, job_id: str) -> None:
     """`act` on each record of a job or range; of a range only on the subjobs that
     run, refused (PBSE_BADSTATE) if none does (PBS's req_signaljob, req_rerunjob)."""
-    if len(records) == 1:
+    if not is_subjob_range(job_id):
         await act(records[0])
         return
     running = [r for r in records if is_active(r.state)]
     if not running:
-        raise BadState(job_id=records[0].array_id)
+        raise BadState(job_id=f"{job_id.split('.', 1)[0]}.{records[0].server}")
     for record in running:
         await act(record)
 
@@ -273,7 +278,7 @@ async def rerun_job(job_id: str, who: Caller, st: Store) -> Response:
     async def rerun(record: JobRecord) -> None:
         await control.rerun(record.number, record.index)
 
-    await each_running(await owned_all(st, who, job_id), rerun)
+    await each_running(await owned_all(st, who, job_id), rerun, job_id)
     return Response(status_code=204)
 
 
@@ -288,7 +293,7 @@ async def signal_job(job_id: str, body: SignalRequest, who: Caller, st: Store) -
     async def send(record: JobRecord) -> None:
         await control.signal(record, body.signal)
 
-    await each_running(records, send)
+    await each_running(records, send, job_id)
     return Response(status_code=204)
 
 

@@ -137,11 +137,15 @@ class JobControl:
     async def _enqueue(
         self, record: JobRecord, payload: bytes | None = None, revision: int | None = None
     ) -> None:
-        """Queue a job, or every subjob of an array that has not started yet."""
+        """Queue a job, or every subjob of an array that has not started yet (of an
+        array with max_run_subjobs, only as many as may run: see top_up)."""
         if not record.is_array:
             await self.store.enqueue(record, payload=payload, revision=revision)
             return
         started = await self.store.subjob_indices(record.number)
+        if record.spec.max_run_subjobs is not None:
+            await self.top_up(record, started, await self._unfinished_subjobs(record, started))
+            return
         indices = record.spec.array_indices()
         await self.store.enqueue(
             record, [i for i in indices if i not in started] if started else indices
@@ -180,6 +184,11 @@ class JobControl:
                     have = await self.store.subjob_indices(record.number)
                 else:
                     have = started.get(record.number, set())
+                if record.spec.max_run_subjobs is not None:
+                    unfinished_count = await self._unfinished_subjobs(record, have)
+                    if await self.top_up(record, have, unfinished_count):
+                        repaired += 1
+                    continue
                 queued = _queued_spans(present, record.number)
                 lost = [
                     i
@@ -236,20 +245,57 @@ class JobControl:
         if array is not None and array.dependents:
             await self.notify_dependents(array)
 
-    async def count_subjobs(self, number: int, done: int, failed: int) -> None:
+    async def count_subjobs(self, number: int, done: int, failed: int, running: int = 0) -> None:
         """Write how many of an array's subjobs have ended, `failed` of them not with
-        exit status 0 (the dispatcher counts them in its job index: dispatcher/
-        arrays.py). The array ends with its last subjob: Exit_status 0 if every
-        subjob's was, else 1."""
+        exit status 0, and how many run (the dispatcher counts them in its job index:
+        dispatcher/arrays.py). The array ends with its last subjob: Exit_status 0 if
+        every subjob's was, else 1."""
+        counts = (done, failed, running)
 
         def count(array: JobRecord) -> JobRecord | None:
-            if is_final(array.state) or (array.array_done, array.array_failed) == (done, failed):
+            known = (array.array_done, array.array_failed, array.array_running)
+            if is_final(array.state) or known == counts:
                 return None
-            return lifecycle.subjobs_counted(array, done, failed, time.time())
+            return lifecycle.subjobs_counted(array, done, failed, time.time(), running)
 
         array = await self.store.update(number, count)
         if array is not None and is_final(array.state):
             await self.notify_dependents(array)
+
+    async def top_up(self, array: JobRecord, have: set[int], unfinished: int) -> int:
+        """Queue the next subjobs of an array with max_run_subjobs N: the first of those
+        that never started (`have`: the indices with a record), as many as N less
+        the `unfinished` subjobs with a record (running, or queued again). Nothing
+        else queues its subjobs, and what is queued and not started is always the
+        first of the never-started: so at most N run at once, whoever calls this
+        with whatever (older) view. A subjob queued twice is started once (its
+        start is a compare-and-set; the message ids deduplicate most). Returns how
+        many were queued."""
+        limit = array.spec.max_run_subjobs
+        if limit is None or array.state not in (JobState.QUEUED, JobState.BEGUN):
+            return 0
+        free = limit - unfinished
+        if free <= 0:
+            return 0
+        indices = []
+        for index in array.spec.array_indices():
+            if index not in have:
+                indices.append(index)
+                if len(indices) == free:
+                    break
+        if indices:
+            await self.store.enqueue(array, indices)
+        return len(indices)
+
+    async def _unfinished_subjobs(self, array: JobRecord, have: set[int]) -> int:
+        count = 0
+        for index in have:
+            try:
+                record, _ = await self.store.get(array.number, index)
+            except UnknownJob:
+                continue
+            count += not is_final(record.state)
+        return count
 
     async def running_subjobs(self, array: JobRecord) -> list[JobRecord]:
         found = []

@@ -57,6 +57,13 @@ class JobSpec(BaseModel):
         start, _, end = bounds.partition("-")
         return range(int(start), int(end) + 1, int(step or 1))
 
+    @property
+    def max_run_subjobs(self) -> int | None:
+        """How many subjobs of the array may run at once (-J X-Y%N, -W
+        max_run_subjobs=N); None: no limit."""
+        value = self.attributes.get("max_run_subjobs") if self.array is not None else None
+        return int(value) if value is not None and value.isdigit() and int(value) > 0 else None
+
     # The image a container job runs in (-v CONTAINER_IMAGE=..., docs/containers.md);
     # None: the worker's own environment.
     image: str | None = Field(None, max_length=512)
@@ -133,9 +140,11 @@ class JobRecord(BaseModel):
     dependents: list[int] = Field(default_factory=list)
     # qrerun of a running job: the run is killed and the job queued again.
     rerun_requested: bool = False
-    # Array jobs: subjobs ended so far, and how many of them failed.
+    # Array jobs: subjobs ended so far, how many of them failed, and how many ran
+    # (R, S or E) when they were last counted (array_state_count).
     array_done: int = 0
     array_failed: int = 0
+    array_running: int = 0
     # Fences a run: only the worker holding this token may record its outcome.
     run_token: str | None = None
     # Stream sequence of the work message that started the current run: only a
@@ -202,6 +211,7 @@ class JobRecord(BaseModel):
                 "depend_pending": {},
                 "array_done": 0,
                 "array_failed": 0,
+                "array_running": 0,
                 "hold_types": "n",
                 "stime": None,
                 "obittime": None,

@@ -357,9 +357,12 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
         values["array"] = "True"
         values["array_indices_submitted"] = spec.array
         total = len(spec.array_indices())
+        # Expired: subjobs that ended (finished or deleted); all of them once the
+        # array has ended (deleted, its queued subjobs never run).
+        running = 0 if is_final(state) else record.array_running
+        expired = total if is_final(state) else record.array_done
         values["array_state_count"] = (
-            f"Queued:{0 if is_final(state) else total - record.array_done} "
-            f"Running:0 Exiting:0 Expired:{record.array_done} "
+            f"Queued:{total - expired - running} Running:{running} Exiting:0 Expired:{expired} "
         )
     elif record.index is not None:
         values["array_id"] = record.array_id
