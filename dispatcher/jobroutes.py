@@ -15,7 +15,15 @@ from fastapi.responses import Response
 
 from pkbs import constants as C
 from pkbs.control import JobControl
-from pkbs.errors import InvalidRequest, NoDefaultQueue, PkbsError, QueueDisabled
+from pkbs.errors import (
+    BadState,
+    FinishedJob,
+    InvalidRequest,
+    NoDefaultQueue,
+    PkbsError,
+    QueueDisabled,
+    Unauthorized,
+)
 from pkbs.jobstore import Identity, JobStore, job_key
 from pkbs.models import (
     AlterRequest,
@@ -30,18 +38,18 @@ from pkbs.models import (
 )
 from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes
-from pkbs.pbsvalues import parse_job_id
+from pkbs.pbsvalues import RESUME, SUSPEND, is_subjob_range, parse_job_id
 from pkbs.queues import admit_image, apply_defaults, check_request
 from pkbs.retention import history_seconds, within_history
 from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
-from pkbs.states import JobState, is_final
+from pkbs.states import JobState, is_active, is_final
 
 from . import jobhooks, metrics
 from .auth import check_hold_types, check_owner
 from .context import Caller, Config, Hooks, Index, Queued, ServerConf, Store
 from .jobindex import COLUMNS, listing_body
-from .lookup import owned
+from .lookup import owned, owned_all
 
 router = APIRouter(prefix=C.API_PREFIX)
 
@@ -198,10 +206,15 @@ async def list_jobs(
             if not subjobs:
                 continue
         records.append(record)
-    if subjobs:
-        for array in [r for r in records if r.is_array and not is_final(r.state)]:
+    if subjobs:  # never started: queued, or ended with their array (history)
+        for array in [r for r in records if r.is_array and (history or not is_final(r.state))]:
             have = started.get(array.number, set())
-            records.extend(array.subjob(i) for i in array.spec.array_indices() if i not in have)
+            state = array.state if is_final(array.state) else JobState.QUEUED
+            records.extend(
+                array.subjob(i).model_copy(update={"state": state})
+                for i in array.spec.array_indices()
+                if i not in have
+            )
     if not history:
         records = [r for r in records if not is_final(r.state)]
     else:
@@ -214,23 +227,39 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, who: Caller, st: Store, settings: Config) -> dict[str, Any]:
-    return wire(settings, [await owned(st, who, job_id)])
+    """A job, or each subjob of a range (`12[2-5]`)."""
+    return wire(settings, await owned_all(st, who, job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204)
 async def delete_job(job_id: str, who: Caller, st: Store) -> Response:
-    record = await owned(st, who, job_id)
-    await JobControl(st).delete(record.number, who.user, record.index)
-    metrics.DELETED.inc()
+    """qdel of a job, or of each subjob of a range that has not ended (the range is
+    refused only if every one of them has)."""
+    records = await owned_all(st, who, job_id)
+    control = JobControl(st)
+    finished: FinishedJob | None = None
+    for record in records:
+        try:
+            await control.delete(record.number, who.user, record.index)
+        except FinishedJob as exc:
+            finished = exc
+            continue
+        metrics.DELETED.inc()
+    if finished is not None and len(records) == 1:
+        raise finished
+    if finished is not None and all(is_final(r.state) for r in records):
+        raise FinishedJob(job_id=job_id)
     return Response(status_code=204)
 
 
 async def holdable(st: JobStore, who: Identity, job_id: str, types: str) -> JobRecord:
-    """The job a qhold / qrls names, if the caller may set or clear these holds on it."""
-    record = await owned(st, who, job_id)
-    check_hold_types(who, types, record)
-    no_subjob(record)
-    return record
+    """The job a qhold / qrls names, if the caller may set or clear these holds on it
+    (not a subjob nor a range of them: PBS's PBSE_IVALREQ)."""
+    records = await owned_all(st, who, job_id)
+    for record in records:
+        check_hold_types(who, types, record)
+        no_subjob(record)
+    return records[0]
 
 
 @router.post("/jobs/{job_id}/hold")
@@ -266,20 +295,48 @@ async def alter_job(
     def check(spec: JobSpec) -> None:
         check_request(conf.config.queue(spec.queue), spec.resources, settings.max_job_ncpus)
 
-    return wire(settings, [await JobControl(st).alter(record.number, body, check, comment)])
+    altered = await JobControl(st).alter(
+        record.number, body, check, comment, privileged=who.is_admin
+    )
+    return wire(settings, [altered])
+
+
+async def each_running(records: list[JobRecord], act: Any, job_id: str) -> None:
+    """`act` on each record of a job or range; of a range only on the subjobs that
+    run, refused (PBSE_BADSTATE) if none does (PBS's req_signaljob, req_rerunjob)."""
+    if not is_subjob_range(job_id):
+        await act(records[0])
+        return
+    running = [r for r in records if is_active(r.state)]
+    if not running:
+        raise BadState(job_id=f"{job_id.split('.', 1)[0]}.{records[0].server}")
+    for record in running:
+        await act(record)
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=204)
 async def rerun_job(job_id: str, who: Caller, st: Store) -> Response:
-    record = await owned(st, who, job_id)
-    await JobControl(st).rerun(record.number, record.index)
+    control = JobControl(st)
+
+    async def rerun(record: JobRecord) -> None:
+        await control.rerun(record.number, record.index)
+
+    await each_running(await owned_all(st, who, job_id), rerun, job_id)
     return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/signal", status_code=204)
 async def signal_job(job_id: str, body: SignalRequest, who: Caller, st: Store) -> Response:
-    record = await owned(st, who, job_id)
-    await JobControl(st).signal(record, body.signal)
+    """qsig. suspend and resume are the operators' (PBS: manager or operator)."""
+    records = await owned_all(st, who, job_id)
+    if body.signal in (SUSPEND, RESUME) and not who.is_admin:
+        raise Unauthorized(job_id=records[0].job_id if len(records) == 1 else job_id)
+    control = JobControl(st)
+
+    async def send(record: JobRecord) -> None:
+        await control.signal(record, body.signal)
+
+    await each_running(records, send, job_id)
     return Response(status_code=204)
 
 

@@ -52,6 +52,9 @@ ADOPT_SUBJECT_PREFIX = "pkbs.adopt"
 ADOPT_REPLY_HEADER = "Pkbs-Ack-Subject"
 KILL_REQUEST = "qdel"
 RERUN_REQUEST = "qrerun"  # kill the run and queue the job again
+# The running job's record changed (suspended, resumed, a new walltime): its worker
+# reads it again and does what it says. (Its heartbeat reads it too, if this is lost.)
+CHANGED_REQUEST = "changed"
 
 # Headers.
 MSG_ID_HEADER = "Nats-Msg-Id"

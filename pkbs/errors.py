@@ -20,6 +20,7 @@ PBSE_IVALREQ = 15004
 PBSE_PERM = 15007
 PBSE_SYSTEM = 15010
 PBSE_INTERNAL = 15011
+PBSE_UNKSIG = 15013
 PBSE_BADATVAL = 15014
 PBSE_MODATRRUN = 15015
 PBSE_BADSTATE = 15016
@@ -147,6 +148,14 @@ class InvalidTransition(BadState):
         super().__init__(f"cannot {event.value} a job in state {state.value}")
         self.state = state
         self.event = event
+
+
+class UnknownSignal(PkbsError):
+    """qsig of a signal name MoM's table lacks."""
+
+    pbs_errno = PBSE_UNKSIG
+    http_status = 400
+    default_message = "Unknown/illegal signal name"
 
 
 class ModifyRunning(PkbsError):
@@ -378,6 +387,7 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     QueueNameTooLong,
     ObjectBusy,
     BadState,
+    UnknownSignal,
     ModifyRunning,
     NotRerunnable,
     ExceedsLimits,

@@ -10,6 +10,7 @@ call them inside their compare-and-sets; records are frozen, so nothing else edi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -200,11 +201,15 @@ def work_lost(record: JobRecord) -> JobRecord:
 
 
 def deleted(record: JobRecord, by: str, now: float) -> JobRecord:
-    """qdel of a job that is not running (or of a subjob that never started): it ends."""
-    before = "" if record.run_count else " before it ran"
-    return _ended(
-        record, JobEvent.DELETE, now, deleted_by=by, comment=f"Job deleted by {by}{before}"
-    )
+    """qdel of a job that is not running (or of a subjob that never started): it ends.
+    A begun array's comment (PBS's "Job Array Began at …") says it was terminated."""
+    if record.is_array and record.state == JobState.BEGUN:
+        began = record.comment or "Job Array Began"
+        comment = f"{began} and terminated by {by}"
+    else:
+        before = "" if record.run_count else " before it ran"
+        comment = f"Job deleted by {by}{before}"
+    return _ended(record, JobEvent.DELETE, now, deleted_by=by, comment=comment)
 
 
 def delete_requested(record: JobRecord, by: str) -> JobRecord:
@@ -221,19 +226,32 @@ def rerun_requested(record: JobRecord) -> JobRecord:
 
 
 def begun(array: JobRecord, now: float) -> JobRecord:
-    """The first subjob of an array started: the array is B (a limit's comment goes)."""
+    """The first subjob of an array started: the array is B, and says when (the
+    comment PBS's server gives it, in the server's local time)."""
+    began = time.strftime("%a %b %d at %H:%M", time.localtime(now))
     return array.model_copy(
-        update={"state": next_state(array.state, JobEvent.BEGIN), "stime": now, "comment": None}
+        update={
+            "state": next_state(array.state, JobEvent.BEGIN),
+            "stime": now,
+            "comment": f"Job Array Began at {began}",
+        }
     )
 
 
-def subjobs_counted(array: JobRecord, done: int, failed: int, now: float) -> JobRecord:
-    """`done` subjobs of the array have ended, `failed` of them not with exit status 0.
-    With the last one the array ends: Exit_status 0 if every subjob's was, else 1."""
-    new = array.model_copy(update={"array_done": done, "array_failed": failed})
+def subjobs_counted(
+    array: JobRecord, done: int, failed: int, now: float, running: int = 0
+) -> JobRecord:
+    """`done` subjobs of the array have ended, `failed` of them not with exit status 0;
+    `running` run. With the last one the array ends: Exit_status 0 if every subjob's
+    was, else 1 (and its comment, PBS's "Job Array Began at …", says it finished)."""
+    new = array.model_copy(
+        update={"array_done": done, "array_failed": failed, "array_running": running}
+    )
     if done < len(array.spec.array_indices()):
         return new
-    return _ended(new, JobEvent.FINISH, now, exit_status=1 if failed else 0)
+    comment = f"{array.comment} and finished" if array.comment else None
+    return _ended(new, JobEvent.FINISH, now, exit_status=1 if failed else 0, comment=comment,
+                  array_running=0)
 
 
 # -- runs -------------------------------------------------------------------------------
@@ -310,6 +328,22 @@ def finished(record: JobRecord, end: RunEnd, now: float) -> JobRecord:
         results_url=end.results_url,
         comment=comment,
     )
+
+
+def suspended(record: JobRecord) -> JobRecord:
+    """qsig -s suspend: the job's processes are stopped (its worker stops them and its
+    walltime clock) until it is resumed."""
+    return record.model_copy(update={"state": next_state(record.state, JobEvent.SUSPEND)})
+
+
+def resumed(record: JobRecord) -> JobRecord:
+    """qsig -s resume: the suspended job's processes continue, and its walltime clock."""
+    return record.model_copy(update={"state": next_state(record.state, JobEvent.RESUME)})
+
+
+def suspend_refused(record: JobRecord, reason: str) -> JobRecord:
+    """Its worker cannot stop the job's processes: it runs on, saying why."""
+    return resumed(record).model_copy(update={"comment": f"Job not suspended: {reason}"})
 
 
 def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> JobRecord:

@@ -156,6 +156,7 @@ _SUBSTATES = {
     JobState.HELD: 20,
     JobState.WAITING: 30,
     JobState.RUNNING: 42,
+    JobState.SUSPENDED: 43,
     JobState.EXITING: 50,
     JobState.FINISHED: 92,
     JobState.BEGUN: 70,
@@ -356,9 +357,12 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
         values["array"] = "True"
         values["array_indices_submitted"] = spec.array
         total = len(spec.array_indices())
+        # Expired: subjobs that ended (finished or deleted); all of them once the
+        # array has ended (deleted, its queued subjobs never run).
+        running = 0 if is_final(state) else record.array_running
+        expired = total if is_final(state) else record.array_done
         values["array_state_count"] = (
-            f"Queued:{0 if is_final(state) else total - record.array_done} "
-            f"Running:0 Exiting:0 Expired:{record.array_done} "
+            f"Queued:{total - expired - running} Running:{running} Exiting:0 Expired:{expired} "
         )
     elif record.index is not None:
         values["array_id"] = record.array_id
@@ -412,14 +416,21 @@ def job_entry(record: JobRecord, *, full: bool = True) -> dict[str, object]:
 # Queues and the server
 
 
+def _counted(counts: Mapping[str, int], letter: str) -> int:
+    """Jobs in the state of `letter`; a suspended job counts as running (PBS keeps it
+    R with a substate, and shows S only in a job's own status)."""
+    extra = counts.get(JobState.SUSPENDED.value, 0) if letter == JobState.RUNNING.value else 0
+    return int(counts.get(letter, 0)) + int(extra)
+
+
 def state_count(counts: Mapping[str, int]) -> str:
     """`Transit:0 Queued:1 Held:0 Waiting:0 Running:2 Exiting:0 Begun:0 ` (state letter
     → count; the trailing space is the server's)."""
-    return "".join(f"{name}:{int(counts.get(letter, 0))} " for name, letter in STATE_COUNT_NAMES)
+    return "".join(f"{name}:{_counted(counts, letter)} " for name, letter in STATE_COUNT_NAMES)
 
 
 def _total_jobs(counts: Mapping[str, int]) -> int:
-    return sum(int(counts.get(letter, 0)) for _, letter in STATE_COUNT_NAMES)
+    return sum(_counted(counts, letter) for _, letter in STATE_COUNT_NAMES)
 
 
 def queue_attributes(

@@ -12,13 +12,14 @@ import functools
 import os
 import resource
 import signal
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap, stat_fields
+
+from .runclock import RunClock, ended_within_walltime
 
 # PBS's JOB_EXEC_KILL_WALLTIME / _KILL_MEM: Exit_status of a job killed for running
 # too long / using more memory than it asked for.
@@ -28,7 +29,6 @@ MEMORY_POLL_SECONDS = 0.5
 # Without a memory limit a job's memory is sampled ever less often, up to this pause.
 MEMORY_SAMPLE_MAX_SECONDS = 10.0
 SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
-T = TypeVar("T")
 
 
 def pbs_exit_status(kill_reason: str | None, code: int, signal: int | None = None) -> int:
@@ -52,25 +52,6 @@ def sent_signal(kill_reason: str | None, code: int) -> int | None:
 def killed_line(what: str) -> str:
     """The line PBS's MoM adds to a job's stderr when it kills the job."""
     return f"=>> PBS: job killed: {what}"
-
-
-async def ended_within_walltime(
-    ended: asyncio.Future[T],
-    walltime: float | None,
-    started: float,
-    kill: Callable[[str], Awaitable[None]],
-    note: Callable[[str], None],
-) -> T:
-    """What `ended` gives, waited for at most the job's walltime from `started`
-    (monotonic); past it the job is noted (PBS's line), killed and waited for."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(ended), walltime)
-    except TimeoutError:
-        assert walltime is not None
-        used = time.monotonic() - started
-        note(f"walltime {int(used)} exceeded limit {int(walltime)}")
-        await kill("walltime")
-        return await ended
 
 
 def note_killed(stderr_path: Path, what: str) -> None:
@@ -101,14 +82,29 @@ class RunOutcome:
     session_id: int
 
 
+class CannotSuspend(Exception):
+    """The runner cannot stop this job's processes (qsig -s suspend): why."""
+
+
 class RunningJob(Protocol):
     session_id: int
+    clock: RunClock  # its walltime: paused while suspended, its limit changeable
 
     async def wait(self) -> RunOutcome: ...
 
-    async def kill(self, reason: str) -> None: ...
+    async def kill(self, reason: str) -> None:
+        """SIGTERM, once however often asked, then SIGKILL after the grace."""
+        ...
 
     def send_signal(self, signo: int) -> None: ...
+
+    async def suspend(self) -> None:
+        """Stop the job's processes and its walltime clock (CannotSuspend)."""
+        ...
+
+    async def resume(self) -> None:
+        """Continue them, and the clock."""
+        ...
 
 
 class JobRunner(Protocol):
@@ -189,7 +185,7 @@ class LocalProcessJob:
     ) -> None:
         self.request = request
         self.on_exit = on_exit
-        self.started = time.monotonic()
+        self.clock = RunClock(request.walltime)
         # A child's ru_maxrss counts the address space it was forked from (this
         # worker's) until it execs: only above the worker's own peak is it the job's.
         self.spawner_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -211,7 +207,7 @@ class LocalProcessJob:
 
     async def wait(self) -> RunOutcome:
         _, status, usage = await ended_within_walltime(
-            self._reaped, self.request.walltime, self.started, self.kill,
+            self._reaped, self.clock, self.kill,
             functools.partial(note_killed, self.request.stderr_path))
         if self._first_sample is not None:
             self._first_sample.cancel()
@@ -221,7 +217,7 @@ class LocalProcessJob:
         self._signal_group(signal.SIGKILL)
         if self.on_exit is not None:
             self.on_exit(self.session_id)
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock.used()
         signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         return RunOutcome(
             exit_status=pbs_exit_status(self.kill_reason, os.WEXITSTATUS(status), signalled),
@@ -253,12 +249,21 @@ class LocalProcessJob:
                 pause = min(pause * 2, MEMORY_SAMPLE_MAX_SECONDS)
 
     async def kill(self, reason: str) -> None:
-        """SIGTERM the whole group, SIGKILL after the grace period."""
+        """SIGTERM the whole group, SIGKILL after the grace period: once, however often
+        it is asked (qdel, the heartbeat seeing the qdel, the walltime)."""
         if self.kill_reason is None:
             self.kill_reason = reason
         if self._reaped.done():
             return
+        if self._killing is None:
+            self._killing = asyncio.ensure_future(self._terminate())
+        await asyncio.shield(self._killing)
+
+    async def _terminate(self) -> None:
         self._signal_group(signal.SIGTERM)
+        if self.clock.paused:  # a suspended job must run to see its SIGTERM
+            self.clock.resume()
+            self._signal_group(signal.SIGCONT)
         try:
             await asyncio.wait_for(asyncio.shield(self._reaped), self.request.kill_grace)
         except TimeoutError:
@@ -266,6 +271,17 @@ class LocalProcessJob:
 
     def send_signal(self, signo: int) -> None:
         self._signal_group(signo)
+
+    async def suspend(self) -> None:
+        """SIGSTOP to the group, as MoM's suspend signal; its walltime stops too."""
+        if self._killing is None and not self.clock.paused:
+            self._signal_group(signal.SIGSTOP)
+            self.clock.pause()
+
+    async def resume(self) -> None:
+        if self.clock.paused:
+            self.clock.resume()
+            self._signal_group(signal.SIGCONT)
 
     def _signal_group(self, signo: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import shutil
-import signal
 import socket
 import time
 import uuid
@@ -36,7 +35,13 @@ from pkbs.jobstore import JobStore
 from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.payload import changed_files, safe_unpack, snapshot
-from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
+from pkbs.pbsvalues import (
+    format_duration,
+    job_mem_bytes,
+    job_ncpus,
+    job_walltime,
+    signal_number,
+)
 from pkbs.procs import end_run, jobs_root, run_id
 from pkbs.retention import expire_undelivered, history_seconds
 from pkbs.runledger import RunLedger
@@ -51,6 +56,7 @@ from .jobenv import build_command, build_env
 from .limitgate import RunGate
 from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
+    CannotSuspend,
     JobRunner,
     LocalProcessRunner,
     RunningJob,
@@ -101,6 +107,10 @@ class Run:
     # each heartbeat. Its work message cannot have gone to another worker since.
     lease_seen: float = field(default_factory=time.monotonic)
     beaten: float = field(default_factory=time.monotonic)  # when its last heartbeat began
+    # The KV revision of the record last followed (suspend, resume, walltime): an
+    # older read (a slow heartbeat's) is not followed after a newer one.
+    followed: int = 0
+    following: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Worker:
@@ -125,6 +135,7 @@ class Worker:
         # Array number -> whether it was not yet begun when a subjob of it started.
         self._array_queued: dict[int, bool] = {}
         self._array_payloads: dict[int, bytes] = {}  # array number -> payload, oldest first
+        self._followers: set[asyncio.Task[None]] = set()  # runs reading a changed record
 
     async def run(self) -> None:
         for leftover in self.base_dir.iterdir():  # what a previous life of this worker left
@@ -819,7 +830,7 @@ class Worker:
     async def _heartbeat(self, run: Run) -> None:
         try:
             await run.msg.in_progress()
-            record, _ = await self.store.get(run.number, run.index)
+            record, revision = await self.store.get(run.number, run.index)
         except (PkbsError, nats.errors.Error) as exc:
             log.warning("heartbeat failed: %s", exc, extra={"job": run.number})
             return
@@ -834,19 +845,66 @@ class Worker:
         elif record.rerun_requested and run.job is not None:
             run.handed_back = True
             await run.job.kill("qrerun")
+        else:
+            await self._follow(run, record, revision)
+
+    async def _refresh(self, run: Run) -> None:
+        """The run's record changed (qsig -s suspend / resume, qalter -l walltime)."""
+        try:
+            record, revision = await self.store.get(run.number, run.index)
+        except (PkbsError, nats.errors.Error) as exc:
+            log.warning("record not read: %s", exc, extra={"job": run.record.job_id})
+            return
+        if record.run_token == run.token:
+            await self._follow(run, record, revision)
+
+    async def _follow(self, run: Run, record: JobRecord, revision: int) -> None:
+        """Do what the run's record says: its processes stopped while it is suspended
+        (S), running while R; its walltime limit the record's (a running job's
+        walltime may be altered: it takes effect at once)."""
+        job = run.job
+        if job is None:
+            return
+        async with run.following:
+            if revision <= run.followed:
+                return
+            run.followed = revision
+            job.clock.set_limit(job_walltime(record.spec.resources))
+            if record.state == JobState.SUSPENDED and not job.clock.paused:
+                try:
+                    await job.suspend()
+                except CannotSuspend as exc:
+                    await self._not_suspended(run, str(exc))
+            elif record.state == JobState.RUNNING and job.clock.paused:
+                await job.resume()
+
+    async def _not_suspended(self, run: Run, reason: str) -> None:
+        def back(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token or current.state != JobState.SUSPENDED:
+                return None
+            return lifecycle.suspend_refused(current, reason)
+
+        result = await self.store.cas(run.number, back, run.index)
+        if result is not None:
+            run.followed = max(run.followed, result[1])
 
     async def _on_signal(self, msg: Msg) -> None:
-        """qdel (SIGTERM, then SIGKILL after the grace) or qsig for a job running here."""
+        """qdel (SIGTERM, then SIGKILL after the grace), qrerun, qsig, or a changed
+        record (suspend, resume, walltime) for a job running here."""
         run = self.runs.get(msg.subject[len(C.SIGNAL_SUBJECT_PREFIX) + 1 :])
         if run is None or run.job is None:
             return
         name = msg.data.decode(errors="replace")
-        if name == C.KILL_REQUEST:
-            asyncio.create_task(run.job.kill("qdel"))
-            return
-        if name == C.RERUN_REQUEST:
-            run.handed_back = True
-            asyncio.create_task(run.job.kill("qrerun"))
+        if name in (C.KILL_REQUEST, C.RERUN_REQUEST, C.CHANGED_REQUEST):
+            if name == C.KILL_REQUEST:
+                task = asyncio.create_task(run.job.kill("qdel"))
+            elif name == C.RERUN_REQUEST:
+                run.handed_back = True
+                task = asyncio.create_task(run.job.kill("qrerun"))
+            else:
+                task = asyncio.create_task(self._refresh(run))
+            self._followers.add(task)
+            task.add_done_callback(self._followers.discard)
             return
         signo = signal_number(name)
         if signo is not None:
@@ -902,15 +960,3 @@ def cap_outputs(outputs: list[tuple[str, Path]], limit: int) -> list[str]:
             fh.write(f"\n=>> pkbs: {note}\n".encode())
         notes.append(note)
     return notes
-
-
-def signal_number(name: str) -> int | None:
-    """qsig names: SIGUSR1, USR1, 10, suspend, resume."""
-    aliases = {"suspend": "SIGSTOP", "resume": "SIGCONT"}
-    name = aliases.get(name, name)
-    if name.isdigit():
-        return int(name)
-    try:
-        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-    except KeyError:
-        return None
