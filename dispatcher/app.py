@@ -1,5 +1,6 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
-serverroutes, fileroutes, payloadroutes, tokenroutes, defroutes, healthroutes), the body
+outputroutes, serverroutes, fileroutes, payloadroutes, tokenroutes, defroutes,
+healthroutes), the body
 limit, the error replies, and what runs while the app does. Stateless: every replica serves every
 request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
 
@@ -25,6 +26,7 @@ from . import (
     fileroutes,
     healthroutes,
     jobroutes,
+    outputroutes,
     payloadroutes,
     serverroutes,
     tokenroutes,
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
-    for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes,
-                   payloadroutes):
+    for routes in (healthroutes, serverroutes, jobroutes, outputroutes, tokenroutes, fileroutes,
+                   defroutes, payloadroutes):
         app.include_router(routes.router)
     return app

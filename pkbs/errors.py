@@ -111,6 +111,12 @@ class InvalidTransition(BadState):
         self.event = event
 
 
+class NoOutput(BadState):
+    """`pkbs logs` of a job that never ran (deleted while queued, or could not start)."""
+
+    default_message = "Job never ran, it has no output"
+
+
 class ModifyRunning(PkbsError):
     pbs_errno = PBSE_MODATRRUN
     http_status = 409

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import shutil
@@ -41,6 +42,7 @@ from .containers import ContainerCannotStart, ContainerRunner
 from .delivery import Delivery, ResultsNotStored
 from .fetch import open_work_source
 from .jobenv import build_command, build_env
+from .outputfeed import OutputFeed
 from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
     JobRunner,
@@ -82,6 +84,7 @@ class Run:
     revision: int  # ... and its KV revision then
     inline_payload: bytes | None = None  # small payloads ride in the work message
     job: RunningJob | None = None
+    feed: OutputFeed | None = None  # its live output, published while watched
     lost: bool = False  # another run took over: drop everything, no ack
     handed_back: bool = False
     # When (monotonic) the record last showed this run's token: at start, then at
@@ -111,6 +114,7 @@ class Worker:
         # Array number -> whether it was not yet begun when a subjob of it started.
         self._array_queued: dict[int, bool] = {}
         self._array_payloads: dict[int, bytes] = {}  # array number -> payload, oldest first
+        self._watches: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         for leftover in self.base_dir.iterdir():  # what a previous life of this worker left
@@ -126,6 +130,9 @@ class Worker:
         self.control = JobControl(self.store)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
+        )
+        watch_sub = await self.store.nc.subscribe(
+            f"{C.OUTPUT_WATCH_PREFIX}.>", cb=self._on_watch
         )
         source = await open_work_source(self.store.nc, self.settings.queues)
         heartbeats = asyncio.create_task(self._heartbeats())
@@ -157,6 +164,7 @@ class Worker:
             heartbeats.cancel()
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
+                await watch_sub.unsubscribe()
                 await source.finish()
             await self.delivery.aclose()
             await self.store.close()
@@ -354,6 +362,10 @@ class Worker:
         record = run.record
         key = run_key(record)
         files = RunDir(self.workspaces, self.nodefiles, record)
+        run.feed = OutputFeed(self.store.js, run.number, run.index, {
+            name: files.stdout if name == "stdout" else files.stderr
+            for name in record.output_streams
+        })
         self.runs[key] = run
         try:
             try:
@@ -384,6 +396,7 @@ class Worker:
             if record.delete_requested:
                 await run.job.kill("qdel")
             outcome = await run.job.wait()
+            await run.feed.end()
             await free_slots()
             if run.lost or await self._lease_lost(run):
                 return
@@ -406,6 +419,7 @@ class Worker:
             await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
+            run.feed.release()
             # A daemon the job left (still running beside other jobs) may hold its
             # directory and files: then they are not handed to another run.
             files.cleanup(reuse=not self.runner.leftovers())
@@ -607,6 +621,29 @@ class Worker:
         elif record.rerun_requested and run.job is not None:
             run.handed_back = True
             await run.job.kill("qrerun")
+
+    async def _on_watch(self, msg: Msg) -> None:
+        """Someone watches the output of a job running here (see outputfeed.py)."""
+        run = self.runs.get(msg.subject[len(C.OUTPUT_WATCH_PREFIX) + 1 :])
+        if run is None or run.feed is None or not msg.reply:
+            return  # not here (another worker's, or ended): no answer
+        task = asyncio.create_task(self._serve_watch(msg, run.feed))
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
+
+    async def _serve_watch(self, msg: Msg, feed: OutputFeed) -> None:
+        reply: dict[str, object]
+        if self.settings.job_runner == "pod":
+            reply = {"error": "live output is not available for jobs run as pods; "
+                              "`pkbs logs` shows it once the job has ended"}
+        else:
+            try:
+                await feed.watch()
+                reply = {"ok": True}
+            except (OSError, nats.errors.Error) as exc:
+                reply = {"error": f"live output not available: {exc}"}
+        with contextlib.suppress(nats.errors.Error):
+            await msg.respond(json.dumps(reply).encode())
 
     async def _on_signal(self, msg: Msg) -> None:
         """qdel (SIGTERM, then SIGKILL after the grace) or qsig for a job running here."""
