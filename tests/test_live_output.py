@@ -5,6 +5,7 @@ PKBS_OUTPUT, where its worker publishes while someone watches) and after it ends
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import time
@@ -153,3 +154,37 @@ def test_joined_output_and_the_event_stream(stack: Stack) -> None:
     events = [block.split("\n") for block in body.strip().split("\n\n")]
     assert events[0] == ["event: output", f"data: {json.dumps('a' + chr(10) + 'b' + chr(10))}"]
     assert events[-1] == ["event: end", 'data: {"job_state": "F", "Exit_status": 4}']
+
+
+def test_running_job_shows_its_usage_session_and_comment(stack: Stack) -> None:
+    """qstat -f of a job burning CPU: resources_used.cput and walltime above zero,
+    its session's leader as session_id (a real process group, running the job), PBS's
+    run comment; qstat -a shows the session and the elapsed time."""
+    job = submit(stack, "-N", "burner",
+                 input="end=$((SECONDS+5)); while [ $SECONDS -lt $end ]; do :; done\n")
+
+    def busy() -> dict[str, object] | None:
+        attrs = stack.job(job)
+        used = attrs.get("resources_used", {})
+        running = attrs["job_state"] == "R" and used.get("cput", "00:00:00") != "00:00:00"
+        return attrs if running else None
+
+    attrs = poll(busy, 30, 0.2, f"{job} running with cput > 0")
+    used = attrs["resources_used"]
+    assert isinstance(used, dict)
+    assert used["walltime"] != "00:00:00" and used["ncpus"] == 1, used
+    assert str(used["mem"]).endswith("kb"), used
+    session = attrs["session_id"]
+    assert isinstance(session, int) and session > 1
+    with open(f"/proc/{session}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    assert int(fields[2]) == session and int(fields[3]) == session  # pgrp, session
+    with open(f"/proc/{session}/environ", "rb") as fh:
+        assert f"PBS_JOBID={job}".encode() in fh.read().split(b"\0")
+    comment = str(attrs["comment"])
+    assert re.fullmatch(r"Job run at [A-Z][a-z]{2} [A-Z][a-z]{2} \d\d at \d\d:\d\d "
+                        r"on \([^:]+:ncpus=1\)", comment), comment
+    row = cli(stack, "qstat", "-a", job).stdout.splitlines()[-1].split()
+    assert row[0] == job and row[4] == str(session) and row[-2:] == ["R", "00:00"], row
+    final = stack.wait_state(job, "F", timeout=30)
+    assert final["Exit_status"] == 0 and final["session_id"] == session

@@ -50,6 +50,7 @@ from .runner import (
     RunningJob,
     RunOutcome,
     RunRequest,
+    RunUsage,
 )
 from .slots import Slots
 
@@ -61,6 +62,10 @@ FETCH_TIMEOUT = 1.0
 DISK_FULL_RETRY = 10.0
 # A job whose -a time is ahead goes back to the queue for at most this long at a time.
 MAX_DEFER_SECONDS = 300.0
+# A running job's usage goes into its record this long after it starts (then every
+# PKBS_USAGE_UPDATE_SECONDS); due runs are looked for every USAGE_TICK_SECONDS.
+USAGE_FIRST_SECONDS = 1.0
+USAGE_TICK_SECONDS = 0.5
 # Payloads of this many arrays are kept (each at most 1 MiB): see Worker._payload.
 ARRAY_PAYLOADS_KEPT = 8
 # What starting a job's program fails with when the fault is the job's (its shell or
@@ -91,6 +96,9 @@ class Run:
     # each heartbeat. Its work message cannot have gone to another worker since.
     lease_seen: float = field(default_factory=time.monotonic)
     beaten: float = field(default_factory=time.monotonic)  # when its last heartbeat began
+    # When (monotonic) its usage so far is next written into its record.
+    usage_due: float = field(default_factory=lambda: time.monotonic() + USAGE_FIRST_SECONDS)
+    ended: bool = False  # its job's processes are gone
 
 
 class Worker:
@@ -136,6 +144,7 @@ class Worker:
         )
         source = await open_work_source(self.store.nc, self.settings.queues)
         heartbeats = asyncio.create_task(self._heartbeats())
+        usage = asyncio.create_task(self._usage_updates())
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
@@ -162,6 +171,7 @@ class Worker:
             await self._drain()
         finally:
             heartbeats.cancel()
+            usage.cancel()
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
                 await watch_sub.unsubscribe()
@@ -396,6 +406,7 @@ class Worker:
             if record.delete_requested:
                 await run.job.kill("qdel")
             outcome = await run.job.wait()
+            run.ended = True
             await run.feed.end()
             await free_slots()
             if run.lost or await self._lease_lost(run):
@@ -622,6 +633,43 @@ class Worker:
             run.handed_back = True
             await run.job.kill("qrerun")
 
+    async def _usage_updates(self) -> None:
+        """resources_used and session_id of the jobs running here, into their records:
+        USAGE_FIRST_SECONDS after each starts, then every PKBS_USAGE_UPDATE_SECONDS (a
+        compare-and-set that only this run may make, as its final one)."""
+        writes: set[asyncio.Task[None]] = set()
+        while True:
+            await asyncio.sleep(USAGE_TICK_SECONDS)
+            now = time.monotonic()
+            for run in list(self.runs.values()):
+                if run.job is None or run.ended or now < run.usage_due:
+                    continue
+                run.usage_due = now + self.settings.usage_update_seconds
+                task = asyncio.create_task(self._write_usage(run, run.job))
+                writes.add(task)
+                task.add_done_callback(writes.discard)
+
+    async def _write_usage(self, run: Run, job: RunningJob) -> None:
+        usage = job.usage()
+        if usage is None:
+            return
+        used = resources_used(usage, run.ncpus)
+
+        def note(current: JobRecord) -> JobRecord | None:
+            if run.ended or current.run_token != run.token or current.state != JobState.RUNNING:
+                return None
+            return lifecycle.usage_noted(current, used, job.session_id)
+
+        try:
+            result = await self.store.cas(run.number, note, run.index,
+                                          known=(run.record, run.revision))
+        except (PkbsError, nats.errors.Error) as exc:
+            log.warning("usage not noted: %s", exc, extra={"job": run.record.job_id})
+            return
+        if result is not None and not run.ended:
+            run.record, run.revision = result
+            run.lease_seen = time.monotonic()  # the record still names this run
+
     async def _on_watch(self, msg: Msg) -> None:
         """Someone watches the output of a job running here (see outputfeed.py)."""
         run = self.runs.get(msg.subject[len(C.OUTPUT_WATCH_PREFIX) + 1 :])
@@ -663,8 +711,8 @@ class Worker:
             run.job.send_signal(signo)
 
 
-def resources_used(outcome: RunOutcome, ncpus: int) -> dict[str, str]:
-    """The run's resources_used, as PBS writes them."""
+def resources_used(outcome: RunUsage, ncpus: int) -> dict[str, str]:
+    """The run's resources_used (so far, or in all), as PBS writes them."""
     return {
         "cput": format_duration(outcome.cput),
         "walltime": format_duration(outcome.walltime),
