@@ -154,7 +154,8 @@ class OutputRelay:
                             return
                 elif not self.follow and not is_active(record.state):
                     return  # queued or held: nothing written yet
-                async for change in self.next_record(record):
+                retry = is_active(record.state) and record.run_count != relayed
+                async for change in self.next_record(record, retry):
                     if isinstance(change, Keepalive):
                         yield change
                     else:
@@ -167,17 +168,22 @@ class OutputRelay:
     async def _on_change(self, msg: object) -> None:
         self.changed.set()
 
-    async def next_record(self, record: JobRecord) -> AsyncIterator[JobRecord | Keepalive]:
-        """The job's record once it has changed (keepalives meanwhile)."""
+    async def next_record(self, record: JobRecord, retry: bool
+                          ) -> AsyncIterator[JobRecord | Keepalive]:
+        """The job's record once it has changed (keepalives meanwhile); with `retry`,
+        after RENEW_SECONDS anyway (its worker did not answer: it may not have the run
+        in hand yet)."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), KEEPALIVE_SECONDS)
+                await asyncio.wait_for(self.changed.wait(),
+                                       RENEW_SECONDS if retry else KEEPALIVE_SECONDS)
             self.changed.clear()
             try:
                 fresh = await lookup(self.st, self.job_id)
             except UnknownJob:  # purged (qdel -x): as if it had never run
                 fresh = record.model_copy(update={"state": JobState.FINISHED, "run_count": 0})
-            if fresh != record:
+            if fresh != record or retry:
+                yield Keepalive()
                 yield fresh
                 return
             yield Keepalive()

@@ -160,8 +160,11 @@ def test_running_job_shows_its_usage_session_and_comment(stack: Stack) -> None:
     """qstat -f of a job burning CPU: resources_used.cput and walltime above zero,
     its session's leader as session_id (a real process group, running the job), PBS's
     run comment; qstat -a shows the session and the elapsed time."""
-    job = submit(stack, "-N", "burner",
-                 input="end=$((SECONDS+5)); while [ $SECONDS -lt $end ]; do :; done\n")
+    # 2.5 s of CPU (however long that takes on a busy machine), then some rest: its
+    # usage is noted 1 s after it starts and every 10 s.
+    burn = ('while read -ra f < /proc/$$/stat; [ $((f[13] + f[14])) -lt 250 ]; do :; done\n'
+            "sleep 30\n")
+    job = submit(stack, "-N", "burner", input=burn)
 
     def busy() -> dict[str, object] | None:
         attrs = stack.job(job)
@@ -169,7 +172,7 @@ def test_running_job_shows_its_usage_session_and_comment(stack: Stack) -> None:
         running = attrs["job_state"] == "R" and used.get("cput", "00:00:00") != "00:00:00"
         return attrs if running else None
 
-    attrs = poll(busy, 30, 0.2, f"{job} running with cput > 0")
+    attrs = poll(busy, 60, 0.2, f"{job} running with cput > 0")
     used = attrs["resources_used"]
     assert isinstance(used, dict)
     assert used["walltime"] != "00:00:00" and used["ncpus"] == 1, used
@@ -186,5 +189,6 @@ def test_running_job_shows_its_usage_session_and_comment(stack: Stack) -> None:
                         r"on \([^:]+:ncpus=1\)", comment), comment
     row = cli(stack, "qstat", "-a", job).stdout.splitlines()[-1].split()
     assert row[0] == job and row[4] == str(session) and row[-2:] == ["R", "00:00"], row
+    assert cli(stack, "qdel", job).returncode == 0
     final = stack.wait_state(job, "F", timeout=30)
-    assert final["Exit_status"] == 0 and final["session_id"] == session
+    assert final["session_id"] == session and final["Exit_status"] == 256 + 15

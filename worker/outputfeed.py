@@ -130,7 +130,10 @@ class OutputFeed:
         self.ended = True
         async with self._lock:
             if self.watched:
-                await self._publish_new(CATCHUP_BYTES)
+                try:
+                    await self._publish_new(CATCHUP_BYTES)
+                except (OSError, nats.errors.Error) as exc:  # never the job's trouble
+                    log.warning("live output not published: %s", exc)
                 await self._publish_end()
 
     def release(self) -> None:
@@ -151,5 +154,5 @@ class OutputFeed:
 
     async def _publish_end(self) -> None:
         for source in self.sources:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(nats.errors.Error):
                 await self.js.publish(source.subject, b"", headers={C.OUTPUT_END_HEADER: "1"})
