@@ -43,7 +43,12 @@ router = APIRouter(prefix=C.API_PREFIX)
 KEEPALIVE_SECONDS = 15.0
 # How often a watcher renews its ask (the worker publishes for OUTPUT_WATCH_LEASE).
 RENEW_SECONDS = C.OUTPUT_WATCH_LEASE / 4
-WATCH_REPLY_SECONDS = 5.0
+# A worker answers a watch once it has published what the job wrote so far; none
+# answers while the run is not in a worker's hands (just started, or just ended):
+# then the watcher asks again after RETRY_SECONDS.
+WATCH_REPLY_SECONDS = 2.0
+RETRY_SECONDS = 0.5
+BACKLOG_SECONDS = 5.0  # the longest wait for a message known to be in the stream
 STREAM_DOC = "stdout or stderr (of a job that joins them, -j oe / eo, only the one they go to)"
 TAIL_DOC = "only the last N lines of what the job has written so far"
 FOLLOW_DOC = "keep going until the job ends (then an `end` event with its Exit_status)"
@@ -171,12 +176,12 @@ class OutputRelay:
     async def next_record(self, record: JobRecord, retry: bool
                           ) -> AsyncIterator[JobRecord | Keepalive]:
         """The job's record once it has changed (keepalives meanwhile); with `retry`,
-        after RENEW_SECONDS anyway (its worker did not answer: it may not have the run
+        after RETRY_SECONDS anyway (its worker did not answer: it may not have the run
         in hand yet)."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(),
-                                       RENEW_SECONDS if retry else KEEPALIVE_SECONDS)
+                                       RETRY_SECONDS if retry else KEEPALIVE_SECONDS)
             self.changed.clear()
             try:
                 fresh = await lookup(self.st, self.job_id)
@@ -203,7 +208,7 @@ class OutputRelay:
             backlog: list[bytes] = []
             seq, complete = 0, False
             while seq < last and not complete:
-                msg = await sub.next_msg(timeout=WATCH_REPLY_SECONDS)
+                msg = await sub.next_msg(timeout=BACKLOG_SECONDS)
                 seq = msg.metadata.sequence.stream
                 complete = is_end(msg)
                 backlog.append(msg.data)

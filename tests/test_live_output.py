@@ -192,3 +192,25 @@ def test_running_job_shows_its_usage_session_and_comment(stack: Stack) -> None:
     assert cli(stack, "qdel", job).returncode == 0
     final = stack.wait_state(job, "F", timeout=30)
     assert final["session_id"] == session and final["Exit_status"] == 256 + 15
+
+
+def test_a_flood_is_cut_with_a_marker_and_the_file_keeps_it_all(stack: Stack) -> None:
+    """A job printing 8 MB at once, followed from the start: the watcher gets a
+    marker for what the live stream skipped and then everything after the flood;
+    the stored .o has every byte."""
+    script = (
+        "#!/bin/bash\n"
+        "sleep 1\n"
+        "head -c 8000000 /dev/zero | tr '\\0' 'x' | fold -w 99\n"
+        "sleep 1\n"
+        "echo after-the-flood\n"
+    )
+    job = submit(stack, "-N", "flood", input=script)
+    proc = follow(stack, job)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "bytes of output skipped here" in out
+    assert out.endswith("after-the-flood\n")
+    assert len(out) < 2_000_000, len(out)
+    stored = cli(stack, "pkbs", "logs", job)
+    assert len(stored.stdout) == 8_000_000 + 8_000_000 // 99 + len("after-the-flood\n")
