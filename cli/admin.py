@@ -1,5 +1,5 @@
-"""`pkbs`: the local stack (up/down/status), results (fetch), access (login, token),
-job definitions (def, run: cli/defs.py)."""
+"""`pkbs`: the local stack (up/down/status), results (fetch), a job's output (logs:
+cli/logs.py), access (login, token), job definitions (def, run: cli/defs.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .cluster import cluster
 from .completion import completion
 from .defs import definitions, run
 from .group import Group
+from .logs import logs
 
 
 def _home() -> Path:
@@ -180,3 +181,4 @@ main.add_command(cluster)
 main.add_command(definitions)
 main.add_command(run)
 main.add_command(completion)
+main.add_command(logs)

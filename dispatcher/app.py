@@ -1,5 +1,5 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
-serverroutes, qmgrroutes, fileroutes, payloadroutes, tokenroutes, defroutes,
+outputroutes, serverroutes, qmgrroutes, fileroutes, payloadroutes, tokenroutes, defroutes,
 healthroutes), the body
 limit, the error replies, and what runs while the app does. Stateless: every replica serves every
 request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
@@ -29,6 +29,7 @@ from . import (
     fileroutes,
     healthroutes,
     jobroutes,
+    outputroutes,
     payloadroutes,
     qmgrroutes,
     serverroutes,
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
-    for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes,
-                   payloadroutes, qmgrroutes):
+    for routes in (healthroutes, serverroutes, jobroutes, outputroutes, tokenroutes, fileroutes,
+                   defroutes, payloadroutes, qmgrroutes):
         app.include_router(routes.router)
     return app

@@ -41,7 +41,22 @@ HOOK_KEY_PREFIX = "hook."
 # ledger, `u.<user>` or `all` (pkbs/limits.py: ledger_key).
 RUNNING_BUCKET = "PKBS_RUNNING"
 
+# JetStream stream of running jobs' live output (worker/outputfeed.py), in memory and
+# bounded (pkbs/jobstore.py ensure_layout): subjects
+# pkbs.output.<number>[.<index>].<stdout|stderr>, one message per chunk a worker read
+# from the job's file; an empty message with OUTPUT_END_HEADER ends a run's output.
+OUTPUT_STREAM = "PKBS_OUTPUT"
+OUTPUT_SUBJECT_PREFIX = "pkbs.output"
+OUTPUT_STREAMS = ("stdout", "stderr")
+OUTPUT_END_HEADER = "Pkbs-Output-End"
+
 # Core NATS subjects.
+# pkbs.watch.<number>[.<index>]: a request to the worker running the job to publish its
+# output (for a lease of OUTPUT_WATCH_LEASE seconds, renewed by the watcher); the reply
+# is {"ok": true} once what the job wrote so far is in PKBS_OUTPUT, else {"error": ...}.
+OUTPUT_WATCH_PREFIX = "pkbs.watch"
+OUTPUT_WATCH_LEASE = 20.0
+
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).
 SIGNAL_SUBJECT_PREFIX = "pkbs.signal"

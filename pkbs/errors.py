@@ -158,6 +158,12 @@ class UnknownSignal(PkbsError):
     default_message = "Unknown/illegal signal name"
 
 
+class NoOutput(BadState):
+    """`pkbs logs` of a job that never ran (deleted while queued, or could not start)."""
+
+    default_message = "Job never ran, it has no output"
+
+
 class ModifyRunning(PkbsError):
     pbs_errno = PBSE_MODATRRUN
     http_status = 409

@@ -45,6 +45,11 @@ CAS_ATTEMPTS = 50
 PUBLISH_WINDOW = 4096  # async publishes in flight while queueing an array
 DISCARD_MARKER_TTL = 600.0  # seconds the marker of a refused submission's record stays
 INLINE_PAYLOAD_BYTES = 4096  # payloads up to this size travel in the work message too
+# PKBS_OUTPUT's bounds: chunks kept per job and stream, the largest chunk (a
+# catch-up of what a job wrote before it was watched, plus a marker), their age.
+OUTPUT_MSGS_PER_SUBJECT = 200
+OUTPUT_MAX_MSG_BYTES = 512 * 1024
+OUTPUT_MAX_AGE_SECONDS = 900.0
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code: the expected last sequence did not match
 # JetStream's err_codes for a sequence that holds no message (any more).
 NO_MESSAGE = (10037, 10043, 10057)
@@ -61,6 +66,19 @@ def job_key(number: int, index: int | None = None) -> str:
     """KV key of a job (`j.12`) or of one subjob of an array (`j.12.7`)."""
     key = f"{C.JOB_KEY_PREFIX}{number}"
     return key if index is None else f"{key}.{index}"
+
+
+def output_subject(number: int, index: int | None, stream: str) -> str:
+    """Subject of a job's live stdout or stderr (`pkbs.output.12.stdout`,
+    `pkbs.output.12.7.stderr`)."""
+    key = number if index is None else f"{number}.{index}"
+    return f"{C.OUTPUT_SUBJECT_PREFIX}.{key}.{stream}"
+
+
+def watch_subject(number: int, index: int | None) -> str:
+    """Subject of the request that asks a job's worker to publish its output."""
+    key = number if index is None else f"{number}.{index}"
+    return f"{C.OUTPUT_WATCH_PREFIX}.{key}"
 
 
 def token_key(token: str) -> str:
@@ -553,6 +571,21 @@ async def ensure_layout(
             retention=jsapi.RetentionPolicy.WORK_QUEUE,
             storage=jsapi.StorageType.FILE,
             duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+        # Live output: in memory and bounded per job (the last OUTPUT_MSGS_PER_SUBJECT
+        # chunks of each stream) and in all (oldest dropped first); gone after a while.
+        jsapi.StreamConfig(
+            name=C.OUTPUT_STREAM,
+            subjects=[f"{C.OUTPUT_SUBJECT_PREFIX}.>"],
+            retention=jsapi.RetentionPolicy.LIMITS,
+            storage=jsapi.StorageType.MEMORY,
+            discard=jsapi.DiscardPolicy.OLD,
+            max_msgs_per_subject=OUTPUT_MSGS_PER_SUBJECT,
+            max_msg_size=OUTPUT_MAX_MSG_BYTES,
+            max_bytes=settings.output_stream_bytes,
+            max_age=OUTPUT_MAX_AGE_SECONDS,
+            duplicate_window=0,
             num_replicas=replicas,
         ),
     ]

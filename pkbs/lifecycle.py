@@ -289,6 +289,13 @@ def restarted(record: JobRecord, run: RunStart, now: float) -> JobRecord:
     return _running(record, state, run, now, "Rerun after its worker was lost")
 
 
+def usage_noted(record: JobRecord, resources_used: dict[str, str], session_id: int | None
+                ) -> JobRecord:
+    """What the running job has used so far, and its session (qstat -f while it runs)."""
+    return record.model_copy(update={"resources_used": resources_used,
+                                     "session_id": session_id or record.session_id})
+
+
 def worker_lost(record: JobRecord, now: float) -> JobRecord:
     """The worker running a job that is not rerunnable was lost: the job ends."""
     return _ended(

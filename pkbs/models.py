@@ -194,6 +194,14 @@ class JobRecord(BaseModel):
         return f"{self.spec.name}.{kind}{self.number}{suffix}"
 
     @property
+    def output_streams(self) -> tuple[str, ...]:
+        """The output streams that have a file of their own: -j oe writes stderr into
+        stdout's, -j eo stdout into stderr's."""
+        join = self.spec.join
+        return ("stdout",) if join == "oe" else ("stderr",) if join == "eo" else (
+            "stdout", "stderr")
+
+    @property
     def output_name(self) -> str:
         return self._std_name("o", self.spec.output_path, "OU")
 

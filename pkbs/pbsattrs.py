@@ -16,6 +16,7 @@ Import-light: only the standard library at run time (the models are for typing).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -291,6 +292,13 @@ def _substate(record: JobRecord) -> int:
     return _SUBSTATES.get(record.state, 10)
 
 
+def run_comment(stime: float, exec_vnode: str) -> str:
+    """A running job's comment, as PBS's server sets it when the job is run: `Job run
+    at Thu Dec 03 at 10:24 on (host:ncpus=1)` (local time; req_runjob.c)."""
+    when = time.strftime("%a %b %d at %H:%M", time.localtime(stime))
+    return f"Job run at {when} on {exec_vnode}"
+
+
 def job_attributes(record: JobRecord) -> dict[str, object]:
     """The job's PBS attributes, in OpenPBS order, only those that are set."""
     spec = record.spec
@@ -373,6 +381,8 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
         host = _exec_host(record.exec_host, resources.get("ncpus", "1"))
         values["exec_host"] = host
         values["exec_vnode"] = extra.get("exec_vnode") or _exec_vnode(host, resources)
+        if record.state == JobState.RUNNING and record.comment is None and record.stime:
+            values["comment"] = run_comment(record.stime, str(values["exec_vnode"]))
 
     used = {k: normalize_resource(k, v) for k, v in record.resources_used.items()}
     out: dict[str, object] = {}

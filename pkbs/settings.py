@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     # How long a finished job's results wait on the worker, retried with backoff, while
     # WebDAV is unreachable; after that the job ends F with Exit_status -2 and a comment.
     results_retry_seconds: float = Field(600.0, gt=0)
+    # A running job's resources_used and session_id are written into its record a
+    # second after it starts, then every this many seconds (qstat -f, qstat -a's Elap).
+    usage_update_seconds: float = Field(10.0, gt=0)
+    # Memory the live-output stream PKBS_OUTPUT may hold for all jobs together (the
+    # oldest chunks go first); each job's streams keep their last 200 chunks.
+    output_stream_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     # Port of the worker's /healthz and /metrics (0: none).
     worker_metrics_port: int = 0
     # Where jobs run: `process`, as process groups on the worker (worker/runner.py), or

@@ -26,6 +26,7 @@ from .runclock import RunClock, ended_within_walltime
 from .runner import (
     RunOutcome,
     RunRequest,
+    RunUsage,
     note_killed,
     pbs_exit_status,
     sent_signal,
@@ -144,6 +145,11 @@ class ContainerJob:
                 self.cpu_ns = max(self.cpu_ns,
                                   int(stats["cpu_stats"]["cpu_usage"]["total_usage"]))
             await asyncio.sleep(STATS_SECONDS)
+
+    def usage(self) -> RunUsage:
+        """From the daemon's stats, sampled every STATS_SECONDS."""
+        return RunUsage(walltime=self.clock.used(), cput=self.cpu_ns / 1e9,
+                        max_rss_kb=self.peak_rss // 1024)
 
     async def wait(self) -> RunOutcome:
         code = await ended_within_walltime(

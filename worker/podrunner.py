@@ -73,6 +73,10 @@ class PodJob:
         self._signals: set[asyncio.Task[bool]] = set()
         self._ended: asyncio.Task[Ended] = asyncio.create_task(self._until_ended())
 
+    def usage(self) -> None:
+        """Not seen from the worker: the pod's keeper reports it when the job ends."""
+        return None
+
     async def _until_ended(self) -> Ended:
         while True:
             if self.feed.gone:

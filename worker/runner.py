@@ -12,6 +12,7 @@ import functools
 import os
 import resource
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,17 @@ class RunRequest:
 
 
 @dataclass
-class RunOutcome:
-    exit_status: int
+class RunUsage:
+    """What a run has used: so far (resources_used while it runs), or in all."""
+
     walltime: float
     cput: float
     max_rss_kb: int
+
+
+@dataclass
+class RunOutcome(RunUsage):
+    exit_status: int
     session_id: int
 
 
@@ -89,6 +96,10 @@ class CannotSuspend(Exception):
 class RunningJob(Protocol):
     session_id: int
     clock: RunClock  # its walltime: paused while suspended, its limit changeable
+
+    def usage(self) -> RunUsage | None:
+        """What the job has used so far; None where the worker cannot see it."""
+        ...
 
     async def wait(self) -> RunOutcome: ...
 
@@ -181,11 +192,16 @@ class LocalProcessJob:
     """A job running as its own process group (session) on this host."""
 
     def __init__(
-        self, request: RunRequest, home: int, on_exit: Callable[[int], None] | None = None
+        self,
+        request: RunRequest,
+        home: int,
+        on_exit: Callable[[int], None] | None = None,
+        census: SessionCensus | None = None,
     ) -> None:
         self.request = request
         self.on_exit = on_exit
         self.clock = RunClock(request.walltime)
+        self.census = census or SessionCensus()
         # A child's ru_maxrss counts the address space it was forked from (this
         # worker's) until it execs: only above the worker's own peak is it the job's.
         self.spawner_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -230,6 +246,14 @@ class LocalProcessJob:
             ),
             session_id=self.session_id,
         )
+
+    def usage(self) -> RunUsage:
+        """Walltime so far, CPU time of the session's processes (with the children they
+        waited for) and the largest resident size sampled, now included."""
+        rss, ticks = self.census.usage(self.session_id)
+        self.peak_rss = max(self.peak_rss, rss)
+        return RunUsage(walltime=self.clock.used(), cput=ticks / CLOCK_TICKS,
+                        max_rss_kb=self.peak_rss // 1024)
 
     async def _watch_memory(self, limit: int | None) -> None:
         """Sample the resident size of the job's whole session, as PBS's MoM does, for
@@ -299,6 +323,42 @@ def session_rss(session_id: int) -> int:
     return total
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class SessionCensus:
+    """Resident bytes and CPU ticks of every session on this host, from one pass over
+    /proc (utime + stime + cutime + cstime of each process: what it and the children it
+    waited for used), which serves every ask within FRESH_SECONDS: the usage of all
+    the jobs due at once costs one pass, however many they are."""
+
+    FRESH_SECONDS = 0.2
+
+    def __init__(self) -> None:
+        self._taken = -1e9
+        self._sessions: dict[int, tuple[int, int]] = {}
+
+    def usage(self, session_id: int) -> tuple[int, int]:
+        if time.monotonic() - self._taken > self.FRESH_SECONDS:
+            self._sessions = self._count()
+            self._taken = time.monotonic()
+        return self._sessions.get(session_id, (0, 0))
+
+    @staticmethod
+    def _count() -> dict[int, tuple[int, int]]:
+        page = os.sysconf("SC_PAGE_SIZE")
+        sessions: dict[int, tuple[int, int]] = {}
+        for entry in os.scandir("/proc"):
+            fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+            if fields is None:
+                continue
+            session = int(fields[3])
+            rss, ticks = sessions.get(session, (0, 0))
+            sessions[session] = (rss + int(fields[21]) * page,
+                                 ticks + sum(int(f) for f in fields[11:15]))
+        return sessions
+
+
 def end_strays(job_id: str, leaders: set[int]) -> None:
     """Kill what a finished job left running outside its session (they are our
     children now) and reap our children that are not running jobs' leaders.
@@ -334,9 +394,10 @@ class LocalProcessRunner:
         self.subreaper = become_subreaper()
         # Where the worker works: spawn() comes back here after each start.
         self.home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.census = SessionCensus()
 
     async def start(self, request: RunRequest) -> RunningJob:
-        job = LocalProcessJob(request, self.home, on_exit=self._forget)
+        job = LocalProcessJob(request, self.home, on_exit=self._forget, census=self.census)
         self.groups[job.session_id] = request.env.get("PBS_JOBID", "")
         return job
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import random
@@ -54,6 +55,7 @@ from .delivery import Delivery, ResultsNotStored, undelivered_root
 from .fetch import open_work_source, source_levels
 from .jobenv import build_command, build_env
 from .limitgate import RunGate
+from .outputfeed import OutputFeed
 from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
     CannotSuspend,
@@ -62,6 +64,7 @@ from .runner import (
     RunningJob,
     RunOutcome,
     RunRequest,
+    RunUsage,
 )
 from .slots import Slots
 
@@ -77,6 +80,10 @@ MAX_DEFER_SECONDS = 300.0
 HOOK_REJECT_RETRY = 1.0
 # Who asks for execjob_* events (PBS: the execution host's daemon).
 EXEC_REQUESTOR = "pbs_mom"
+# A running job's usage goes into its record this long after it starts (then every
+# PKBS_USAGE_UPDATE_SECONDS); due runs are looked for every USAGE_TICK_SECONDS.
+USAGE_FIRST_SECONDS = 1.0
+USAGE_TICK_SECONDS = 0.5
 # Payloads of this many arrays are kept (each at most 1 MiB): see Worker._payload.
 ARRAY_PAYLOADS_KEPT = 8
 # What starting a job's program fails with when the fault is the job's (its shell or
@@ -101,6 +108,7 @@ class Run:
     inline_payload: bytes | None = None  # small payloads ride in the work message
     ledger: str | None = None  # the run ledger it is recorded in (run limits: limitgate.py)
     job: RunningJob | None = None
+    feed: OutputFeed | None = None  # its live output, published while watched
     lost: bool = False  # another run took over: drop everything, no ack
     handed_back: bool = False
     # When (monotonic) the record last showed this run's token: at start, then at
@@ -111,6 +119,9 @@ class Run:
     # older read (a slow heartbeat's) is not followed after a newer one.
     followed: int = 0
     following: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # When (monotonic) its usage so far is next written into its record.
+    usage_due: float = field(default_factory=lambda: time.monotonic() + USAGE_FIRST_SECONDS)
+    ended: bool = False  # its job's processes are gone
 
 
 class Worker:
@@ -136,6 +147,7 @@ class Worker:
         self._array_queued: dict[int, bool] = {}
         self._array_payloads: dict[int, bytes] = {}  # array number -> payload, oldest first
         self._followers: set[asyncio.Task[None]] = set()  # runs reading a changed record
+        self._watches: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         for leftover in self.base_dir.iterdir():  # what a previous life of this worker left
@@ -160,6 +172,9 @@ class Worker:
         adopt_sub = await self.store.nc.subscribe(
             f"{C.ADOPT_SUBJECT_PREFIX}.{self.settings.worker_name}", cb=self._on_adopt
         )
+        watch_sub = await self.store.nc.subscribe(
+            f"{C.OUTPUT_WATCH_PREFIX}.>", cb=self._on_watch
+        )
         levels = source_levels(self.config.config.queues)
         source = await open_work_source(self.store.nc, self.config.config.queues)
 
@@ -170,6 +185,7 @@ class Worker:
         self.config.on_change(levels_changed)
         heartbeats = asyncio.create_task(self._heartbeats())
         expiry = asyncio.create_task(self._expire_undelivered())
+        usage = asyncio.create_task(self._usage_updates())
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
@@ -205,9 +221,11 @@ class Worker:
         finally:
             heartbeats.cancel()
             expiry.cancel()
+            usage.cancel()
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
                 await adopt_sub.unsubscribe()
+                await watch_sub.unsubscribe()
                 await source.finish()
             await self.delivery.aclose()
             await self.config.stop()
@@ -504,6 +522,10 @@ class Worker:
         record = run.record
         key = run_key(record)
         files = RunDir(self.workspaces, self.nodefiles, record)
+        run.feed = OutputFeed(self.store.js, run.number, run.index, {
+            name: files.stdout if name == "stdout" else files.stderr
+            for name in record.output_streams
+        })
         self.runs[key] = run
         try:
             if not await self._begin_hooks(run):
@@ -537,6 +559,8 @@ class Worker:
             if record.delete_requested:
                 await run.job.kill("qdel")
             outcome = await run.job.wait()
+            run.ended = True
+            await run.feed.end()
             await free_slots()
             if run.lost or await self._lease_lost(run):
                 return
@@ -559,6 +583,7 @@ class Worker:
             await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
+            run.feed.release()
             # A daemon the job left (still running beside other jobs) may hold its
             # directory and files: then they are not handed to another run.
             files.cleanup(reuse=not self.runner.leftovers())
@@ -888,6 +913,66 @@ class Worker:
         if result is not None:
             run.followed = max(run.followed, result[1])
 
+    async def _usage_updates(self) -> None:
+        """resources_used and session_id of the jobs running here, into their records:
+        USAGE_FIRST_SECONDS after each starts, then every PKBS_USAGE_UPDATE_SECONDS (a
+        compare-and-set that only this run may make, as its final one)."""
+        writes: set[asyncio.Task[None]] = set()
+        while True:
+            await asyncio.sleep(USAGE_TICK_SECONDS)
+            now = time.monotonic()
+            for run in list(self.runs.values()):
+                if run.job is None or run.ended or now < run.usage_due:
+                    continue
+                run.usage_due = now + self.settings.usage_update_seconds
+                task = asyncio.create_task(self._write_usage(run, run.job))
+                writes.add(task)
+                task.add_done_callback(writes.discard)
+
+    async def _write_usage(self, run: Run, job: RunningJob) -> None:
+        usage = job.usage()
+        if usage is None:
+            return
+        used = resources_used(usage, run.ncpus)
+
+        def note(current: JobRecord) -> JobRecord | None:
+            if run.ended or current.run_token != run.token or current.state != JobState.RUNNING:
+                return None
+            return lifecycle.usage_noted(current, used, job.session_id)
+
+        try:
+            result = await self.store.cas(run.number, note, run.index,
+                                          known=(run.record, run.revision))
+        except (PkbsError, nats.errors.Error) as exc:
+            log.warning("usage not noted: %s", exc, extra={"job": run.record.job_id})
+            return
+        if result is not None and not run.ended:
+            run.record, run.revision = result
+            run.lease_seen = time.monotonic()  # the record still names this run
+
+    async def _on_watch(self, msg: Msg) -> None:
+        """Someone watches the output of a job running here (see outputfeed.py)."""
+        run = self.runs.get(msg.subject[len(C.OUTPUT_WATCH_PREFIX) + 1 :])
+        if run is None or run.feed is None or not msg.reply:
+            return  # not here (another worker's, or ended): no answer
+        task = asyncio.create_task(self._serve_watch(msg, run.feed))
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
+
+    async def _serve_watch(self, msg: Msg, feed: OutputFeed) -> None:
+        reply: dict[str, object]
+        if self.settings.job_runner == "pod":
+            reply = {"error": "live output is not available for jobs run as pods; "
+                              "`pkbs logs` shows it once the job has ended"}
+        else:
+            try:
+                await feed.watch()
+                reply = {"ok": True}
+            except (OSError, nats.errors.Error) as exc:
+                reply = {"error": f"live output not available: {exc}"}
+        with contextlib.suppress(nats.errors.Error):
+            await msg.respond(json.dumps(reply).encode())
+
     async def _on_signal(self, msg: Msg) -> None:
         """qdel (SIGTERM, then SIGKILL after the grace), qrerun, qsig, or a changed
         record (suspend, resume, walltime) for a job running here."""
@@ -911,8 +996,8 @@ class Worker:
             run.job.send_signal(signo)
 
 
-def resources_used(outcome: RunOutcome, ncpus: int) -> dict[str, str]:
-    """The run's resources_used, as PBS writes them."""
+def resources_used(outcome: RunUsage, ncpus: int) -> dict[str, str]:
+    """The run's resources_used (so far, or in all), as PBS writes them."""
     return {
         "cput": format_duration(outcome.cput),
         "walltime": format_duration(outcome.walltime),
