@@ -69,7 +69,8 @@ def test_live_output_stream_is_bounded_per_job(nats_url: str) -> None:
 
     async def scenario() -> None:
         settings = Settings(nats_url=nats_url, output_stream_bytes=2 * 1024 * 1024)
-        store = await JobStore.open(settings, "test-layout")
+        # arrange: the session's server may have the stream already, made by another test
+        store = await JobStore.open(settings, "test-layout", arrange=True)
         try:
             config = (await store.js.stream_info(C.OUTPUT_STREAM)).config
             assert config.storage == "memory" and config.max_bytes == 2 * 1024 * 1024
