@@ -26,6 +26,7 @@ from . import (
     fileroutes,
     healthroutes,
     jobroutes,
+    metrics,
     payloadroutes,
     serverroutes,
     tokenroutes,
@@ -53,12 +54,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.index = JobIndex(app.state.store)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)
     await app.state.index.start()
+    metrics.JOBS.index = app.state.index
+    metrics.JOBS.queues = lambda: app.state.config.config.queues
     await arrays.start()
     repair = asyncio.create_task(
         reconcile_forever(app.state.store, app.state.index, arrays, settings)
     )
     yield
     repair.cancel()
+    metrics.JOBS.index = None
     await arrays.stop()
     await app.state.index.stop()
     await app.state.config.stop()
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
+    app.add_middleware(metrics.RequestTimer)  # outermost: refusals are timed too
     for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes,
                    payloadroutes):
         app.include_router(routes.router)
