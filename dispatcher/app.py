@@ -1,7 +1,8 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
-serverroutes, fileroutes, payloadroutes, tokenroutes, defroutes, healthroutes), the body
-limit, the error replies, and what runs while the app does. Stateless: every replica serves every
-request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
+serverroutes, fileroutes, payloadroutes, tokenroutes, defroutes, healthroutes) and the
+dashboard's page (uiroutes), the body limit, request timing, the error replies, and what
+runs while the app does. Stateless: every replica serves every request from
+JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from . import (
     payloadroutes,
     serverroutes,
     tokenroutes,
+    uiroutes,
 )
 from .arrays import ArrayAccounting
 from .bodylimit import BodyLimit
@@ -82,6 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
     app.add_middleware(metrics.RequestTimer)  # outermost: refusals are timed too
     for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes,
-                   payloadroutes):
+                   payloadroutes, uiroutes):
         app.include_router(routes.router)
     return app
