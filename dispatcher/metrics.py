@@ -78,11 +78,17 @@ class JobCounts(Collector):
         self.index: JobIndex | None = None
         self.queues: Callable[[], Iterable[str]] = tuple  # the configured queues' names
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
             "pkbs_jobs", "Unfinished jobs by queue and state, from the job index",
             labels=["queue", "state"],
         )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
         index = self.index
         if index is None or not index.ready:
             return  # nothing known yet: no series rather than wrong zeros

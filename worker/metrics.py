@@ -93,11 +93,19 @@ class SlotGauges(Collector):
     def __init__(self) -> None:
         self.workers: dict[str, Slots] = {}
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        total = GaugeMetricFamily("pkbs_worker_slots", "CPU slots of the worker", labels=["worker"])
-        busy = GaugeMetricFamily(
-            "pkbs_worker_slots_busy", "CPU slots held by running jobs", labels=["worker"]
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("pkbs_worker_slots", "CPU slots of the worker", labels=["worker"]),
+            GaugeMetricFamily(
+                "pkbs_worker_slots_busy", "CPU slots held by running jobs", labels=["worker"]
+            ),
         )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        total, busy = self._families()
         for name, slots in sorted(self.workers.items()):
             total.add_metric([name], slots.total)
             busy.add_metric([name], slots.used)
