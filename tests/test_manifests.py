@@ -449,6 +449,17 @@ def test_grafana_dashboard_shows_pkbs_metrics(rendered: Rendered, overlay: str) 
             "pkbs_result_upload_failures_total"} <= used
 
 
+def test_documented_alerts_use_pkbs_metrics() -> None:
+    """The alert rules in docs/observability.md are valid YAML naming metrics pkbs serves."""
+    text = (ROOT / "docs" / "observability.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    rules = yaml.safe_load(block)["groups"][0]["rules"]
+    assert len(rules) >= 5 and all(r["alert"].startswith("Pkbs") for r in rules)
+    used = {name for r in rules for name in re.findall(r"\bpkbs_[a-z_]+", r["expr"])}
+    known = pkbs_metric_names()
+    assert used <= known, sorted(used - known)
+
+
 # ---------------------------------------------------------------------------- policies
 
 
