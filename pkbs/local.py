@@ -140,12 +140,13 @@ def service_env(
     }
 
 
-def worker_env(home: Path, name: str, slots: int) -> dict[str, str]:
+def worker_env(home: Path, name: str, slots: int, metrics_port: int) -> dict[str, str]:
     """A worker's own settings, beside service_env's."""
     return {
         "PKBS_WORKER_NAME": name,
         "PKBS_WORKER_SLOTS": str(slots),
         "PKBS_WORKER_DIR": str(home / "jobs"),
+        "PKBS_WORKER_METRICS_PORT": str(metrics_port),
     }
 
 
@@ -157,6 +158,7 @@ class Child:
     log: Path
     port: int | None = None
     health_url: str | None = None
+    metrics_port: int | None = None  # a worker's /metrics (the dispatcher's: its port)
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -180,6 +182,7 @@ class Child:
             "pid": self.proc.pid if self.proc else None,
             "port": self.port,
             "health_url": self.health_url,
+            "metrics_port": self.metrics_port,
             "restarts": self.restarts,
             "log": str(self.log),
         }
@@ -290,12 +293,14 @@ class Supervisor:
         ]
         for i in range(1, self.config.workers + 1):
             name = f"{os.uname().nodename}-w{i}"
+            metrics_port = servers.free_port()
             self.children.append(
                 Child(
                     f"worker-{i}",
                     [py, "-m", "pkbs.worker"],
-                    {**common, **worker_env(home, name, self.config.slots)},
+                    {**common, **worker_env(home, name, self.config.slots, metrics_port)},
                     logs / f"worker-{i}.log",
+                    metrics_port=metrics_port,
                 )
             )
         clientconfig.save(

@@ -25,6 +25,7 @@ from pkbs.procs import jobs_root
 from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
 
+from . import metrics
 from .rundir import RunDir
 
 log = logging.getLogger("pkbs.worker")
@@ -35,6 +36,7 @@ class ResultsNotStored(Exception):
 
 
 def _log_retry(attempt: int, delay: float, reason: str) -> None:
+    metrics.UPLOAD_RETRIES.inc()
     log.warning("WebDAV request failed, retrying in %.1f s: %s", delay, reason)
 
 
@@ -78,10 +80,12 @@ class Delivery:
             async with asyncio.timeout(self.limit):
                 return await self._upload(record, files, changed)
         except InvalidRequest as exc:
+            metrics.UPLOAD_FAILURES.inc()
             raise ResultsNotStored(f"Results not stored: {exc.message}.") from exc
         except (TimeoutError, ServiceUnavailable):
             reason = self.webdav.last_error or "no answer"
         waited = time.monotonic() - started
+        metrics.UPLOAD_FAILURES.inc()
         log.error("results not stored", extra={"job": record.job_id, "reason": reason})
         raise ResultsNotStored(
             f"Results not stored: WebDAV at {self.settings.webdav_url} unreachable "
