@@ -26,6 +26,7 @@ from pkbs.worker.runner import RunOutcome
 from pkbs.worker.service import Run, Worker
 
 from bench.runlog import job_runs
+from pkbs.hookstore import HookTable
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, JobSpec, ResultFile
 from pkbs.settings import Settings
@@ -198,6 +199,13 @@ def dav_worker(tmp_path: Path) -> Iterator[tuple[Worker, DavServer]]:
     dav.stop()
 
 
+class NoHooks:
+    """A worker's hook table with no hooks (the worker is not started here)."""
+
+    def for_event(self, event: str) -> list[object]:
+        return []
+
+
 def finish(worker: Worker, stored: JobRecord, started: JobRecord) -> tuple[JobRecord, bool]:
     """Runs 1 and 2 of job 7 have stored an output; the run that `started` describes
     ends while the store holds `stored`. The record after, and whether it was acked."""
@@ -209,6 +217,7 @@ def finish(worker: Worker, stored: JobRecord, started: JobRecord) -> tuple[JobRe
     async def main() -> None:
         worker.store = cast(JobStore, store)
         worker.delivery = Delivery(worker.settings)
+        worker.hooks = cast(HookTable, NoHooks())
         try:
             for count in (1, 2):
                 path = worker.delivery.run_path(started, count)
