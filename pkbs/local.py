@@ -229,7 +229,6 @@ class Supervisor:
         if self.docker:
             common["PKBS_DOCKER_HOST"] = self.docker
         logs = home / "logs"
-        py = sys.executable
         self.children = [
             Child(
                 "nats-server",
@@ -241,7 +240,7 @@ class Supervisor:
             ),
             Child(
                 "webdav",
-                [py, "-m", "pkbs.webdav"],
+                servers.python_module_argv("pkbs.webdav"),
                 {
                     # Only its own credential: no NATS password, no job-token secret.
                     "PKBS_HOME": str(home),
@@ -255,7 +254,7 @@ class Supervisor:
             ),
             Child(
                 "dispatcher",
-                [py, "-m", "pkbs.dispatcher"],
+                servers.python_module_argv("pkbs.dispatcher"),
                 {
                     **common,
                     "PKBS_DISPATCHER_PORT": str(api_port),
@@ -273,7 +272,7 @@ class Supervisor:
             self.children.append(
                 Child(
                     f"worker-{i}",
-                    [py, "-m", "pkbs.worker"],
+                    servers.python_module_argv("pkbs.worker"),
                     {**common, **worker_env(home, name, self.config.slots)},
                     logs / f"worker-{i}.log",
                 )
@@ -421,6 +420,17 @@ def run_supervisor(config: StackConfig) -> None:
 # -- the commands' side -------------------------------------------------------
 
 
+def supervisor_argv(config: StackConfig) -> list[str]:
+    """The background supervisor's command line (its arguments: see `__main__` below)."""
+    return [
+        *servers.python_module_argv("pkbs.local"),
+        str(config.home),
+        str(config.workers),
+        str(config.slots),
+        config.server_name,
+    ]
+
+
 def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90) -> dict[str, Any]:
     """Start the supervisor in the background and wait until the stack is ready."""
     home = config.home
@@ -432,18 +442,9 @@ def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90
     log = home / "logs" / "supervisor.log"
     # The log is appended to: show only what this start writes.
     seen = len(log.read_text().splitlines()) if log.exists() else 0
-    argv = [
-        sys.executable,
-        "-m",
-        "pkbs.local",
-        str(home),
-        str(config.workers),
-        str(config.slots),
-        config.server_name,
-    ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv,
+            supervisor_argv(config),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
