@@ -35,6 +35,7 @@ class RunStart:
     work_seq: int  # stream sequence of the work message that started it
     worker: str
     exec_host: str  # `<host>/0*<ncpus>`
+    euser: str | None = None  # the account its processes run as, if the worker knows it
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ def _running(
             "work_seq": run.work_seq,
             "worker": run.worker,
             "exec_host": run.exec_host,
+            "euser": run.euser,
             "stime": now,
             "exit_status": None,
             "comment": comment,

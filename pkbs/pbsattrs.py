@@ -295,7 +295,6 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
     spec = record.spec
     extra = dict(spec.attributes)
     owner = record.owner if "@" in record.owner else f"{record.owner}@{spec.submit_host}"
-    euser = record.owner.split("@", 1)[0]
     resources = resource_list(spec.resources)
     state = shown_state(record.state, record.index is not None)
 
@@ -337,7 +336,7 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
             "Shell_Path_List": spec.shell or extra.get("Shell_Path_List"),
             "substate": _substate(record),
             "Variable_List": variables,
-            "euser": euser,
+            "euser": record.euser,
             "queue_rank": _int_or_none(extra.get("queue_rank")) or record.number,
             "queue_type": "E",
             "comment": record.comment,

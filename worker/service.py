@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -104,6 +105,7 @@ class Worker:
         self.draining = asyncio.Event()
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
+        self.account = account_name()
         self.workspaces = WorkspacePool(self.base_dir)
         self.nodefiles = NodeFiles(self.base_dir, self.host)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -270,7 +272,10 @@ class Worker:
 
         def this_run(record: JobRecord) -> lifecycle.RunStart:
             exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
-            return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host)
+            # A process job runs as this worker's account, whoever submitted it.
+            local = record.spec.image is None and self.settings.job_runner == "process"
+            euser = self.account if local else None
+            return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host, euser)
 
         def start(record: JobRecord) -> JobRecord | None:
             nonlocal defer_for, lost
@@ -635,6 +640,14 @@ def resources_used(outcome: RunOutcome, ncpus: int) -> dict[str, str]:
         "ncpus": str(ncpus),
         "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
     }
+
+
+def account_name() -> str:
+    """The name of the account this process runs as (its uid if it has none)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def write_entrypoint(path: Path, data: bytes) -> None:
