@@ -37,13 +37,14 @@ def main() -> None:
     "--workers",
     type=click.IntRange(0),
     default=None,
-    help="Worker processes (default: min(2, CPUs); 0: workers are started elsewhere).",
+    help="Worker processes (default: 1, whose CPU pool is the whole machine, so one job "
+    "may use every CPU; 0: workers are started elsewhere).",
 )
 @click.option(
     "--slots",
     type=click.IntRange(1),
     default=None,
-    help="CPU slots per worker (default: CPUs / workers).",
+    help="CPUs in each worker's pool (default: CPUs / workers).",
 )
 @click.option("--server-name", default="pkbs", show_default=True, help="Server part of job ids.")
 def up(workers: int | None, slots: int | None, server_name: str) -> None:
@@ -51,7 +52,7 @@ def up(workers: int | None, slots: int | None, server_name: str) -> None:
     from pkbs import local
 
     cpus = os.cpu_count() or 1
-    workers = min(2, cpus) if workers is None else workers
+    workers = 1 if workers is None else workers
     slots = slots or max(1, cpus // max(workers, 1))
     config = local.StackConfig(_home(), workers, slots, server_name)
     state = local.up(config, lambda line: click.echo(f"  {line}", err=True))

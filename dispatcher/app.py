@@ -17,6 +17,7 @@ from pkbs.control import JobControl
 from pkbs.defstore import DefinitionStore
 from pkbs.errors import PkbsError
 from pkbs.jobstore import JobStore
+from pkbs.nodes import NodeRegistry
 from pkbs.results import ResultStore
 from pkbs.settings import Settings, get_settings
 
@@ -46,6 +47,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.results = ResultStore.from_settings(settings)
     app.state.definitions = await DefinitionStore.open(app.state.store.js)
+    app.state.nodes = await NodeRegistry.open(
+        app.state.store.js, settings.node_ttl_seconds, settings.stream_replicas
+    )
     # Follows the job records from now on; loads them in the background (/readyz).
     app.state.index = JobIndex(app.state.store)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)

@@ -1,6 +1,7 @@
 """What a route is given besides its request's parameters (FastAPI dependencies): the
 authenticated caller, and the dispatcher's settings, job store, job index, result
-store and definition store, which the app's lifespan (app.py) keeps in `app.state`."""
+store, definition store and node registry, which the app's lifespan (app.py) keeps in
+`app.state`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import Depends, Request
 
 from pkbs.defstore import DefinitionStore
 from pkbs.jobstore import Identity, JobStore
+from pkbs.nodes import NodeRegistry
 from pkbs.results import ResultStore
 from pkbs.settings import Settings
 
@@ -40,3 +42,4 @@ Store = Annotated[JobStore, Depends(_app_state("store"))]
 Index = Annotated[JobIndex, Depends(_app_state("index"))]
 Results = Annotated[ResultStore, Depends(_app_state("results"))]
 Definitions = Annotated[DefinitionStore, Depends(_app_state("definitions"))]
+Nodes = Annotated[NodeRegistry, Depends(_app_state("nodes"))]

@@ -80,7 +80,7 @@ def admitted(settings: Settings, body: SubmitRequest) -> bytes:
         raise QueueDisabled()
     if queue.default_walltime and "walltime" not in body.spec.resources:
         body.spec.resources["walltime"] = queue.default_walltime
-    check_request(queue, body.spec.resources, settings.max_job_ncpus)
+    check_request(body.spec.queue, queue, body.spec.resources, settings.max_job_ncpus)
     admit_image(body.spec.queue, queue, body.spec)
     try:
         payload = base64.b64decode(body.payload_b64, validate=True)
@@ -223,7 +223,8 @@ async def alter_job(
     no_subjob(record)
 
     def check(spec: JobSpec) -> None:
-        check_request(queue_of(settings, spec), spec.resources, settings.max_job_ncpus)
+        queue = queue_of(settings, spec)
+        check_request(spec.queue, queue, spec.resources, settings.max_job_ncpus)
 
     return wire(settings, [await JobControl(st).alter(record.number, body, check)])
 

@@ -1,4 +1,5 @@
-"""The server and its queues: what `pkbs login` checks, and qstat -B / -Q / -q."""
+"""The server, its queues and its nodes: what `pkbs login` checks, qstat -B / -Q / -q,
+and pbsnodes."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from fastapi import APIRouter
 import pkbs
 from pkbs import constants as C
 from pkbs.models import ServerInfo
-from pkbs.pbsattrs import queue_attributes, server_attributes
+from pkbs.nodes import total
+from pkbs.pbsattrs import node_attributes, queue_attributes, server_attributes
 
-from .context import Caller, Config, Index
+from .context import Caller, Config, Index, Nodes
 
 router = APIRouter(prefix=C.API_PREFIX)
 
@@ -27,12 +29,16 @@ async def server_info(who: Caller, settings: Config) -> ServerInfo:
 
 
 @router.get("/queues")
-async def list_queues(who: Caller, settings: Config, index: Index) -> dict[str, Any]:
-    """Queues with their job counts, and the server's attributes (qstat -Q/-q/-B)."""
+async def list_queues(
+    who: Caller, settings: Config, index: Index, nodes: Nodes
+) -> dict[str, Any]:
+    """Queues with their job counts, and the server's attributes (qstat -Q/-q/-B), its
+    resources those of the live workers."""
     await index.sync()
+    live = await nodes.nodes()
     known = index.counts()  # unfinished jobs, subjobs with a record included
     counts: dict[str, Counter[str]] = {q: known.get(q, Counter()) for q in settings.queues}
-    total: Counter[str] = sum(counts.values(), Counter())
+    jobs: Counter[str] = sum(counts.values(), Counter())
     return {
         "server": settings.server_name,
         "timestamp": int(time.time()),
@@ -51,6 +57,20 @@ async def list_queues(who: Caller, settings: Config, index: Index) -> dict[str, 
             for name, queue in settings.queues.items()
         ],
         "server_attributes": server_attributes(
-            settings.server_name, settings.queues, total, host=socket.gethostname()
+            settings.server_name, settings.queues, jobs, host=socket.gethostname(),
+            resources_available=total(live).as_pbs(),
+            resources_assigned=total(live, assigned=True).as_pbs(),
         ),
+    }
+
+
+@router.get("/nodes")
+async def list_nodes(who: Caller, settings: Config, nodes: Nodes) -> dict[str, Any]:
+    """The live workers, each with its PBS node attributes (pbsnodes)."""
+    return {
+        "server": settings.server_name,
+        "nodes": [
+            {"name": node.name, "attributes": node_attributes(node)}
+            for node in await nodes.nodes()
+        ],
     }

@@ -31,6 +31,11 @@ TOKENS_BUCKET = "PKBS_TOKENS"
 DEFINITIONS_BUCKET = "PKBS_DEFS"
 DEFINITION_KEY_PREFIX = "d."
 
+# KV bucket of the live workers (pkbs/nodes.py): one key per worker,
+# NODE_KEY_PREFIX + <worker name>, expiring unless its worker renews it.
+NODES_BUCKET = "PKBS_NODES"
+NODE_KEY_PREFIX = "n."
+
 # Core NATS subjects.
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).

@@ -24,7 +24,9 @@ PBSE_BADSTATE = 15016
 PBSE_UNKQUE = 15018
 PBSE_BADCRED = 15019
 PBSE_QUNOENB = 15021
+PBSE_UNKRESC = 15035
 PBSE_EXCQRESC = 15036
+PBSE_UNKNODE = 15062
 PBSE_NORERUN = 15038
 PBSE_HISTJOBID = 15139
 
@@ -127,6 +129,15 @@ class ExceedsLimits(PkbsError):
     pbs_errno = PBSE_EXCQRESC
     http_status = 400
     default_message = "Job violates queue and/or server resource limits"
+
+
+class UnknownResource(PkbsError):
+    """A resource the server does not know: `Unknown resource Resource_List.foo` (job-wide),
+    `Unknown resource: foo` (in a select chunk), as the server's reply names them."""
+
+    pbs_errno = PBSE_UNKRESC
+    http_status = 400
+    default_message = "Unknown resource"
 
 
 # --------------------------------------------------------------------------- callers
@@ -273,6 +284,7 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     ModifyRunning,
     NotRerunnable,
     ExceedsLimits,
+    UnknownResource,
     Unauthorized,
     BadCredential,
     BadAttributeValue,

@@ -322,3 +322,12 @@ def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> J
             "rerun_requested": False,
         }
     )
+
+
+def not_run(record: JobRecord, why: str) -> JobRecord | None:
+    """A queued job no worker could start: why, as PBS's scheduler comments it (`Not
+    Running: ...` for now, `Can Never Run: ...`). None if it is not queued any more or
+    already says so."""
+    if record.state != JobState.QUEUED or record.comment == why:
+        return None
+    return record.model_copy(update={"comment": why})

@@ -32,6 +32,7 @@ from pkbs.states import JobState, is_final, shown_state
 
 if TYPE_CHECKING:
     from pkbs.models import JobRecord
+    from pkbs.nodes import Node
 
 # Attributes whose values are ints on the wire.
 INT_ATTRIBUTES = frozenset(
@@ -462,6 +463,7 @@ def server_attributes(
     default_queue: str | None = None,
     host: str | None = None,
     comment: str | None = None,
+    resources_available: Mapping[str, str] | None = None,
     resources_assigned: Mapping[str, str] | None = None,
     max_job_sequence_id: int = 9999999,
 ) -> dict[str, object]:
@@ -485,6 +487,7 @@ def server_attributes(
     }
     if comment:
         out["comment"] = comment
+    out.update(_sorted_resources("resources_available", resources_available or {}))
     out["resources_default.ncpus"] = "1"
     out["default_chunk.ncpus"] = "1"
     out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
@@ -493,4 +496,25 @@ def server_attributes(
     out["pbs_version"] = version
     out["job_history_enable"] = "True"
     out["max_job_sequence_id"] = max_job_sequence_id
+    return out
+
+
+def node_attributes(node: Node) -> dict[str, object]:
+    """A worker's attributes as `pbsnodes -a` prints a node's, in OpenPBS order."""
+    slots: list[str] = []
+    for job_id, ncpus in node.jobs:
+        slots += [f"{job_id}/{len(slots) + i}" for i in range(max(ncpus, 1))]
+    out: dict[str, object] = {
+        "Mom": node.host,
+        "ntype": "PBS",
+        "state": node.state,
+        "pcpus": node.available.ncpus,
+    }
+    if slots:
+        out["jobs"] = ", ".join(slots)
+    available = {**node.available.as_pbs(), "host": node.host, "vnode": node.name}
+    out.update(_sorted_resources("resources_available", available))
+    out.update(_sorted_resources("resources_assigned", node.assigned.as_pbs()))
+    out["resv_enable"] = "True"
+    out["sharing"] = "default_shared"
     return out

@@ -8,7 +8,15 @@ from pkbs.constants import WORK_SUBJECT_PREFIX, WORKER_CONSUMER
 from pkbs.errors import BadAttributeValue, ExceedsLimits, Unauthorized
 from pkbs.imageref import IMAGE_VARIABLE, InvalidImage, allowed, check_image
 from pkbs.models import JobSpec
-from pkbs.pbsvalues import job_mem_bytes, job_ncpus, job_walltime, parse_duration, parse_size
+from pkbs.pbsvalues import (
+    check_resources,
+    format_duration,
+    job_mem_bytes,
+    job_ncpus,
+    job_walltime,
+    parse_duration,
+    parse_size,
+)
 
 
 class QueueConfig(BaseModel):
@@ -33,24 +41,35 @@ class QueueConfig(BaseModel):
 
 
 def check_request(
-    queue: QueueConfig, resources: dict[str, str], server_max_ncpus: int | None
+    queue_name: str, queue: QueueConfig, resources: dict[str, str],
+    server_max_ncpus: int | None,
 ) -> None:
-    """Refuse at submit what the queue does not allow or no worker can ever run."""
+    """Refuse at submit a resource the server does not know, and what the queue does not
+    allow or no worker can ever run (`server_max_ncpus`: the CPUs of the largest
+    worker), naming the limit."""
+    check_resources(resources)
     ncpus = job_ncpus(resources)
     walltime = job_walltime(resources)
     mem = job_mem_bytes(resources)
+    of_queue = f"queue {queue_name}'s resources_max"
     if queue.max_ncpus is not None and ncpus > queue.max_ncpus:
-        raise ExceedsLimits()
+        raise _exceeds(f"ncpus {ncpus} > {of_queue}.ncpus {queue.max_ncpus}")
     if server_max_ncpus is not None and ncpus > server_max_ncpus:
-        raise ExceedsLimits()
+        raise _exceeds(f"ncpus {ncpus} > largest worker's {server_max_ncpus}")
     if (
         queue.max_walltime
         and walltime is not None
         and walltime > parse_duration(queue.max_walltime)
     ):
-        raise ExceedsLimits()
+        asked = format_duration(walltime)
+        raise _exceeds(f"walltime {asked} > {of_queue}.walltime {queue.max_walltime}")
     if queue.max_mem and mem is not None and mem > parse_size(queue.max_mem):
-        raise ExceedsLimits()
+        raise _exceeds(f"mem {resources.get('mem') or f'{mem}b'} > {of_queue}.mem "
+                       f"{queue.max_mem}")
+
+
+def _exceeds(detail: str) -> ExceedsLimits:
+    return ExceedsLimits(f"{ExceedsLimits.default_message}: {detail}")
 
 
 def consumer_levels(queues: dict[str, QueueConfig]) -> list[tuple[str, list[str]]]:
