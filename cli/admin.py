@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.parse
 from pathlib import Path
 
 import click
 
 from pkbs import clientconfig
-from pkbs.errors import EXIT_NOT_READY, InvalidPayload
+from pkbs.errors import EXIT_NOT_READY
 
 from .client import Client
 from .cluster import cluster
@@ -94,28 +93,19 @@ def status() -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=".")
-def fetch(job_id: str, dest: Path) -> None:
-    """Download a finished job's results (.o/.e and the files it wrote) into DEST."""
-    client = Client()
-    quoted = urllib.parse.quote(job_id, safe="")
-    listing = client.request("GET", f"/jobs/{quoted}/files")
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in listing["files"]:
-        target = (dest / item["name"]).resolve()
-        if dest.resolve() not in target.parents:
-            raise InvalidPayload(f"refusing to write outside {dest}: {item['name']}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        size = int(item["size"])
-        path = f"/jobs/{quoted}/files/{urllib.parse.quote(item['name'])}"
-        if size == 0:
-            target.write_bytes(b"")
-        elif size > 1024 * 1024:
-            with click.progressbar(length=size, label=item["name"], file=sys.stderr) as bar:
-                client.download(path, target, bar.update)
-        else:
-            client.download(path, target, None)
-        click.echo(str(target))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--force", is_flag=True, help="Overwrite files that exist and differ.")
+def fetch(job_id: str, dest: Path | None, force: bool) -> None:
+    """Download a finished job's results (.o/.e and the files it wrote).
+
+    With DEST, all of them into DEST. Without, .o/.e go to their Output_Path /
+    Error_Path when that is on this host, the other files into the submit directory
+    (when the job was submitted here, else the current one). An array's finished
+    subjobs go each into DEST/<subjob id>/. Existing files are not overwritten
+    without --force: the conflicts are listed and nothing is written."""
+    from .fetch import fetch as fetch_results
+
+    fetch_results(job_id, dest, force)
 
 
 @main.command()

@@ -204,6 +204,12 @@ class InvalidPayload(InvalidRequest):
     default_message = "Invalid job payload"
 
 
+class WouldOverwrite(InvalidRequest):
+    """`pkbs fetch` would replace files that exist (and differ) without --force."""
+
+    default_message = "refusing to overwrite existing files"
+
+
 class UsageError(InvalidRequest):
     """Command-line misuse: the command prints ``<command>: <message>`` (nothing for an
     empty message), its usage text when ``show_usage``, and exits 2."""

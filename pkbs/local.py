@@ -144,6 +144,8 @@ def worker_env(home: Path, name: str, slots: int) -> dict[str, str]:
         "PKBS_WORKER_NAME": name,
         "PKBS_WORKER_SLOTS": str(slots),
         "PKBS_WORKER_DIR": str(home / "jobs"),
+        # Same host, same account as whoever submits: .o/.e land where PBS puts them.
+        "PKBS_DELIVER_LOCAL": "true",
     }
 
 

@@ -29,6 +29,7 @@ from pkbs.pbsvalues import (
     parse_size,
 )
 from pkbs.states import JobState, is_final, shown_state
+from pkbs.stdpaths import std_path
 
 if TYPE_CHECKING:
     from pkbs.models import JobRecord
@@ -245,24 +246,6 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
-def _std_path(record: JobRecord, given: str | None, letter: str) -> str:
-    spec = record.spec
-    if given:
-        # qsub prefixes a path without a host with the submit host.
-        if ":" not in given.split("/", 1)[0]:
-            return f"{spec.submit_host}:{given}"
-        return given
-    workdir = spec.variables.get("PBS_O_WORKDIR") or spec.variables.get("PBS_O_HOME")
-    name = f"{spec.name}.{letter}{record.number}"
-    if record.index is not None:
-        name += f".{record.index}"
-    elif record.is_array:
-        name += ".^array_index^"  # OpenPBS shows the tag on the array itself
-    if not workdir:
-        return f"{spec.submit_host}:{name}"
-    return f"{spec.submit_host}:{workdir.rstrip('/')}/{name}"
-
-
 def _exec_host(hosts: str, ncpus: str) -> str:
     """`host/0*N` per host (`host/0` for one cpu) unless already in that form."""
     if "/" in hosts:
@@ -321,13 +304,13 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
             "server": record.server,
             "Checkpoint": extra.get("Checkpoint", DEFAULT_CHECKPOINT),
             "ctime": _epoch(record.ctime),
-            "Error_Path": _std_path(record, spec.error_path, "e"),
+            "Error_Path": std_path(record, "e"),
             "Hold_Types": record.hold_types,
             "Join_Path": spec.join,
             "Keep_Files": spec.keep,
             "Mail_Points": extra.get("Mail_Points", DEFAULT_MAIL_POINTS),
             "mtime": _epoch(record.mtime),
-            "Output_Path": _std_path(record, spec.output_path, "o"),
+            "Output_Path": std_path(record, "o"),
             "Priority": _int_or_none(extra.get("Priority", "0")) or 0,
             "qtime": _epoch(record.qtime),
             "Rerunable": "True" if spec.rerunnable else "False",

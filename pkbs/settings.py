@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # How long a finished job's results wait on the worker, retried with backoff, while
     # WebDAV is unreachable; after that the job ends F with Exit_status -2 and a comment.
     results_retry_seconds: float = Field(600.0, gt=0)
+    # The worker runs on the submitters' host, as their account (the local stack sets
+    # it): it also puts stdout/stderr at their Output_Path / Error_Path on this host.
+    deliver_local: bool = False
     # Port of the worker's /healthz and /metrics (0: none).
     worker_metrics_port: int = 0
     # Where jobs run: `process`, as process groups on the worker (worker/runner.py), or

@@ -59,7 +59,9 @@ class Stack:
             input=data,
             capture_output=True,
             text=True,
-            cwd=cwd,
+            # The stack's own directory by default: a local stack puts a job's .o/.e
+            # in its submit directory, as PBS does.
+            cwd=cwd or self.home,
             env={**self.env, **(env or {})},
             timeout=timeout,
         )

@@ -523,6 +523,8 @@ class Worker:
                 failed = dataclasses.replace(outcome, exit_status=EXIT_RESULTS_NOT_STORED)
                 await self._finish(run, failed, [], "; ".join([note, *notes]))
                 return
+            if self.settings.deliver_local:
+                notes += await asyncio.to_thread(self.delivery.deliver_locally, record, files)
             await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
