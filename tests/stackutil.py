@@ -61,7 +61,7 @@ class Stack:
             text=True,
             # The stack's own directory by default: a local stack puts a job's .o/.e
             # in its submit directory, as PBS does.
-            cwd=cwd or self.home,
+            cwd=cwd or (self.home if self.home.is_dir() else None),
             env={**self.env, **(env or {})},
             timeout=timeout,
         )
