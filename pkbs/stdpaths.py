@@ -10,6 +10,7 @@ directory. The worker of a local stack delivers them so (worker/delivery.py);
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,9 +67,11 @@ def local_target(
     return target
 
 
-def this_host() -> set[str]:
-    """The names a job may give this host as its submit host."""
+@functools.cache
+def this_host() -> frozenset[str]:
+    """The names a job may give this host as its submit host (looked up once: a
+    worker asks for every job)."""
     import socket
 
     names = {socket.gethostname(), socket.getfqdn(), "localhost"}
-    return {name for name in names if name} | {os.uname().nodename}
+    return frozenset({name for name in names if name} | {os.uname().nodename})
