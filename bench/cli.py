@@ -21,7 +21,7 @@ from .stack import BenchStack, StackFailed
 from .submit import request_body, submit_http
 
 SCENARIOS = ("throughput", "qsub_latency", "start_latency", "container_latency", "array",
-             "history", "payload", "resources")
+             "history", "payload", "storage", "resources")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -77,6 +77,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--big-mib", type=int, default=50,
                    help="output written by one job and uploaded (default 50; 0 skips)")
     g.add_argument("--payload-repeats", type=int, default=3)
+    g = p.add_argument_group("8 storage (a stack of its own)")
+    g.add_argument("--storage-history", type=float, default=10.0,
+                   help="job_history_duration in seconds (default 10); the job stream "
+                        "lasts three of them")
+    g.add_argument("--storage-sweep", type=float, default=2.0,
+                   help="PKBS_RETENTION_SWEEP_SECONDS (default 2)")
+    g.add_argument("--storage-rate", type=float, default=3.0,
+                   help="jobs per second, 100-500 KiB payloads (default 3)")
     g = p.add_argument_group("output")
     g.add_argument("--profile", nargs="?", const="both", default=None,
                    choices=("py-spy", "cprofile", "both"),

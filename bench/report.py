@@ -142,6 +142,23 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                         f"raw httpx PUT {b['baseline_raw_put_mib_per_s_best']:.0f} MiB/s",
                         f"{b['ratio_to_raw_put']:.2f}", ""))
 
+    sto = sc.get("storage")
+    if sto:
+        for key, label in (("submit_stream", "JetStream PKBS_SUBMIT"),
+                           ("jobs_kv", "JetStream KV_PKBS_JOBS"), ("webdav", "WebDAV")):
+            d = sto[key]
+            r = d["last_to_second_third"]
+            out.append((f"8 storage: {label} bytes", str(sto["jobs_submitted"]),
+                        f"{d['last_third_mean'] / 1e6:.2f} MB (max {d['max'] / 1e6:.2f})",
+                        f"2nd third {d['second_third_mean'] / 1e6:.2f} MB",
+                        "-" if r is None else f"{r:.2f}",
+                        "<=1.2" + _check(r is not None and r <= 1.2)))
+        pj = sto["per_job"]
+        out.append(("  bytes per kept job", "-",
+                    f"payload msg {pj['submit_stream_bytes']}, KV {pj['jobs_kv_bytes']}, "
+                    f"WebDAV {pj['webdav_bytes']}",
+                    f"payload mean {sto['payload_bytes_mean']}", "", ""))
+
     res = sc.get("resources")
     if res:
         idle = res["rss_idle_kib"]

@@ -823,3 +823,13 @@ def array(ctx: Context) -> dict[str, Any]:
     out["baseline_python_c_pass"] = summary_ms(py)
     out["ratio_submit_to_one_qsub"] = ratio(qsub_s, statistics.median(one))
     return out
+
+
+def storage(ctx: Context) -> dict[str, Any]:
+    """8: JetStream and WebDAV bytes under a steady job stream with history retention
+    (bench/storage.py), on a stack of its own."""
+    from .storage import storage as run
+
+    args = ctx.args
+    return run(history=args.storage_history, sweep=args.storage_sweep,
+               rate=args.storage_rate, log=ctx.log)

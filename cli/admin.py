@@ -1,5 +1,5 @@
-"""`pkbs`: the local stack (up/down/status), results (fetch), access (login, token),
-job definitions (def, run: cli/defs.py)."""
+"""`pkbs`: the local stack (up/down/status), results (fetch), a job's output (logs:
+cli/logs.py), access (login, token), job definitions (def, run: cli/defs.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 import click
 
 from pkbs import clientconfig
-from pkbs.errors import EXIT_NOT_READY
+from pkbs.errors import EXIT_NOT_READY, PkbsError
 
 from .client import Client
 from .cluster import cluster
+from .completion import completion
 from .defs import definitions, run
 from .group import Group
+from .logs import logs
 
 
 def _home() -> Path:
@@ -64,15 +66,35 @@ def down() -> None:
     """Stop exactly the processes `pkbs up` started (running jobs are handed back)."""
     from pkbs import local
 
-    stopped = local.down(_home(), lambda line: click.echo(f"  {line}", err=True))
+    stopped = local.down(
+        _home(), lambda line: click.echo(f"  {line}", err=True), running_jobs=_running_jobs
+    )
     click.echo("pkbs is down" if stopped else "pkbs was not running")
 
 
+def _running_jobs() -> int | None:
+    """How many jobs run, by the dispatcher's count (None: it cannot tell)."""
+    try:
+        server = Client().request("GET", "/queues")["server_attributes"]
+    except (PkbsError, OSError, KeyError, TypeError):
+        return None
+    counts = dict(part.split(":") for part in str(server.get("state_count", "")).split())
+    return int(counts.get("Running", 0)) + int(counts.get("Exiting", 0))
+
+
 @main.command()
-def status() -> None:
-    """Each process of the local stack: pid, port, health, restarts."""
+@click.option("--logs", "component", metavar="NAME",
+              help="Print NAME's log instead (dispatcher, worker-1, nats-server, ...).")
+@click.option("-n", "--lines", default=50, show_default=True, help="With --logs: last lines.")
+@click.option("--raw", is_flag=True, help="With --logs: the JSON lines as stored.")
+def status(component: str | None, lines: int, raw: bool) -> None:
+    """Each process of the local stack: pid, port, health, restarts; or with --logs,
+    one process's log, readable."""
     from pkbs import local
 
+    if component is not None:
+        _print_log(local.log_path(_home(), component), lines, raw)
+        return
     rows = local.status(_home())
     if not rows:
         click.echo("pkbs is not running")
@@ -89,6 +111,16 @@ def status() -> None:
     click.echo(f"\ncontainer jobs: {where}")
     if not all(r["healthy"] for r in rows):
         sys.exit(EXIT_NOT_READY)
+
+
+def _print_log(path: Path, lines: int, raw: bool) -> None:
+    from collections import deque
+
+    from pkbs.logs import render
+
+    with open(path, encoding="utf-8", errors="replace") as log:
+        for line in deque(log, maxlen=max(lines, 0)):
+            click.echo(line.rstrip("\n") if raw else render(line.rstrip("\n")))
 
 
 @main.command()
@@ -139,3 +171,5 @@ def token_create(user: str, admin: bool) -> None:
 main.add_command(cluster)
 main.add_command(definitions)
 main.add_command(run)
+main.add_command(completion)
+main.add_command(logs)

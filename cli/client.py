@@ -21,7 +21,7 @@ from pkbs.errors import PBSE_SYSTEM, PkbsError, ServiceUnavailable, from_reply
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from typing import Any, Protocol
 
     class _Response(Protocol):
@@ -491,6 +491,27 @@ class Client:
                 if progress is not None:
                     progress(len(chunk))
         os.replace(tmp, target)
+
+    def stream(
+        self, path: str, query: dict[str, Any] | None = None, accept: str = "text/event-stream"
+    ) -> Iterator[bytes]:
+        """GET `path` and give its body as it comes (a long-lived answer: no retries
+        once it has begun). An error reply raises the dispatcher's error."""
+        url = self.base + "/v1" + path + ("?" + urlencode(query) if query else "")
+        headers = {"Authorization": f"Bearer {self.config.token}", "Accept": accept}
+        try:
+            conn = self._connection()
+            conn.request("GET", url, headers=headers)
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise reply_error(response.status, response.read())
+            while chunk := response.read(64 * 1024):
+                yield chunk
+        except self._errors as exc:
+            self.close()
+            raise ServiceUnavailable(
+                f"connection to server {self.config.endpoint} lost ({exc})"
+            ) from None
 
     def close(self) -> None:
         if self._conn is not None:

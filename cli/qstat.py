@@ -27,6 +27,10 @@ qstat -B [-f] [-F json|dsv] [-D delim] [-w] [ server_name... ]
 qstat --version
 """
 ALTERNATE_FLAGS = set("airHTnsGMu")
+# The states -i and -r select (qstat.c: "EHQTW" not running, "RS" running or suspended);
+# only one of -a -i -r -q -H may be given.
+SELECTED_STATES = {"i": frozenset("EHQTW"), "r": frozenset("RS")}
+EXCLUSIVE_FLAGS = set("airqH")
 
 
 def _is_job_id(operand: str) -> bool:
@@ -53,6 +57,8 @@ def _qstat(args: list[str]) -> int:
     if fmt and fmt not in ("json", "dsv"):
         raise UsageError("invalid -F value")
     if "1" in opts and not ({"n", "s"} & opts.keys()):
+        raise UsageError("conflicting options.")
+    if len(EXCLUSIVE_FLAGS & opts.keys()) > 1:
         raise UsageError("conflicting options.")
     client = Client()
     if "B" in opts:
@@ -95,10 +101,13 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
     table = not full and not ALTERNATE_FLAGS & opts.keys()
     rows: list[formats.TableRow] = []  # the default table is printed from rows
 
+    selected = next((SELECTED_STATES[flag] for flag in "ir" if flag in opts), None)
+
     def wanted(job_id: str, queue: Any, state: Any) -> bool:
         return not (
             (queues and queue not in queues)
             or ("H" in opts and state != "F")
+            or (selected is not None and state not in selected)
             or ("J" in opts and "[" not in job_id)
             or (arrays and job_id.split("[", 1)[0] not in arrays)
         )
@@ -110,7 +119,7 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
         server, timestamp = payload["server"], payload["timestamp"]
         if table:
             rows = _table_rows(payload)
-            if queues or arrays or "H" in opts or "J" in opts:
+            if queues or arrays or selected or "H" in opts or "J" in opts:
                 rows = [row for row in rows if wanted(row[0], row[5], row[4])]
         else:
             listed = formats.jobs_from_wire(payload) if full else formats.jobs_from_table(payload)

@@ -14,7 +14,7 @@ import sys
 from _socket import gethostbyaddr, gethostname
 from binascii import b2a_base64
 
-from pkbs.constants import DEFAULT_QUEUE, MAX_PAYLOAD_BYTES
+from pkbs.constants import MAX_PAYLOAD_BYTES
 from pkbs.errors import (
     EXIT_BLOCK_DELETED,
     EXIT_USAGE,
@@ -206,9 +206,9 @@ def attributes_of(options: QsubOptions) -> dict[str, str]:
 
 
 def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict[str, object]:
-    queue = DEFAULT_QUEUE
+    queue = ""  # the server's default_queue
     if options.destination:
-        queue = parse_destination(options.destination)[0] or DEFAULT_QUEUE
+        queue = parse_destination(options.destination)[0] or ""
     host = submit_host()
     spec = {
         "name": options.name or source.default_name,

@@ -26,6 +26,7 @@ def main() -> None:
         host=settings.dispatcher_host,
         port=settings.dispatcher_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through ours (pkbs/logs.py)
         access_log=False,
         timeout_graceful_shutdown=5,
     )

@@ -1,5 +1,6 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
-serverroutes, fileroutes, payloadroutes, tokenroutes, defroutes, healthroutes), the body
+outputroutes, serverroutes, qmgrroutes, fileroutes, payloadroutes, tokenroutes, defroutes,
+healthroutes), the body
 limit, the error replies, and what runs while the app does. Stateless: every replica serves every
 request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
 
@@ -13,12 +14,15 @@ from fastapi import FastAPI
 
 import pkbs
 from pkbs import constants as C
+from pkbs.configstore import ConfigStore
 from pkbs.control import JobControl
 from pkbs.defstore import DefinitionStore
 from pkbs.errors import PkbsError
+from pkbs.hookstore import HookTable
 from pkbs.jobstore import JobStore
 from pkbs.nodes import NodeRegistry
 from pkbs.results import ResultStore
+from pkbs.runledger import RunLedger
 from pkbs.settings import Settings, get_settings
 
 from . import (
@@ -26,7 +30,9 @@ from . import (
     fileroutes,
     healthroutes,
     jobroutes,
+    outputroutes,
     payloadroutes,
+    qmgrroutes,
     serverroutes,
     tokenroutes,
 )
@@ -34,13 +40,15 @@ from .arrays import ArrayAccounting
 from .bodylimit import BodyLimit
 from .errors import refuse
 from .jobindex import JobIndex
-from .reconcile import reconcile_forever
+from .queuedlimits import QueuedLimits
+from .reconcile import expire_forever, reconcile_forever
+from .runlimits import LedgerRepair
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The job store, result store, definition store, job index, array accounting and
-    periodic repair, from start to shutdown."""
+    """The job store, result store, definition store, server configuration, job index,
+    array accounting, periodic repair and history retention, from start to shutdown."""
     settings: Settings = app.state.settings
     app.state.store = await JobStore.open(
         settings, f"dispatcher-{settings.dispatcher_port}", arrange=True
@@ -50,18 +58,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.nodes = await NodeRegistry.open(
         app.state.store.js, settings.node_ttl_seconds, settings.stream_replicas
     )
+    app.state.config = await ConfigStore.open(app.state.store.js, settings)
+    await app.state.config.start()
+    app.state.hooks = HookTable(app.state.config)
     # Follows the job records from now on; loads them in the background (/readyz).
     app.state.index = JobIndex(app.state.store)
+    app.state.queued = QueuedLimits(app.state.index)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)
     await app.state.index.start()
     await arrays.start()
+    ledgers = LedgerRepair(app.state.store, await RunLedger.open(app.state.store.js),
+                           app.state.config, app.state.index)
     repair = asyncio.create_task(
-        reconcile_forever(app.state.store, app.state.index, arrays, settings)
+        reconcile_forever(app.state.store, app.state.index, arrays, ledgers, settings)
+    )
+    expiry = asyncio.create_task(
+        expire_forever(
+            app.state.store, app.state.index, app.state.results, app.state.config, settings
+        )
     )
     yield
     repair.cancel()
+    await ledgers.stop()
+    expiry.cancel()
     await arrays.stop()
     await app.state.index.stop()
+    await app.state.config.stop()
     await app.state.results.aclose()
     await app.state.store.close()
 
@@ -76,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
-    for routes in (healthroutes, serverroutes, jobroutes, tokenroutes, fileroutes, defroutes,
-                   payloadroutes):
+    for routes in (healthroutes, serverroutes, jobroutes, outputroutes, tokenroutes, fileroutes,
+                   defroutes, payloadroutes, qmgrroutes):
         app.include_router(routes.router)
     return app

@@ -1,5 +1,6 @@
 """Array accounting: an array's record learns from the job index how many of its
-subjobs have ended.
+subjobs have ended and how many run; an array with max_run_subjobs has its next
+subjobs queued as earlier ones end (JobControl.top_up).
 
 Workers only write subjob records; they never touch the array's record when a
 subjob ends (two workers ending subjobs of one array would contend on that one
@@ -36,6 +37,7 @@ class ArrayAccounting:
         self._pending: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         index.on_subjob_ended = self.subjob_ended
+        index.on_subjob_running = self.subjob_ended  # counts written the same way
 
     async def start(self) -> None:
         """After the index's first load: count the arrays whose last subjobs ended
@@ -47,6 +49,8 @@ class ArrayAccounting:
             task.cancel()
 
     def subjob_ended(self, number: int) -> None:
+        if self.index.max_run_subjobs(number) is not None:
+            self._spawn(self._top_up(number))
         done, _, size = self.index.array_tally(number)
         if done >= size:
             self._spawn(self._write(number))  # the array's end: at once
@@ -63,6 +67,17 @@ class ArrayAccounting:
     async def _after_load(self) -> None:
         await self.index.wait_loaded()
         self.recount()
+        for number in self.index.limited_arrays():
+            self._spawn(self._top_up(number))
+
+    async def _top_up(self, number: int) -> None:
+        """A subjob of an array with max_run_subjobs ended or stopped running: queue
+        the next (JobControl.top_up), from what the index holds now."""
+        try:
+            array, _ = await self.control.store.get(number)
+            await self.control.top_up(array, *self.index.subjob_load(number))
+        except Exception:  # NATS away: the next subjob, or the periodic repair, retries
+            log.exception("array %d: next subjobs not queued", number)
 
     async def _write(self, number: int, delay: float = 0.0) -> None:
         if delay:
@@ -70,8 +85,9 @@ class ArrayAccounting:
             # From here on a subjob that ends schedules a write of its own: none is missed.
             self._pending.discard(number)
         done, failed, _ = self.index.array_tally(number)
+        running = self.index.array_running(number)
         try:
-            await self.control.count_subjobs(number, done, failed)
+            await self.control.count_subjobs(number, done, failed, running)
         except Exception:  # NATS away: the next subjob, or the periodic repair, retries
             log.exception("array %d: counts not written", number)
 

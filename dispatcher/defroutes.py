@@ -18,7 +18,8 @@ from pkbs.errors import InvalidRequest, Unauthorized
 from pkbs.jobstore import Identity
 from pkbs.models import SubmitRequest, SubmitResponse
 
-from .context import Caller, Config, Definitions, Store
+from . import jobhooks
+from .context import Caller, Config, Definitions, Hooks, ServerConf, Store
 from .jobroutes import admitted, submitted
 
 router = APIRouter(prefix=C.API_PREFIX)
@@ -83,17 +84,20 @@ async def submit_from_definition(
     who: Caller,
     st: Store,
     settings: Config,
+    conf: ServerConf,
     defs: Definitions,
+    hooks: Hooks,
 ) -> SubmitResponse:
     """Submit a job of the definition with these parameters and qsub options: checked
-    and queued as POST /v1/jobs queues a job. A retry with the same submit_id returns
-    the same job."""
+    (queuejob hooks too) and queued as POST /v1/jobs queues a job. A retry with the
+    same submit_id returns the same job."""
     spec, script = job_of(await defs.get(name, body.version), body)
+    spec, comment = await jobhooks.queuejob(hooks, who, spec)
     request = SubmitRequest(
         submit_id=body.submit_id, spec=spec, payload_b64=base64.b64encode(script).decode()
     )
-    payload = admitted(settings, request)
+    payload = admitted(settings, conf.config, request)
     record, duplicate = await JobControl(st).submit(
-        who.user, request.spec, payload, request.submit_id
+        who.user, request.spec, payload, request.submit_id, comment
     )
     return submitted(record, duplicate)

@@ -44,9 +44,10 @@ from nats.js import errors as jserr
 from pkbs import constants as C
 from pkbs.errors import ServiceUnavailable
 from pkbs.jobstore import JobStore
+from pkbs.limits import QueuedCounts
 from pkbs.pbsattrs import _exec_host, resource_list
 from pkbs.pbsvalues import format_job_id, normalize_resource
-from pkbs.states import FINAL_STATES, JobState, shown_state
+from pkbs.states import ACTIVE_STATES, FINAL_STATES, JobState, shown_state
 
 log = logging.getLogger("pkbs.dispatcher.jobindex")
 
@@ -83,6 +84,7 @@ SUMMARY_COLUMNS = TABLE_COLUMNS + EXTRA_COLUMNS
 COLUMNS: dict[str, tuple[str, ...]] = {"table": TABLE_COLUMNS, "summary": SUMMARY_COLUMNS}
 
 _FINAL = frozenset(s.value for s in FINAL_STATES)
+_ACTIVE = frozenset(s.value for s in ACTIVE_STATES)
 _DELETES = frozenset({"DEL", "PURGE"})
 _MARKER_DELETES = frozenset({"MaxAge", "Purge", "Remove"})  # nats-server 2.11+ markers
 _INDEX_SHIFT = 32  # entry key: number << 32 | (index + 1); 0 for a job or an array
@@ -101,25 +103,35 @@ class Entry(NamedTuple):
 
 
 class Array(NamedTuple):
-    """What the queued subjobs of an unfinished array are rendered from: the array's
-    row with state Q and no comment, the id cut around the index."""
+    """What the subjobs of an array that have no record (never started) are rendered
+    from: the array's row with state Q (X once the array has ended: deleted, they
+    never will) and no comment, the id cut around the index."""
 
     indices: range
     id_prefix: bytes  # `"12[`
     head_rest: bytes  # `].pkbs","name","owner",...`
     tail: bytes
+    head_rest_ended: bytes  # the same with state X
+    max_run: int | None  # its max_run_subjobs
 
 
-def _subjob_template(spec_array: str, head: list[Any], tail: list[Any]) -> Array:
+def _subjob_template(
+    spec_array: str, head: list[Any], tail: list[Any], max_run: int | None
+) -> Array:
     """What JobRecord.subjob gives a queued subjob: the array's values, state Q, no
     comment; its id `<n>[<index>].<server>`."""
     id_prefix, _, id_suffix = pydantic_core.to_json(head[0]).partition(b"[]")
-    head_rest = _dumps([*head[1:4], JobState.QUEUED.value, head[5]])
+
+    def rest(state: JobState) -> bytes:
+        return b"]" + id_suffix + b"," + _dumps([*head[1:4], state.value, head[5]])
+
     return Array(
         _array_range(spec_array),
         id_prefix + b"[",
-        b"]" + id_suffix + b"," + head_rest,
+        rest(JobState.QUEUED),
         _dumps([*tail[:-1], None]),
+        rest(JobState.EXPIRED),
+        max_run,
     )
 
 
@@ -214,10 +226,20 @@ class JobIndex:
         self._subjobs: dict[int, set[int]] = {}  # array number -> indices with a record
         # Unfinished array number -> {index of an ended subjob: it did not exit 0}.
         self._ended: dict[int, dict[int, bool]] = {}
-        # Called with an unfinished array's number when one of its subjobs has ended
-        # (see dispatcher/arrays.py, which keeps the array's record up to date).
+        # Called with an unfinished array's number when one of its subjobs has ended,
+        # or started or stopped running otherwise (see dispatcher/arrays.py, which keeps
+        # the array's record up to date).
         self.on_subjob_ended: Callable[[int], None] | None = None
+        self.on_subjob_running: Callable[[int], None] | None = None
+        # Unfinished array number -> {index: state} of its subjobs whose record is not
+        # finished (running, or queued again).
+        self._live: dict[int, dict[int, str]] = {}
         self._counts: dict[str, Counter[str]] = {}  # unfinished jobs: queue -> state -> n
+        # Unfinished jobs and arrays (not subjobs) per owner: number -> queue (max_queued).
+        self._owned: dict[str, dict[int, str]] = {}
+        # Finished jobs and arrays (not subjobs): number -> when they ended (obittime),
+        # for history's expiry (pkbs/retention.py).
+        self._ended_at: dict[int, float] = {}
         self._applied = 0  # stream sequence of the last message applied
         self._dseq = 0  # consumer sequence of the last message applied
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -368,12 +390,18 @@ class JobIndex:
         old = self._jobs.pop(key, None)
         if old is not None:
             self._count(old, -1)
+            if index is None:
+                self._disown(old.owner, number)
+        was_running = False
         if index is None:
             self._arrays.pop(number, None)
+            self._ended_at.pop(number, None)
             if value is None:
                 self._ended.pop(number, None)
+                self._live.pop(number, None)
         else:
             self._ended.get(number, {}).pop(index, None)
+            was_running = self._live.get(number, {}).pop(index, None) in _ACTIVE
             if value is None:
                 have = self._subjobs.get(number)
                 if have is not None:
@@ -394,25 +422,40 @@ class JobIndex:
             )
             array = None
             if index is None and data["spec"].get("array") is not None:
-                array = _subjob_template(data["spec"]["array"], head, tail)
+                limit = str((data["spec"].get("attributes") or {}).get("max_run_subjobs", ""))
+                max_run = int(limit) if limit.isdigit() and int(limit) > 0 else None
+                array = _subjob_template(data["spec"]["array"], head, tail, max_run)
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("job index: unreadable record %s", subject, exc_info=True)
             return
         self._jobs[key] = entry
         self._count(entry, 1)
+        if index is None and entry.state not in _FINAL:
+            self._owned.setdefault(entry.owner, {})[number] = entry.queue
+        if index is None and entry.state in _FINAL:
+            self._ended_at[number] = float(data.get("obittime") or data.get("mtime") or 0.0)
         if index is not None:
             self._subjobs.setdefault(number, set()).add(index)
             parent = self._jobs.get(entry_key(number, None))
+            unfinished = parent is None or parent.state not in _FINAL
+            running = entry.state in _ACTIVE and unfinished
+            if entry.state not in _FINAL and unfinished:
+                self._live.setdefault(number, {})[index] = entry.state
             # Kept even before the array's own record is applied (the initial load
             # delivers keys in the order of their last change).
-            if entry.state in _FINAL and (parent is None or parent.state not in _FINAL):
+            if entry.state in _FINAL and unfinished:
                 self._ended.setdefault(number, {})[index] = data.get("exit_status") != 0
                 if parent is not None and self.on_subjob_ended is not None:
                     self.on_subjob_ended(number)
+            elif running != was_running and parent is not None and unfinished and (
+                self.on_subjob_running is not None
+            ):
+                self.on_subjob_running(number)
         elif array is not None:
             self._arrays[number] = array
             if entry.state in _FINAL:
                 self._ended.pop(number, None)
+                self._live.pop(number, None)
 
     def _unfinished_array(self, number: int) -> bool:
         entry = self._jobs.get(entry_key(number, None))
@@ -426,6 +469,23 @@ class JobIndex:
         size = len(template.indices) if template is not None else 0
         return len(ended), sum(ended.values()), size
 
+    def array_running(self, number: int) -> int:
+        """Subjobs of an unfinished array running (R, S or E) now."""
+        return sum(state in _ACTIVE for state in self._live.get(number, {}).values())
+
+    def subjob_load(self, number: int) -> tuple[set[int], int]:
+        """(indices of the array's subjobs that have a record, how many of those are
+        not finished): what JobControl.top_up needs."""
+        return set(self._subjobs.get(number, ())), len(self._live.get(number, {}))
+
+    def max_run_subjobs(self, number: int) -> int | None:
+        template = self._arrays.get(number)
+        return None if template is None else template.max_run
+
+    def limited_arrays(self) -> list[int]:
+        """Unfinished arrays with max_run_subjobs."""
+        return [n for n, a in self._arrays.items() if a.max_run and self._unfinished_array(n)]
+
     def ended_arrays(self) -> list[int]:
         """Unfinished arrays whose every subjob has ended (their records say otherwise
         until someone counts them: dispatcher/arrays.py)."""
@@ -435,6 +495,13 @@ class JobIndex:
             if self._unfinished_array(number)
             and self.array_tally(number)[0] >= self.array_tally(number)[2]
         ]
+
+    def _disown(self, owner: str, number: int) -> None:
+        owned = self._owned.get(owner)
+        if owned is not None:
+            owned.pop(number, None)
+            if not owned:
+                del self._owned[owner]
 
     async def wait_loaded(self) -> None:
         await self._loaded.wait()
@@ -521,6 +588,55 @@ class JobIndex:
             if entry.state not in _FINAL
         ]
 
+    def running(self) -> list[tuple[int, int | None]]:
+        """(number, index) of every job and subjob running (R, E)."""
+        return [
+            (key >> _INDEX_SHIFT, (key & _INDEX_MASK) - 1 if key & _INDEX_MASK else None)
+            for key, entry in self._jobs.items()
+            if entry.state in _ACTIVE
+        ]
+
+    def _weight(self, number: int) -> int:
+        """What a job counts for max_queued: 1, or an array its subjobs not ended."""
+        array = self._arrays.get(number)
+        if array is None:
+            return 1
+        return max(0, len(array.indices) - len(self._ended.get(number, {})))
+
+    def queued_counts(self, owner: str, queue: str, totals: bool) -> QueuedCounts:
+        """Jobs not finished for a max_queued check (pkbs/limits.py); everybody's
+        only with `totals` (they take a pass over every unfinished job)."""
+        mine = self._owned.get(owner, {})
+        user_all = sum(self._weight(n) for n in mine)
+        user_queue = sum(self._weight(n) for n, q in mine.items() if q == queue)
+        every_all = every_queue = 0
+        if totals:
+            for owned in self._owned.values():
+                for number, where in owned.items():
+                    weight = self._weight(number)
+                    every_all += weight
+                    every_queue += weight if where == queue else 0
+        return QueuedCounts(every_all, user_all, every_queue, user_queue)
+
+    def ended_before(self, cutoff: float) -> list[int]:
+        """Numbers of the finished jobs and arrays that ended before `cutoff`."""
+        return sorted(number for number, ended in self._ended_at.items() if ended < cutoff)
+
+    def held(self) -> list[int]:
+        """Numbers of the held jobs and arrays."""
+        return [
+            key >> _INDEX_SHIFT
+            for key, entry in self._jobs.items()
+            if entry.state == JobState.HELD.value and not key & _INDEX_MASK
+        ]
+
+    def forget(self, number: int) -> None:
+        """Drop a job whose record is gone (its purge marker missed: the sweep saw
+        it gone), and its subjobs."""
+        for index in list(self._subjobs.get(number, ())):
+            self.apply(f"{KEY_PREFIX}{number}.{index}", None)
+        self.apply(f"{KEY_PREFIX}{number}", None)
+
     def counts(self) -> dict[str, Counter[str]]:
         """Unfinished jobs (subjobs with a record included) per queue and state."""
         return {queue: Counter(counts) for queue, counts in self._counts.items()}
@@ -533,12 +649,15 @@ class JobIndex:
         users: Iterable[str] | None,
         history: bool,
         subjobs: bool,
+        since: float | None = None,
     ) -> list[bytes]:
         """The JSON rows (`[...]`) of a listing, ordered by number and index: jobs of
-        `owner` (None: everybody's) among `users`, finished ones with `history`,
-        subjobs with `subjobs` - an unfinished array's subjobs without a record
-        (never started) as queued rows made from the array's."""
+        `owner` (None: everybody's) among `users`, finished ones with `history` (those
+        that ended at `since` or later), subjobs with `subjobs` - an array's subjobs
+        without a record (never started) as rows made from the array's: queued, or with
+        `history` of an ended array, expired (X)."""
         wanted = set(users) if users else None
+        expired = set(self.ended_before(since)) if since is not None and history else set()
         full = view == "summary"
         out: list[bytes] = []
         jobs = self._jobs
@@ -550,6 +669,8 @@ class JobIndex:
             ):
                 continue
             number, sub = key >> _INDEX_SHIFT, key & _INDEX_MASK
+            if number in expired:
+                continue
             if sub:  # a subjob's record, unless listed with its array already
                 span = expanded.get(number)
                 listed = span is not None and sub - 1 in span
@@ -559,20 +680,23 @@ class JobIndex:
             if history or entry.state not in _FINAL:
                 out.append(_row(entry, full))
             array = self._arrays.get(number) if subjobs else None
-            if array is not None and entry.state not in _FINAL:
+            ended = entry.state in _FINAL
+            if array is not None and (history or not ended):
                 expanded[number] = array.indices
-                self._subjob_rows(number, array, out, full, history)
+                self._subjob_rows(number, array, out, full, history, ended)
         return out
 
     def _subjob_rows(
-        self, number: int, array: Array, out: list[bytes], full: bool, history: bool
+        self, number: int, array: Array, out: list[bytes], full: bool, history: bool,
+        ended: bool,
     ) -> None:
-        """The subjobs of an unfinished array in index order: its record where a
-        subjob has one, else a queued row."""
+        """The subjobs of an array in index order: its record where a subjob has one,
+        else a queued row (an expired one if the array has `ended`)."""
         have = self._subjobs.get(number, set())
         jobs = self._jobs
         prefix = b"[" + array.id_prefix
-        rest = array.head_rest + (b"," + array.tail + b"]" if full else b"]")
+        head_rest = array.head_rest_ended if ended else array.head_rest
+        rest = head_rest + (b"," + array.tail + b"]" if full else b"]")
         for index in array.indices:
             if index not in have:
                 out.append(prefix + str(index).encode() + rest)

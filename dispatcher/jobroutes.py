@@ -15,7 +15,15 @@ from fastapi.responses import Response
 
 from pkbs import constants as C
 from pkbs.control import JobControl
-from pkbs.errors import InvalidRequest, PkbsError, QueueDisabled, UnknownQueue
+from pkbs.errors import (
+    BadState,
+    FinishedJob,
+    InvalidRequest,
+    NoDefaultQueue,
+    PkbsError,
+    QueueDisabled,
+    Unauthorized,
+)
 from pkbs.jobstore import Identity, JobStore, job_key
 from pkbs.models import (
     AlterRequest,
@@ -30,16 +38,18 @@ from pkbs.models import (
 )
 from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes
-from pkbs.pbsvalues import parse_job_id
-from pkbs.queues import QueueConfig, admit_image, check_request
+from pkbs.pbsvalues import RESUME, SUSPEND, is_subjob_range, parse_job_id
+from pkbs.queues import admit_image, apply_defaults, check_request
+from pkbs.retention import history_seconds, within_history
+from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
-from pkbs.states import JobState, is_final
+from pkbs.states import JobState, is_active, is_final
 
-from . import metrics
+from . import jobhooks, metrics
 from .auth import check_hold_types, check_owner
-from .context import Caller, Config, Index, Store
+from .context import Caller, Config, Hooks, Index, Queued, ServerConf, Store
 from .jobindex import COLUMNS, listing_body
-from .lookup import owned
+from .lookup import owned, owned_all
 
 router = APIRouter(prefix=C.API_PREFIX)
 
@@ -66,20 +76,17 @@ def wire(settings: Settings, records: list[JobRecord]) -> dict[str, Any]:
     }
 
 
-def queue_of(settings: Settings, spec: JobSpec) -> QueueConfig:
-    queue = settings.queues.get(spec.queue)
-    if queue is None:
-        raise UnknownQueue()
-    return queue
-
-
-def admitted(settings: Settings, body: SubmitRequest) -> bytes:
-    """Check a submission against its queue; its payload."""
-    queue = queue_of(settings, body.spec)
+def admitted(settings: Settings, config: ServerConfig, body: SubmitRequest) -> bytes:
+    """Check a submission against its queue (the server's default_queue when it names
+    none); its payload."""
+    if not body.spec.queue:
+        if not config.server.default_queue:
+            raise NoDefaultQueue()
+        body.spec.queue = config.server.default_queue
+    queue = config.queue(body.spec.queue)
     if not queue.enabled:
         raise QueueDisabled()
-    if queue.default_walltime and "walltime" not in body.spec.resources:
-        body.spec.resources["walltime"] = queue.default_walltime
+    apply_defaults(queue, body.spec.resources)
     check_request(body.spec.queue, queue, body.spec.resources, settings.max_job_ncpus)
     admit_image(body.spec.queue, queue, body.spec)
     try:
@@ -104,27 +111,53 @@ def no_subjob(record: JobRecord) -> None:
 
 
 @router.post("/jobs", response_model=SubmitResponse, status_code=201)
-async def submit(body: SubmitRequest, who: Caller, st: Store, settings: Config) -> SubmitResponse:
-    payload = admitted(settings, body)
-    record, duplicate = await JobControl(st).submit(who.user, body.spec, payload, body.submit_id)
+async def submit(
+    body: SubmitRequest,
+    who: Caller,
+    st: Store,
+    settings: Config,
+    conf: ServerConf,
+    hooks: Hooks,
+    queued: Queued,
+) -> SubmitResponse:
+    spec, comment = await jobhooks.queuejob(hooks, who, body.spec)
+    if spec is not body.spec:
+        body = body.model_copy(update={"spec": spec})
+    payload = admitted(settings, conf.config, body)
+    async with queued.admit(conf.config, who.user, [body.spec]):
+        record, duplicate = await JobControl(st).submit(
+            who.user, body.spec, payload, body.submit_id, comment
+        )
     return submitted(record, duplicate)
 
 
 @router.post("/jobs/batch", response_model=BatchSubmitResponse, status_code=201)
 async def submit_batch(
-    body: BatchSubmitRequest, who: Caller, st: Store, settings: Config
+    body: BatchSubmitRequest,
+    who: Caller,
+    st: Store,
+    settings: Config,
+    conf: ServerConf,
+    hooks: Hooks,
+    queued: Queued,
 ) -> BatchSubmitResponse:
-    """Many jobs in one request, numbered in order. Every job is checked first: if
-    one is refused, none is submitted (the error names its position). A retry of
-    the same batch (same submit ids) returns the same jobs."""
+    """Many jobs in one request, numbered in order. Every job is checked first (its
+    queuejob hooks run): if one is refused, none is submitted (the error names its
+    position). A retry of the same batch (same submit ids) returns the same jobs."""
     jobs = []
+    comments = []
     for position, item in enumerate(body.jobs):
         try:
-            jobs.append((item.spec, admitted(settings, item), item.submit_id))
+            spec, comment = await jobhooks.queuejob(hooks, who, item.spec)
+            if spec is not item.spec:
+                item = item.model_copy(update={"spec": spec})
+            jobs.append((item.spec, admitted(settings, conf.config, item), item.submit_id))
+            comments.append(comment)
         except PkbsError as exc:
             exc.message = f"batch job {position}: {exc.message}"
             raise
-    done = await JobControl(st).submit_many(who.user, jobs)
+    async with queued.admit(conf.config, who.user, [spec for spec, _, _ in jobs], batch=True):
+        done = await JobControl(st).submit_many(who.user, jobs, comments)
     return BatchSubmitResponse(jobs=[submitted(*job) for job in done])
 
 
@@ -138,13 +171,17 @@ async def list_jobs(
     st: Store,
     settings: Config,
     index: Index,
+    server: ServerConf,
     history: bool = False,
     subjobs: bool = False,
     user: Annotated[list[str] | None, Query()] = None,
     view: Annotated[ListView, Query(description=VIEW_DOC)] = "full",
 ) -> dict[str, Any] | Response:
     """The caller's jobs (an operator's: everybody's), finished ones with history,
-    subjobs of arrays with `subjobs` (queued ones that have no record yet too)."""
+    subjobs of arrays with `subjobs` (queued ones that have no record yet too).
+    Finished jobs whose history has expired are not listed (pkbs/retention.py)."""
+    now = time.time()
+    kept_for = history_seconds(server.config.server)
     if view != "full":
         await index.sync()  # every change stored before this request is in
         rows = index.rows(
@@ -153,6 +190,7 @@ async def list_jobs(
             users=user,
             history=history,
             subjobs=subjobs,
+            since=now - kept_for,
         )
         body = listing_body(settings.server_name, view, rows)
         return Response(body, media_type="application/json")
@@ -168,35 +206,60 @@ async def list_jobs(
             if not subjobs:
                 continue
         records.append(record)
-    if subjobs:
-        for array in [r for r in records if r.is_array and not is_final(r.state)]:
+    if subjobs:  # never started: queued, or ended with their array (history)
+        for array in [r for r in records if r.is_array and (history or not is_final(r.state))]:
             have = started.get(array.number, set())
-            records.extend(array.subjob(i) for i in array.spec.array_indices() if i not in have)
+            state = array.state if is_final(array.state) else JobState.QUEUED
+            records.extend(
+                array.subjob(i).model_copy(update={"state": state})
+                for i in array.spec.array_indices()
+                if i not in have
+            )
     if not history:
         records = [r for r in records if not is_final(r.state)]
+    else:
+        tops = (r for r in records if r.index is None)  # a subjob goes with its array
+        gone = {r.number for r in tops if not within_history(r, kept_for, now)}
+        records = [r for r in records if r.number not in gone]
     records.sort(key=lambda r: (r.number, -1 if r.index is None else r.index))
     return wire(settings, records)
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, who: Caller, st: Store, settings: Config) -> dict[str, Any]:
-    return wire(settings, [await owned(st, who, job_id)])
+    """A job, or each subjob of a range (`12[2-5]`)."""
+    return wire(settings, await owned_all(st, who, job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204)
 async def delete_job(job_id: str, who: Caller, st: Store) -> Response:
-    record = await owned(st, who, job_id)
-    await JobControl(st).delete(record.number, who.user, record.index)
-    metrics.DELETED.inc()
+    """qdel of a job, or of each subjob of a range that has not ended (the range is
+    refused only if every one of them has)."""
+    records = await owned_all(st, who, job_id)
+    control = JobControl(st)
+    finished: FinishedJob | None = None
+    for record in records:
+        try:
+            await control.delete(record.number, who.user, record.index)
+        except FinishedJob as exc:
+            finished = exc
+            continue
+        metrics.DELETED.inc()
+    if finished is not None and len(records) == 1:
+        raise finished
+    if finished is not None and all(is_final(r.state) for r in records):
+        raise FinishedJob(job_id=job_id)
     return Response(status_code=204)
 
 
 async def holdable(st: JobStore, who: Identity, job_id: str, types: str) -> JobRecord:
-    """The job a qhold / qrls names, if the caller may set or clear these holds on it."""
-    record = await owned(st, who, job_id)
-    check_hold_types(who, types, record)
-    no_subjob(record)
-    return record
+    """The job a qhold / qrls names, if the caller may set or clear these holds on it
+    (not a subjob nor a range of them: PBS's PBSE_IVALREQ)."""
+    records = await owned_all(st, who, job_id)
+    for record in records:
+        check_hold_types(who, types, record)
+        no_subjob(record)
+    return records[0]
 
 
 @router.post("/jobs/{job_id}/hold")
@@ -217,29 +280,65 @@ async def release_job(
 
 @router.patch("/jobs/{job_id}")
 async def alter_job(
-    job_id: str, body: AlterRequest, who: Caller, st: Store, settings: Config
+    job_id: str,
+    body: AlterRequest,
+    who: Caller,
+    st: Store,
+    settings: Config,
+    conf: ServerConf,
+    hooks: Hooks,
 ) -> dict[str, Any]:
     record = await owned(st, who, job_id)
     no_subjob(record)
+    body, comment = await jobhooks.modifyjob(hooks, who, record, body)
 
     def check(spec: JobSpec) -> None:
-        queue = queue_of(settings, spec)
-        check_request(spec.queue, queue, spec.resources, settings.max_job_ncpus)
+        check_request(
+            spec.queue, conf.config.queue(spec.queue), spec.resources, settings.max_job_ncpus
+        )
 
-    return wire(settings, [await JobControl(st).alter(record.number, body, check)])
+    altered = await JobControl(st).alter(
+        record.number, body, check, comment, privileged=who.is_admin
+    )
+    return wire(settings, [altered])
+
+
+async def each_running(records: list[JobRecord], act: Any, job_id: str) -> None:
+    """`act` on each record of a job or range; of a range only on the subjobs that
+    run, refused (PBSE_BADSTATE) if none does (PBS's req_signaljob, req_rerunjob)."""
+    if not is_subjob_range(job_id):
+        await act(records[0])
+        return
+    running = [r for r in records if is_active(r.state)]
+    if not running:
+        raise BadState(job_id=f"{job_id.split('.', 1)[0]}.{records[0].server}")
+    for record in running:
+        await act(record)
 
 
 @router.post("/jobs/{job_id}/rerun", status_code=204)
 async def rerun_job(job_id: str, who: Caller, st: Store) -> Response:
-    record = await owned(st, who, job_id)
-    await JobControl(st).rerun(record.number, record.index)
+    control = JobControl(st)
+
+    async def rerun(record: JobRecord) -> None:
+        await control.rerun(record.number, record.index)
+
+    await each_running(await owned_all(st, who, job_id), rerun, job_id)
     return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/signal", status_code=204)
 async def signal_job(job_id: str, body: SignalRequest, who: Caller, st: Store) -> Response:
-    record = await owned(st, who, job_id)
-    await JobControl(st).signal(record, body.signal)
+    """qsig. suspend and resume are the operators' (PBS: manager or operator)."""
+    records = await owned_all(st, who, job_id)
+    if body.signal in (SUSPEND, RESUME) and not who.is_admin:
+        raise Unauthorized(job_id=records[0].job_id if len(records) == 1 else job_id)
+    control = JobControl(st)
+
+    async def send(record: JobRecord) -> None:
+        await control.signal(record, body.signal)
+
+    await each_running(records, send, job_id)
     return Response(status_code=204)
 
 

@@ -35,13 +35,45 @@ DEFINITION_KEY_PREFIX = "d."
 # NODE_KEY_PREFIX + <worker name>, expiring unless its worker renews it.
 NODES_BUCKET = "PKBS_NODES"
 NODE_KEY_PREFIX = "n."
+# KV bucket of the server's configuration (pkbs/configstore.py): `server` (attributes
+# and queues, what qmgr sets) and HOOK_KEY_PREFIX + <name> (one per hook).
+CONFIG_BUCKET = "PKBS_CONFIG"
+CONFIG_SERVER_KEY = "server"  # its key of the ServerConfig (pkbs/configstore.py)
+HOOK_KEY_PREFIX = "hook."
+
+# KV bucket of the running jobs that run limits count (pkbs/runledger.py): one key per
+# ledger, `u.<user>` or `all` (pkbs/limits.py: ledger_key).
+RUNNING_BUCKET = "PKBS_RUNNING"
+
+# JetStream stream of running jobs' live output (worker/outputfeed.py), in memory and
+# bounded (pkbs/jobstore.py ensure_layout): subjects
+# pkbs.output.<number>[.<index>].<stdout|stderr>, one message per chunk a worker read
+# from the job's file; an empty message with OUTPUT_END_HEADER ends a run's output.
+OUTPUT_STREAM = "PKBS_OUTPUT"
+OUTPUT_SUBJECT_PREFIX = "pkbs.output"
+OUTPUT_STREAMS = ("stdout", "stderr")
+OUTPUT_END_HEADER = "Pkbs-Output-End"
 
 # Core NATS subjects.
+# pkbs.watch.<number>[.<index>]: a request to the worker running the job to publish its
+# output (for a lease of OUTPUT_WATCH_LEASE seconds, renewed by the watcher); the reply
+# is {"ok": true} once what the job wrote so far is in PKBS_OUTPUT, else {"error": ...}.
+OUTPUT_WATCH_PREFIX = "pkbs.watch"
+OUTPUT_WATCH_LEASE = 20.0
+
 # pkbs.signal.<number>: tell the worker running the job to signal it. The body is a
 # signal name (qsig), or KILL_REQUEST (qdel: SIGTERM, then SIGKILL after the grace).
 SIGNAL_SUBJECT_PREFIX = "pkbs.signal"
+# pkbs.adopt.<worker name>: a request to the worker running a job to take over a new
+# delivery of its work message (the consumers were arranged again: worker/service.py).
+# The body is the run token; the reply subject of that delivery rides in a header.
+ADOPT_SUBJECT_PREFIX = "pkbs.adopt"
+ADOPT_REPLY_HEADER = "Pkbs-Ack-Subject"
 KILL_REQUEST = "qdel"
 RERUN_REQUEST = "qrerun"  # kill the run and queue the job again
+# The running job's record changed (suspended, resumed, a new walltime): its worker
+# reads it again and does what it says. (Its heartbeat reads it too, if this is lost.)
+CHANGED_REQUEST = "changed"
 
 # Headers.
 MSG_ID_HEADER = "Nats-Msg-Id"

@@ -8,6 +8,7 @@ makes. Ownership checks are the caller's (the dispatcher's) business.
 from __future__ import annotations
 
 import logging
+import signal as signals
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -19,12 +20,23 @@ from pkbs.errors import (
     FinishedJob,
     ModifyRunning,
     NotRerunnable,
+    StoreFull,
+    Unauthorized,
     UnknownJob,
+    UnknownSignal,
 )
 from pkbs.jobstore import JobStore
 from pkbs.models import AlterRequest, JobRecord, JobSpec
-from pkbs.pbsvalues import format_job_id, parse_depend, parse_job_id
+from pkbs.pbsvalues import (
+    RESUME,
+    SUSPEND,
+    format_job_id,
+    parse_depend,
+    parse_job_id,
+    signal_number,
+)
 from pkbs.states import JobEvent, JobState, can, is_active, is_final, is_pending
+from pkbs.storage import record_bytes
 
 log = logging.getLogger(__name__)
 
@@ -63,50 +75,85 @@ class JobControl:
         return pending
 
     async def submit(
-        self, owner: str, spec: JobSpec, payload: bytes, submit_id: str
+        self,
+        owner: str,
+        spec: JobSpec,
+        payload: bytes,
+        submit_id: str,
+        comment: str | None = None,
     ) -> tuple[JobRecord, bool]:
         pending = self.dependencies(spec.depend)
         for numbers in pending.values():
             for number in numbers:
                 await self.store.get(number)  # UnknownJob for a missing parent
+        await self.store.capacity.admit(len(payload), record_bytes(spec))
         now = time.time()
 
         def build(number: int) -> JobRecord:
-            return lifecycle.submitted(number, self.server, owner, spec, submit_id, pending, now)
+            return lifecycle.submitted(
+                number, self.server, owner, spec, submit_id, pending, now, comment
+            )
 
         record, revision, duplicate = await self.store.create(payload, submit_id, build)
         if record.enqueue_count and not is_final(record.state):
-            await self._enqueue(record, payload, revision)  # deduplicated if a retry
+            try:
+                await self._enqueue(record, payload, revision)  # deduplicated if a retry
+            except StoreFull:
+                if not duplicate:  # refused: nothing of it stays
+                    await self.store.discard([(record.number, None, revision)], [record.number])
+                raise
         if record.depend_pending:
             await self._link_parents(record)
         return record, duplicate
 
     async def submit_many(
-        self, owner: str, jobs: Sequence[tuple[JobSpec, bytes, str]]
+        self,
+        owner: str,
+        jobs: Sequence[tuple[JobSpec, bytes, str]],
+        comments: Sequence[str | None] = (),
     ) -> list[tuple[JobRecord, bool]]:
         """Submit (spec, payload, submit_id) each as `submit` would, numbered in
         order, with one JetStream round trip per stage for the whole lot. Jobs with
-        dependencies (rare in a batch) make it go one job at a time."""
+        dependencies (rare in a batch) make it go one job at a time. `comments`: the
+        comment each job starts with (queuejob hooks'), if any."""
+        notes = list(comments) or [None] * len(jobs)
         if any(spec.depend for spec, _, _ in jobs):
-            return [await self.submit(owner, *job) for job in jobs]
+            return [
+                await self.submit(owner, *job, comment)
+                for job, comment in zip(jobs, notes, strict=True)
+            ]
+        await self.store.capacity.admit(
+            sum(len(payload) for _, payload, _ in jobs),
+            sum(record_bytes(spec) for spec, _, _ in jobs),
+        )
         now = time.time()
 
         def build(position: int, number: int) -> JobRecord:
             spec, _, submit_id = jobs[position]
-            return lifecycle.submitted(number, self.server, owner, spec, submit_id, {}, now)
+            return lifecycle.submitted(
+                number, self.server, owner, spec, submit_id, {}, now, notes[position]
+            )
 
         created = await self.store.create_many(
             [(payload, submit_id) for _, payload, submit_id in jobs], build
         )
         singles = []
-        for (record, revision, _), (_, payload, _) in zip(created, jobs, strict=True):
-            if not record.enqueue_count or is_final(record.state):
-                continue
-            if record.is_array:
-                await self._enqueue(record)
-            else:
-                singles.append((record, payload, revision))
-        await self.store.enqueue_many(singles)  # deduplicated if a retry
+        try:
+            for (record, revision, _), (_, payload, _) in zip(created, jobs, strict=True):
+                if not record.enqueue_count or is_final(record.state):
+                    continue
+                if record.is_array:
+                    await self._enqueue(record)
+                else:
+                    singles.append((record, payload, revision))
+            await self.store.enqueue_many(singles)  # deduplicated if a retry
+        except StoreFull:  # refused: nothing of the batch stays
+            fresh = [(record, revision) for record, revision, dup in created if not dup]
+            await self.store.discard(
+                [(record.number, None, revision) for record, revision in fresh],
+                [record.number for record, _ in fresh],
+            )
+            raise
         return [(record, duplicate) for record, _, duplicate in created]
 
     async def _link_parents(self, child: JobRecord) -> None:
@@ -127,11 +174,15 @@ class JobControl:
     async def _enqueue(
         self, record: JobRecord, payload: bytes | None = None, revision: int | None = None
     ) -> None:
-        """Queue a job, or every subjob of an array that has not started yet."""
+        """Queue a job, or every subjob of an array that has not started yet (of an
+        array with max_run_subjobs, only as many as may run: see top_up)."""
         if not record.is_array:
             await self.store.enqueue(record, payload=payload, revision=revision)
             return
         started = await self.store.subjob_indices(record.number)
+        if record.spec.max_run_subjobs is not None:
+            await self.top_up(record, started, await self._unfinished_subjobs(record, started))
+            return
         indices = record.spec.array_indices()
         await self.store.enqueue(
             record, [i for i in indices if i not in started] if started else indices
@@ -170,6 +221,11 @@ class JobControl:
                     have = await self.store.subjob_indices(record.number)
                 else:
                     have = started.get(record.number, set())
+                if record.spec.max_run_subjobs is not None:
+                    unfinished_count = await self._unfinished_subjobs(record, have)
+                    if await self.top_up(record, have, unfinished_count):
+                        repaired += 1
+                    continue
                 queued = _queued_spans(present, record.number)
                 lost = [
                     i
@@ -187,7 +243,10 @@ class JobControl:
             elif record.state == JobState.HELD and record.depend_pending:
                 for numbers in list(record.depend_pending.values()):
                     for number in numbers:
-                        parent, _ = await self.store.get(number)
+                        try:
+                            parent, _ = await self.store.get(number)
+                        except UnknownJob:
+                            continue  # (retention keeps a parent a held job names)
                         await self.dependency_event(record.number, parent)
         return repaired
 
@@ -226,20 +285,57 @@ class JobControl:
         if array is not None and array.dependents:
             await self.notify_dependents(array)
 
-    async def count_subjobs(self, number: int, done: int, failed: int) -> None:
+    async def count_subjobs(self, number: int, done: int, failed: int, running: int = 0) -> None:
         """Write how many of an array's subjobs have ended, `failed` of them not with
-        exit status 0 (the dispatcher counts them in its job index: dispatcher/
-        arrays.py). The array ends with its last subjob: Exit_status 0 if every
-        subjob's was, else 1."""
+        exit status 0, and how many run (the dispatcher counts them in its job index:
+        dispatcher/arrays.py). The array ends with its last subjob: Exit_status 0 if
+        every subjob's was, else 1."""
+        counts = (done, failed, running)
 
         def count(array: JobRecord) -> JobRecord | None:
-            if is_final(array.state) or (array.array_done, array.array_failed) == (done, failed):
+            known = (array.array_done, array.array_failed, array.array_running)
+            if is_final(array.state) or known == counts:
                 return None
-            return lifecycle.subjobs_counted(array, done, failed, time.time())
+            return lifecycle.subjobs_counted(array, done, failed, time.time(), running)
 
         array = await self.store.update(number, count)
         if array is not None and is_final(array.state):
             await self.notify_dependents(array)
+
+    async def top_up(self, array: JobRecord, have: set[int], unfinished: int) -> int:
+        """Queue the next subjobs of an array with max_run_subjobs N: the first of those
+        that never started (`have`: the indices with a record), as many as N less
+        the `unfinished` subjobs with a record (running, or queued again). Nothing
+        else queues its subjobs, and what is queued and not started is always the
+        first of the never-started: so at most N run at once, whoever calls this
+        with whatever (older) view. A subjob queued twice is started once (its
+        start is a compare-and-set; the message ids deduplicate most). Returns how
+        many were queued."""
+        limit = array.spec.max_run_subjobs
+        if limit is None or array.state not in (JobState.QUEUED, JobState.BEGUN):
+            return 0
+        free = limit - unfinished
+        if free <= 0:
+            return 0
+        indices = []
+        for index in array.spec.array_indices():
+            if index not in have:
+                indices.append(index)
+                if len(indices) == free:
+                    break
+        if indices:
+            await self.store.enqueue(array, indices)
+        return len(indices)
+
+    async def _unfinished_subjobs(self, array: JobRecord, have: set[int]) -> int:
+        count = 0
+        for index in have:
+            try:
+                record, _ = await self.store.get(array.number, index)
+            except UnknownJob:
+                continue
+            count += not is_final(record.state)
+        return count
 
     async def running_subjobs(self, array: JobRecord) -> list[JobRecord]:
         found = []
@@ -272,7 +368,10 @@ class JobControl:
                 return None
             return lifecycle.dependencies_met(child, parent.number, met, time.time())
 
-        child = await self.store.update(child_number, judge)
+        try:
+            child = await self.store.update(child_number, judge)
+        except UnknownJob:
+            return  # it ended and its history expired (pkbs/retention.py)
         if child is None:
             return
         if is_pending(child.state):  # it was held: released
@@ -336,7 +435,7 @@ class JobControl:
         if is_final(record.state):
             await self.notify_dependents(record)
         else:
-            await self.signal(record, C.KILL_REQUEST)
+            await self._tell_run(record, C.KILL_REQUEST)
         return record
 
     async def _delete_subjob(self, number: int, index: int, by: str) -> JobRecord:
@@ -354,14 +453,22 @@ class JobControl:
 
         record = await self.store.update(number, change, index)
         assert record is not None
-        await self.signal(record, C.KILL_REQUEST)
+        await self._tell_run(record, C.KILL_REQUEST)
         return record
 
     async def alter(
-        self, number: int, change: AlterRequest, check: Callable[[JobSpec], None]
+        self,
+        number: int,
+        change: AlterRequest,
+        check: Callable[[JobSpec], None],
+        comment: str | None = None,
+        privileged: bool = False,
     ) -> JobRecord:
-        """qalter: change a job that has not started; a running one only its time limits.
-        `check` validates the new spec (queue limits) before it is stored."""
+        """qalter: change a job that has not started; a running one only its time limits,
+        which only an operator (`privileged`) may raise (PBS's req_modify). The running
+        job's worker applies a new walltime at once. `check` validates the new spec
+        (queue limits) before it is stored. `comment`: the job's new comment (a
+        modifyjob hook's), if any."""
 
         pending: dict[str, list[int]] = {}
         if change.depend is not None:
@@ -373,14 +480,19 @@ class JobControl:
         def apply(record: JobRecord) -> JobRecord:
             if is_final(record.state):
                 raise FinishedJob(job_id=record.job_id)
-            if is_active(record.state) and not change.touches_only_running_limits():
-                raise ModifyRunning(job_id=record.job_id)
+            if is_active(record.state):
+                if not change.touches_only_running_limits():
+                    raise ModifyRunning(job_id=record.job_id)
+                if not privileged and change.raises_limits(record.spec.resources):
+                    raise Unauthorized(job_id=record.job_id)
             new = lifecycle.altered(record, change, pending, time.time())
             check(new.spec)
-            return new
+            return new if comment is None else new.model_copy(update={"comment": comment})
 
         record = await self.store.update(number, apply)
         assert record is not None
+        if is_active(record.state):
+            await self._tell_run(record, C.CHANGED_REQUEST)
         if pending:
             await self._link_parents(record)
             record, _ = await self.store.get(number)
@@ -398,13 +510,54 @@ class JobControl:
 
         record = await self.store.update(number, change, index)
         assert record is not None
-        await self.signal(record, C.RERUN_REQUEST)
+        await self._tell_run(record, C.RERUN_REQUEST)
         return record
 
     async def signal(self, record: JobRecord, name: str) -> None:
+        """qsig: a signal to the job's processes (refused unless it runs; a suspended
+        job takes only SIGKILL, as MoM's req_signaljob), or suspend / resume: the
+        record says S or R again and the worker stops or continues the processes. An
+        array: each of its running subjobs (PBS's req_signaljob)."""
+        if record.is_array:
+            if record.state != JobState.BEGUN:
+                raise BadState(job_id=record.job_id)
+            for subjob in await self.running_subjobs(record):
+                try:
+                    await self.signal(subjob, name)
+                except BadState:
+                    continue  # e.g. suspended already: skipped, as PBS does
+            return
+        if name in (SUSPEND, RESUME):
+            await self._suspend(record, name == SUSPEND)
+            return
         if not is_active(record.state):
             raise BadState(job_id=record.job_id)
-        await self.store.nc.publish(f"{C.SIGNAL_SUBJECT_PREFIX}.{run_key(record)}", name.encode())
+        number = signal_number(name)
+        if number is None:
+            raise UnknownSignal(job_id=record.job_id)
+        if record.state == JobState.SUSPENDED and number != signals.SIGKILL:
+            raise BadState(job_id=record.job_id)
+        await self._tell_run(record, name)
+
+    async def _suspend(self, record: JobRecord, suspend: bool) -> None:
+        event = JobEvent.SUSPEND if suspend else JobEvent.RESUME
+
+        def change(current: JobRecord) -> JobRecord:
+            if not can(current.state, event):
+                raise BadState(job_id=current.job_id)
+            return lifecycle.suspended(current) if suspend else lifecycle.resumed(current)
+
+        new = await self.store.update(record.number, change, record.index)
+        assert new is not None
+        await self._tell_run(new, C.CHANGED_REQUEST)
+
+    async def _tell_run(self, record: JobRecord, request: str) -> None:
+        """Tell the worker running the job: a signal name, or one of the requests in
+        pkbs.constants (kill, rerun, the record changed)."""
+        if not is_active(record.state):
+            raise BadState(job_id=record.job_id)
+        subject = f"{C.SIGNAL_SUBJECT_PREFIX}.{run_key(record)}"
+        await self.store.nc.publish(subject, request.encode())
 
 
 def run_key(record: JobRecord) -> str:

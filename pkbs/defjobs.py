@@ -9,7 +9,6 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from pkbs.constants import DEFAULT_QUEUE
 from pkbs.definitions import (
     DEFINITION_ATTRIBUTE,
     MAX_VALUE_CHARS,
@@ -84,7 +83,9 @@ def job_of(definition: Definition, request: DefinitionSubmitRequest) -> tuple[Jo
     rendered = render(definition, request.parameters)
     options = request.options
     name = validate_job_name(options.name) if options.name is not None else definition.name
-    queue = validate_queue_name(options.queue or definition.queue or DEFAULT_QUEUE)
+    queue = options.queue or definition.queue or ""  # "": the server's default_queue
+    if queue:
+        validate_queue_name(queue)
     asked = {name.lower(): value for name, value in options.resources.items()}
     for resource, value in asked.items():
         check_resource(resource, value)

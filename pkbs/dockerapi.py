@@ -125,6 +125,13 @@ class DockerAPI:
         await self._call("POST", f"/containers/{container}/kill", params={"signal": str(signal)},
                          ok=(204, 404, 409))
 
+    async def pause(self, container: str) -> None:
+        """Freeze every process of the container (a stopped one is fine)."""
+        await self._call("POST", f"/containers/{container}/pause", ok=(204, 404, 409))
+
+    async def unpause(self, container: str) -> None:
+        await self._call("POST", f"/containers/{container}/unpause", ok=(204, 404, 409))
+
     async def remove(self, container: str) -> None:
         await self._call("DELETE", f"/containers/{container}", params={"force": "1", "v": "1"},
                          ok=(204, 404, 409))

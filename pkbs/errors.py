@@ -14,21 +14,31 @@ if TYPE_CHECKING:
 
 # PBS error numbers (OpenPBS src/include/pbs_error.h).
 PBSE_UNKJOBID = 15001
+PBSE_NOATTR = 15002
+PBSE_ATTRRO = 15003
 PBSE_IVALREQ = 15004
 PBSE_PERM = 15007
 PBSE_SYSTEM = 15010
 PBSE_INTERNAL = 15011
+PBSE_UNKSIG = 15013
 PBSE_BADATVAL = 15014
 PBSE_MODATRRUN = 15015
 PBSE_BADSTATE = 15016
 PBSE_UNKQUE = 15018
 PBSE_BADCRED = 15019
 PBSE_QUNOENB = 15021
+PBSE_QUEEXIST = 15025
+PBSE_OBJBUSY = 15027
+PBSE_QUENBIG = 15028
 PBSE_UNKRESC = 15035
 PBSE_EXCQRESC = 15036
-PBSE_UNKNODE = 15062
+PBSE_QUENODFLT = 15037
 PBSE_NORERUN = 15038
+PBSE_UNKNODE = 15062
+PBSE_HOOKERROR = 15136
 PBSE_HISTJOBID = 15139
+PBSE_ENTLIMCT = 15142
+PBSE_SAVE_ERR = 15161
 
 # Exit statuses of the commands that are not exit(pbs_errno).
 EXIT_SCRIPT = 1  # qsub: the script cannot be used (OpenPBS: read or tmp-file error)
@@ -98,6 +108,34 @@ class QueueDisabled(PkbsError):
     default_message = "Queue is not enabled"
 
 
+class NoDefaultQueue(PkbsError):
+    """A job that names no queue, on a server whose default_queue is unset."""
+
+    pbs_errno = PBSE_QUENODFLT
+    http_status = 400
+    default_message = "No default queue specified"
+
+
+class QueueExists(PkbsError):
+    pbs_errno = PBSE_QUEEXIST
+    http_status = 409
+    default_message = "Queue already exists"
+
+
+class QueueNameTooLong(PkbsError):
+    pbs_errno = PBSE_QUENBIG
+    http_status = 400
+    default_message = "Queue name too long"
+
+
+class ObjectBusy(PkbsError):
+    """qmgr: a queue that still holds unfinished jobs cannot be deleted."""
+
+    pbs_errno = PBSE_OBJBUSY
+    http_status = 409
+    default_message = "Cannot delete busy object"
+
+
 class BadState(PkbsError):
     pbs_errno = PBSE_BADSTATE
     http_status = 409
@@ -111,6 +149,20 @@ class InvalidTransition(BadState):
         super().__init__(f"cannot {event.value} a job in state {state.value}")
         self.state = state
         self.event = event
+
+
+class UnknownSignal(PkbsError):
+    """qsig of a signal name MoM's table lacks."""
+
+    pbs_errno = PBSE_UNKSIG
+    http_status = 400
+    default_message = "Unknown/illegal signal name"
+
+
+class NoOutput(BadState):
+    """`pkbs logs` of a job that never ran (deleted while queued, or could not start)."""
+
+    default_message = "Job never ran, it has no output"
 
 
 class ModifyRunning(PkbsError):
@@ -140,6 +192,40 @@ class UnknownResource(PkbsError):
     default_message = "Unknown resource"
 
 
+class HookRejected(PkbsError):
+    """A hook rejected the request (queuejob at qsub, modifyjob at qalter), or failed
+    (an exception, its alarm): PBS replies with the hook's message, or its own."""
+
+    pbs_errno = PBSE_HOOKERROR
+    http_status = 400
+    default_message = "hook rejected request"
+
+
+class HookError(PkbsError):
+    """A qmgr hook command the server refuses (a bad attribute value, a name taken, a
+    script that is not Python): PBS replies PBSE_HOOKERROR with its message."""
+
+    pbs_errno = PBSE_HOOKERROR
+    http_status = 400
+    default_message = "hook error"
+
+
+class UnknownHook(HookError):
+    """qmgr names a hook the server does not have ("<name> does not exist!")."""
+
+    http_status = 404
+    default_message = "hook does not exist!"
+
+
+class EntityLimitReached(PkbsError):
+    """A submission that would pass a max_queued limit (pkbs/limits.py): PBS's
+    message says which (`Maximum number of jobs for user bob already in queue workq`)."""
+
+    pbs_errno = PBSE_ENTLIMCT
+    http_status = 409
+    default_message = "would exceed complex's per-user limit"
+
+
 # --------------------------------------------------------------------------- callers
 
 
@@ -166,6 +252,18 @@ class BadAttributeValue(PkbsError):
     pbs_errno = PBSE_BADATVAL
     http_status = 400
     default_message = "Illegal attribute or resource value"
+
+
+class UnknownAttribute(PkbsError):
+    pbs_errno = PBSE_NOATTR
+    http_status = 400
+    default_message = "Undefined attribute"
+
+
+class ReadOnlyAttribute(PkbsError):
+    pbs_errno = PBSE_ATTRRO
+    http_status = 400
+    default_message = "Cannot set attribute, read only or insufficient permission"
 
 
 class DirectiveError(BadAttributeValue):
@@ -237,6 +335,22 @@ class ScriptUnreadable(ScriptError):
 # --------------------------------------------------------------------------- the system
 
 
+class StoreFull(PkbsError):
+    """The job store has no room for a submission (pkbs/storage.py): refused, nothing
+    of it stored. PBS's answer when it cannot save a job, with the reason after it."""
+
+    pbs_errno = PBSE_SAVE_ERR
+    http_status = 507
+    default_message = "Failed to save job/resv, refer server logs for details"
+
+    @classmethod
+    def because(cls, detail: str) -> StoreFull:
+        return cls(
+            f"{cls.default_message}: job store full ({detail}); "
+            "room is made as finished jobs' history expires"
+        )
+
+
 class Conflict(PkbsError):
     """A compare-and-set lost a race; the caller retries with fresh data."""
 
@@ -286,17 +400,29 @@ REPLY_ERRORS: tuple[type[PkbsError], ...] = (
     FinishedJob,
     UnknownQueue,
     QueueDisabled,
+    NoDefaultQueue,
+    QueueExists,
+    QueueNameTooLong,
+    ObjectBusy,
     BadState,
+    UnknownSignal,
     ModifyRunning,
     NotRerunnable,
     ExceedsLimits,
-    UnknownResource,
+    HookRejected,
+    HookError,
+    UnknownHook,
+    EntityLimitReached,
     Unauthorized,
     BadCredential,
     BadAttributeValue,
+    UnknownAttribute,
+    ReadOnlyAttribute,
+    UnknownResource,
     InvalidRequest,
     UnknownDefinition,
     PayloadTooLarge,
+    StoreFull,
     Conflict,
     PkbsError,
     ServiceUnavailable,

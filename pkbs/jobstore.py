@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,24 +31,54 @@ from nats.js import errors as jserr
 from nats.js.kv import KeyValue
 
 from pkbs import constants as C
-from pkbs.errors import Conflict, ServiceUnavailable, UnknownJob
+from pkbs.errors import Conflict, ServiceUnavailable, StoreFull, UnknownJob
 from pkbs.models import JobRecord, WorkItem
 from pkbs.pbsvalues import format_job_id
-from pkbs.queues import consumer_levels
+from pkbs.queues import QueueConfig, consumer_levels
+from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
+from pkbs.storage import Capacity, is_store_full, stream_limit
 
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 50
 PUBLISH_WINDOW = 4096  # async publishes in flight while queueing an array
+DISCARD_MARKER_TTL = 600.0  # seconds the marker of a refused submission's record stays
 INLINE_PAYLOAD_BYTES = 4096  # payloads up to this size travel in the work message too
+# PKBS_OUTPUT's bounds: chunks kept per job and stream, the largest chunk (a
+# catch-up of what a job wrote before it was watched, plus a marker), their age.
+OUTPUT_MSGS_PER_SUBJECT = 200
+OUTPUT_MAX_MSG_BYTES = 512 * 1024
+OUTPUT_MAX_AGE_SECONDS = 900.0
 WRONG_LAST_SEQUENCE = 10071  # JetStream's err_code: the expected last sequence did not match
+# JetStream's err_codes for a sequence that holds no message (any more).
+NO_MESSAGE = (10037, 10043, 10057)
+# A purged record's marker tells every job index that the record is gone, then
+# expires by itself (a per-message TTL) so that no marker stays for ever.
+PURGE_HEADERS = {"KV-Operation": "PURGE", jsapi.Header.ROLLUP: "sub"}
+
+
+def _store_full(exc: BaseException) -> StoreFull:
+    return StoreFull.because(getattr(exc, "description", None) or "JetStream refused a write")
 
 
 def job_key(number: int, index: int | None = None) -> str:
     """KV key of a job (`j.12`) or of one subjob of an array (`j.12.7`)."""
     key = f"{C.JOB_KEY_PREFIX}{number}"
     return key if index is None else f"{key}.{index}"
+
+
+def output_subject(number: int, index: int | None, stream: str) -> str:
+    """Subject of a job's live stdout or stderr (`pkbs.output.12.stdout`,
+    `pkbs.output.12.7.stderr`)."""
+    key = number if index is None else f"{number}.{index}"
+    return f"{C.OUTPUT_SUBJECT_PREFIX}.{key}.{stream}"
+
+
+def watch_subject(number: int, index: int | None) -> str:
+    """Subject of the request that asks a job's worker to publish its output."""
+    key = number if index is None else f"{number}.{index}"
+    return f"{C.OUTPUT_WATCH_PREFIX}.{key}"
 
 
 def token_key(token: str) -> str:
@@ -115,6 +146,8 @@ class JobStore:
         self.jobs = jobs
         self.tokens = tokens
         self.settings = settings
+        # What a submission must fit in (pkbs/storage.py).
+        self.capacity = Capacity(js, settings.max_store_bytes)
 
     @classmethod
     async def open(cls, settings: Settings, name: str, arrange: bool = False) -> JobStore:
@@ -224,12 +257,35 @@ class JobStore:
             )
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise ServiceUnavailable("job store unavailable, retry") from exc
+        except jserr.APIError as exc:
+            if is_store_full(exc):
+                self.capacity.forget()
+                raise _store_full(exc) from exc
+            raise
+        if ack.duplicate:
+            await self._payload_kept(ack.seq)
         record = build(ack.seq)
         try:
             revision = await self.jobs.create(job_key(ack.seq), record.model_dump_json().encode())
         except jserr.KeyWrongLastSequenceError:
             return await self._made_before(ack.seq, submit_id)
+        except jserr.APIError as exc:
+            if not is_store_full(exc):
+                raise
+            if not ack.duplicate:
+                await self.delete_payload(ack.seq)
+            self.capacity.forget()
+            raise _store_full(exc) from exc
         return record, int(revision), bool(ack.duplicate)
+
+    async def _payload_kept(self, number: int) -> None:
+        """A retried submission's payload is stored, unless it was refused and removed
+        the first time: then StoreFull again (its submit id is spent for the submit
+        stream's duplicate window)."""
+        try:
+            await self.js.get_msg(C.SUBMIT_STREAM, number)
+        except jserr.NotFoundError:
+            raise StoreFull.because("this submission was refused before") from None
 
     async def _made_before(self, number: int, submit_id: str) -> tuple[JobRecord, int, bool]:
         """The record of job `number` exists already: this submission's, made by an
@@ -251,7 +307,16 @@ class JobStore:
             for payload, submit_id in submissions
         )
         # (None only for an expected sequence, which these do not set; zip checks it)
-        acks = [ack for ack in published if ack is not None]
+        stored = [ack for ack in published if isinstance(ack, jsapi.PubAck)]
+        fresh = [ack.seq for ack in stored if not ack.duplicate]
+        refused = next((a for a in published if isinstance(a, BaseException)), None)
+        if refused is not None:  # the store is full: the batch leaves nothing
+            await self.discard([], fresh)
+            raise _store_full(refused)
+        for ack in stored:
+            if ack.duplicate:
+                await self._payload_kept(ack.seq)
+        acks = stored
         records = [build(position, ack.seq) for position, ack in enumerate(acks)]
         created = await self._pipelined(
             (
@@ -261,33 +326,91 @@ class JobStore:
             )
             for record in records
         )
+        refused = next((a for a in created if isinstance(a, BaseException)), None)
+        if refused is not None:
+            made = [
+                (record.number, None, int(pub.seq))
+                for record, ack, pub in zip(records, acks, created, strict=True)
+                if isinstance(pub, jsapi.PubAck) and not ack.duplicate
+            ]
+            await self.discard(made, fresh)
+            raise _store_full(refused)
         results = []
         rows = zip(records, acks, submissions, created, strict=True)
         for record, ack, (_, submit_id), pub in rows:
             if pub is None:  # the record exists: a retry of this submission
                 results.append(await self._made_before(record.number, submit_id))
             else:
+                assert isinstance(pub, jsapi.PubAck)
                 results.append((record, int(pub.seq), bool(ack.duplicate)))
         return results
 
     async def _pipelined(
         self, messages: Iterable[tuple[str, bytes, dict[str, str]]]
-    ) -> list[jsapi.PubAck | None]:
+    ) -> list[jsapi.PubAck | jserr.APIError | None]:
         """Publish to JetStream without waiting for each ack before the next publish;
         the acks in order, None for a message refused because its expected last
-        sequence did not match. Any other failure: ServiceUnavailable. Concurrent
-        `publish` calls, not nats-py's publish_async: its futures never complete when
-        the server refuses a message (the error is raised in the reply handler)."""
+        sequence did not match, the error for one refused for want of room (the
+        caller removes what the others stored). Any other failure: ServiceUnavailable.
+        Concurrent `publish` calls, not nats-py's publish_async: its futures never
+        complete when the server refuses a message (the error is raised in the reply
+        handler)."""
         publishes = [self.js.publish(subj, data, headers=hdrs) for subj, data, hdrs in messages]
-        acks: list[jsapi.PubAck | None] = []
+        acks: list[jsapi.PubAck | jserr.APIError | None] = []
         for ack in await asyncio.gather(*publishes, return_exceptions=True):
             if isinstance(ack, jserr.APIError) and ack.err_code == WRONG_LAST_SEQUENCE:
                 acks.append(None)
+            elif isinstance(ack, jserr.APIError) and is_store_full(ack):
+                self.capacity.forget()
+                acks.append(ack)
             elif isinstance(ack, BaseException):
                 raise ServiceUnavailable("job store unavailable, retry") from ack
             else:
                 acks.append(ack)
         return acks
+
+    # -- removal -------------------------------------------------------------------
+
+    async def delete_payload(self, number: int) -> bool:
+        """Remove job `number`'s payload from the submit stream; whether it was there."""
+        try:
+            return bool(await self.js.delete_msg(C.SUBMIT_STREAM, number))
+        except jserr.NotFoundError:
+            return False
+        except jserr.APIError as exc:
+            if exc.err_code in NO_MESSAGE:
+                return False
+            raise
+
+    async def purge_record(
+        self, number: int, index: int | None, revision: int, marker_ttl: float
+    ) -> bool:
+        """Remove a record if it is still at `revision` (compare-and-set: of two that
+        try, one does); whether this call removed it. Its purge marker (which every
+        job index applies) expires after `marker_ttl` seconds."""
+        headers = {**PURGE_HEADERS, jsapi.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
+        try:
+            await self.js.publish(
+                f"{C.JOBS_SUBJECT_PREFIX}{job_key(number, index)}",
+                b"",
+                headers=headers,
+                msg_ttl=max(1.0, marker_ttl),
+            )
+        except jserr.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                return False  # changed or removed meanwhile
+            raise
+        return True
+
+    async def discard(
+        self, records: Sequence[tuple[int, int | None, int]], payloads: Iterable[int]
+    ) -> None:
+        """Take back a refused submission: its records (number, index, revision) first,
+        then its payloads, so that nothing of it is left to become a job."""
+        for number, index, revision in records:
+            await self.purge_record(number, index, revision, DISCARD_MARKER_TTL)
+        for number in payloads:
+            await self.delete_payload(number)
 
     async def enqueue(
         self,
@@ -305,7 +428,12 @@ class JobStore:
             indices = [record.index]  # a subjob queued again
         if indices is None:
             subject, data, headers = _work_message(record, payload, revision)
-            await self.js.publish(subject, data, headers=headers)
+            try:
+                await self.js.publish(subject, data, headers=headers)
+            except jserr.APIError as exc:
+                if is_store_full(exc):
+                    raise _store_full(exc) from exc
+                raise
             return
         subject = f"{C.WORK_SUBJECT_PREFIX}.{record.spec.queue}.{record.number}"
         now, later = _split_chunk(indices, self.settings.array_chunk)
@@ -341,9 +469,12 @@ class JobStore:
 
     async def enqueue_many(self, jobs: Sequence[tuple[JobRecord, bytes, int]]) -> None:
         """`enqueue` of many single jobs (record, payload, revision), pipelined."""
-        await self._pipelined(
+        acks = await self._pipelined(
             _work_message(record, payload, revision) for record, payload, revision in jobs
         )
+        refused = next((a for a in acks if isinstance(a, BaseException)), None)
+        if refused is not None:
+            raise _store_full(refused)
 
     async def subjob_indices(self, number: int) -> set[int]:
         """Indices of an array's subjobs that have a record (started or deleted): one
@@ -418,9 +549,12 @@ def _work_message(
 async def ensure_layout(
     js: JetStreamContext, settings: Settings, arrange: bool = False
 ) -> tuple[KeyValue, KeyValue]:
-    """Create (or update) the streams, buckets and the workers' consumers. The job
-    definitions' bucket is made here too; pkbs/defstore.py opens it."""
+    """Create the streams, buckets and the workers' consumers; with `arrange` (the
+    dispatcher) also bring existing ones to this configuration: their limits
+    (pkbs/storage.py) included. The job definitions' and configuration's buckets are
+    made here too; pkbs/defstore.py and pkbs/configstore.py open them."""
     replicas = settings.stream_replicas
+    total = settings.max_store_bytes
     streams = [
         jsapi.StreamConfig(
             name=C.SUBMIT_STREAM,
@@ -439,14 +573,50 @@ async def ensure_layout(
             duplicate_window=120.0,
             num_replicas=replicas,
         ),
+        # Live output: in memory and bounded per job (the last OUTPUT_MSGS_PER_SUBJECT
+        # chunks of each stream) and in all (oldest dropped first); gone after a while.
+        jsapi.StreamConfig(
+            name=C.OUTPUT_STREAM,
+            subjects=[f"{C.OUTPUT_SUBJECT_PREFIX}.>"],
+            retention=jsapi.RetentionPolicy.LIMITS,
+            storage=jsapi.StorageType.MEMORY,
+            discard=jsapi.DiscardPolicy.OLD,
+            max_msgs_per_subject=OUTPUT_MSGS_PER_SUBJECT,
+            max_msg_size=OUTPUT_MAX_MSG_BYTES,
+            max_bytes=settings.output_stream_bytes,
+            max_age=OUTPUT_MAX_AGE_SECONDS,
+            duplicate_window=0,
+            num_replicas=replicas,
+        ),
     ]
     for config in streams:
-        await _add_or_update_stream(js, config)
-    jobs = await _bucket(js, C.JOBS_BUCKET, replicas)
-    tokens = await _bucket(js, C.TOKENS_BUCKET, replicas)
-    await _bucket(js, C.DEFINITIONS_BUCKET, replicas)
-    await _ensure_consumers(js, settings, arrange)
+        limit = stream_limit(total, config.name or "")
+        if limit is not None:
+            config.max_bytes, config.discard = limit, jsapi.DiscardPolicy.NEW
+        await _add_or_update_stream(js, config, arrange)
+    jobs = await _bucket(js, C.JOBS_BUCKET, settings, arrange, marker_ttls=True)
+    tokens = await _bucket(js, C.TOKENS_BUCKET, settings, arrange)
+    await _bucket(js, C.DEFINITIONS_BUCKET, settings, arrange)
+    configuration = await _bucket(js, C.CONFIG_BUCKET, settings, arrange)
+    await _bucket(js, C.RUNNING_BUCKET, settings, arrange)
+    queues = await _configured_queues(configuration, settings)
+    await ensure_consumers(js, queues, settings.ack_wait_seconds, arrange)
     return jobs, tokens
+
+
+async def _configured_queues(config: KeyValue, settings: Settings) -> dict[str, QueueConfig]:
+    """The queues of the stored server configuration (pkbs/configstore.py), else of
+    the settings that will seed it."""
+    try:
+        entry = await config.get(C.CONFIG_SERVER_KEY)
+    except (jserr.KeyNotFoundError, jserr.KeyDeletedError):
+        return settings.queues
+    if entry.value is None:
+        return settings.queues
+    try:
+        return ServerConfig.model_validate_json(entry.value).queues
+    except ValueError:
+        return settings.queues
 
 
 def _filters(info: jsapi.ConsumerInfo) -> list[str]:
@@ -456,12 +626,17 @@ def _filters(info: jsapi.ConsumerInfo) -> list[str]:
     return [config.filter_subject] if config.filter_subject else []
 
 
-async def _ensure_consumers(js: JetStreamContext, settings: Settings, arrange: bool) -> None:
+async def ensure_consumers(
+    js: JetStreamContext, queues: dict[str, QueueConfig], ack_wait: float, arrange: bool
+) -> None:
     """One durable pull consumer per queue priority level (pkbs.queues.consumer_levels).
     Consumers of a work queue may not overlap, so arranging first deletes the workers'
     consumers that do not match the levels (their unacknowledged messages are
-    delivered again by the new ones). Without `arrange`, only missing ones are added."""
-    levels = consumer_levels(settings.queues)
+    delivered again by the new ones: a worker whose job's message that is hands it
+    to the worker running the job, worker/service.py). Without `arrange`, only
+    missing ones are added. The dispatchers arrange them at start and after a qmgr
+    change of the queues."""
+    levels = consumer_levels(queues)
     wanted = dict(levels)
     existing = set()
     for info in await js.consumers_info(C.WORK_STREAM):
@@ -478,7 +653,7 @@ async def _ensure_consumers(js: JetStreamContext, settings: Settings, arrange: b
         consumer = jsapi.ConsumerConfig(
             durable_name=name,
             ack_policy=jsapi.AckPolicy.EXPLICIT,
-            ack_wait=settings.ack_wait_seconds,
+            ack_wait=ack_wait,
             max_deliver=-1,
             max_ack_pending=-1,
             filter_subject=filters[0] if len(filters) == 1 else None,
@@ -490,31 +665,56 @@ async def _ensure_consumers(js: JetStreamContext, settings: Settings, arrange: b
             log.info("workers consumer %s not added (%s); keeping what exists", name, exc)
 
 
-async def _add_or_update_stream(js: JetStreamContext, config: jsapi.StreamConfig) -> None:
+async def _add_or_update_stream(
+    js: JetStreamContext, config: jsapi.StreamConfig, arrange: bool
+) -> None:
+    """Add the stream, or (`arrange`) update the one there. (Adding one that exists
+    again is not harmless: with a limit, the server would reserve its bytes twice.)"""
     try:
-        await js.add_stream(config)
-    except jserr.BadRequestError:
+        await js.stream_info(config.name or "")
+    except jserr.NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except jserr.BadRequestError:  # made meanwhile by another process
+            pass
+    if arrange:
         await js.update_stream(config)
 
 
-async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:
+async def _bucket(
+    js: JetStreamContext, name: str, settings: Settings, arrange: bool, marker_ttls: bool = False
+) -> KeyValue:
     """A KV bucket with direct gets: a read is answered with the stored message itself,
     not with an API reply carrying it as base64 in JSON (measured: ~25 % less CPU per
-    read in the server and in the client). A bucket made without them gets them."""
+    read in the server and in the client). A bucket made without them gets them.
+    `marker_ttls`: purge markers may carry a TTL (JobStore.purge_record). Its limit is
+    its share of PKBS_MAX_STORE_BYTES (pkbs/storage.py)."""
+    stream = f"KV_{name}"
+    limit = stream_limit(settings.max_store_bytes, stream)
     try:
-        info = await js.stream_info(f"KV_{name}")
+        info = await js.stream_info(stream)
     except jserr.NotFoundError:
-        try:
-            return await js.create_key_value(
+        with contextlib.suppress(jserr.BadRequestError):  # made meanwhile by another
+            await js.create_key_value(
                 bucket=name,
                 history=1,
-                replicas=replicas,
+                replicas=settings.stream_replicas,
                 storage=jsapi.StorageType.FILE,
                 direct=True,
+                max_bytes=-1 if limit is None else limit,
             )
-        except jserr.BadRequestError:  # made meanwhile by another process
-            info = await js.stream_info(f"KV_{name}")
-    if not info.config.allow_direct:
-        info.config.allow_direct = True
-        await js.update_stream(info.config)
+        info = await js.stream_info(stream)
+        arrange = True  # (its TTL setting is not one create_key_value makes)
+    config = info.config
+    wanted: dict[str, object] = {
+        "allow_direct": True,
+        "allow_msg_ttl": True if marker_ttls else config.allow_msg_ttl,
+    }
+    if arrange:
+        wanted["max_bytes"] = -1 if limit is None else limit
+    if any(getattr(config, key) != value for key, value in wanted.items()):
+        for key, value in wanted.items():
+            setattr(config, key, value)
+        await js.update_stream(config)
     return await js.key_value(name)

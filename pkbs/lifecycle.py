@@ -10,6 +10,7 @@ call them inside their compare-and-sets; records are frozen, so nothing else edi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,12 @@ from pkbs.states import JobEvent, JobState, can, next_state
 EXIT_FAILED_BEFORE_START = -1  # JOB_EXEC_FAIL1: it could not start
 EXIT_RESULTS_NOT_STORED = -2  # JOB_EXEC_FAIL2 ("after files"): it ran, its results were not stored
 EXIT_LOST_NOT_RERUNNABLE = -20  # JOB_EXEC_RERUN_MS_FAIL: its node was lost; it is not rerunnable
+
+# Runs a job may be refused at start (an execjob_begin hook's reject) before it is held
+# (PBS: run_count over twice PBS_MAX_HOPCOUNT, req_runjob.c check_failed_attempts).
+MAX_RUN_ATTEMPTS = 20
+COMMENT_HOOK_REJECTED = "Not Running: PBS Error: Execution server rejected request"
+COMMENT_TOO_MANY_ATTEMPTS = "job held, too many failed attempts to run"
 
 # Hold_Types letters: a user hold (qhold, qsub -h) and the system hold kept while
 # dependencies are pending; "n" is no hold.
@@ -88,9 +95,10 @@ def submitted(
     submit_id: str,
     depend_pending: dict[str, list[int]],
     now: float,
+    comment: str | None = None,
 ) -> JobRecord:
     """A new job: held (qsub -h, or dependencies pending), else queued (W while its
-    -a time is ahead)."""
+    -a time is ahead). `comment`: what a queuejob hook wrote."""
     holds = (USER_HOLD if spec.hold else "") + (SYSTEM_HOLD if depend_pending else "")
     record = JobRecord(
         number=number,
@@ -101,6 +109,7 @@ def submitted(
         submit_id=submit_id,
         hold_types=_holds(holds),
         depend_pending=depend_pending,
+        comment=comment,
     )
     return record if holds else _queued(record, now)
 
@@ -193,11 +202,15 @@ def work_lost(record: JobRecord) -> JobRecord:
 
 
 def deleted(record: JobRecord, by: str, now: float) -> JobRecord:
-    """qdel of a job that is not running (or of a subjob that never started): it ends."""
-    before = "" if record.run_count else " before it ran"
-    return _ended(
-        record, JobEvent.DELETE, now, deleted_by=by, comment=f"Job deleted by {by}{before}"
-    )
+    """qdel of a job that is not running (or of a subjob that never started): it ends.
+    A begun array's comment (PBS's "Job Array Began at …") says it was terminated."""
+    if record.is_array and record.state == JobState.BEGUN:
+        began = record.comment or "Job Array Began"
+        comment = f"{began} and terminated by {by}"
+    else:
+        before = "" if record.run_count else " before it ran"
+        comment = f"Job deleted by {by}{before}"
+    return _ended(record, JobEvent.DELETE, now, deleted_by=by, comment=comment)
 
 
 def delete_requested(record: JobRecord, by: str) -> JobRecord:
@@ -214,19 +227,32 @@ def rerun_requested(record: JobRecord) -> JobRecord:
 
 
 def begun(array: JobRecord, now: float) -> JobRecord:
-    """The first subjob of an array started: the array is B."""
+    """The first subjob of an array started: the array is B, and says when (the
+    comment PBS's server gives it, in the server's local time)."""
+    began = time.strftime("%a %b %d at %H:%M", time.localtime(now))
     return array.model_copy(
-        update={"state": next_state(array.state, JobEvent.BEGIN), "stime": now}
+        update={
+            "state": next_state(array.state, JobEvent.BEGIN),
+            "stime": now,
+            "comment": f"Job Array Began at {began}",
+        }
     )
 
 
-def subjobs_counted(array: JobRecord, done: int, failed: int, now: float) -> JobRecord:
-    """`done` subjobs of the array have ended, `failed` of them not with exit status 0.
-    With the last one the array ends: Exit_status 0 if every subjob's was, else 1."""
-    new = array.model_copy(update={"array_done": done, "array_failed": failed})
+def subjobs_counted(
+    array: JobRecord, done: int, failed: int, now: float, running: int = 0
+) -> JobRecord:
+    """`done` subjobs of the array have ended, `failed` of them not with exit status 0;
+    `running` run. With the last one the array ends: Exit_status 0 if every subjob's
+    was, else 1 (and its comment, PBS's "Job Array Began at …", says it finished)."""
+    new = array.model_copy(
+        update={"array_done": done, "array_failed": failed, "array_running": running}
+    )
     if done < len(array.spec.array_indices()):
         return new
-    return _ended(new, JobEvent.FINISH, now, exit_status=1 if failed else 0)
+    comment = f"{array.comment} and finished" if array.comment else None
+    return _ended(new, JobEvent.FINISH, now, exit_status=1 if failed else 0, comment=comment,
+                  array_running=0)
 
 
 # -- runs -------------------------------------------------------------------------------
@@ -263,6 +289,13 @@ def restarted(record: JobRecord, run: RunStart, now: float) -> JobRecord:
     """A worker takes a job whose run was lost with its worker: a new run."""
     state = next_state(record.state, JobEvent.RESTART)
     return _running(record, state, run, now, "Rerun after its worker was lost")
+
+
+def usage_noted(record: JobRecord, resources_used: dict[str, str], session_id: int | None
+                ) -> JobRecord:
+    """What the running job has used so far, and its session (qstat -f while it runs)."""
+    return record.model_copy(update={"resources_used": resources_used,
+                                     "session_id": session_id or record.session_id})
 
 
 def worker_lost(record: JobRecord, now: float) -> JobRecord:
@@ -306,6 +339,22 @@ def finished(record: JobRecord, end: RunEnd, now: float) -> JobRecord:
     )
 
 
+def suspended(record: JobRecord) -> JobRecord:
+    """qsig -s suspend: the job's processes are stopped (its worker stops them and its
+    walltime clock) until it is resumed."""
+    return record.model_copy(update={"state": next_state(record.state, JobEvent.SUSPEND)})
+
+
+def resumed(record: JobRecord) -> JobRecord:
+    """qsig -s resume: the suspended job's processes continue, and its walltime clock."""
+    return record.model_copy(update={"state": next_state(record.state, JobEvent.RESUME)})
+
+
+def suspend_refused(record: JobRecord, reason: str) -> JobRecord:
+    """Its worker cannot stop the job's processes: it runs on, saying why."""
+    return resumed(record).model_copy(update={"comment": f"Job not suspended: {reason}"})
+
+
 def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> JobRecord:
     """The run is handed back unfinished and the job queued again: by qrerun, a
     draining worker, or one that cannot run it now (`reason`). `fresh_message`: a new
@@ -331,3 +380,19 @@ def not_run(record: JobRecord, why: str) -> JobRecord | None:
     if record.state != JobState.QUEUED or record.comment == why:
         return None
     return record.model_copy(update={"comment": why})
+
+
+def start_rejected(record: JobRecord) -> JobRecord:
+    """An execjob_begin hook refused the run before the job started: the job is queued
+    again (the same work message comes back), and held with a system hold once it
+    has been refused more than MAX_RUN_ATTEMPTS times, as PBS does."""
+    queued = requeued(record, COMMENT_HOOK_REJECTED, fresh_message=False)
+    if record.run_count <= MAX_RUN_ATTEMPTS:
+        return queued
+    return held(queued, SYSTEM_HOLD).model_copy(update={"comment": COMMENT_TOO_MANY_ATTEMPTS})
+
+
+def not_run_now(record: JobRecord, reason: str) -> JobRecord:
+    """A queued job a limit keeps from starting now: its comment says which, as PBS's
+    scheduler writes it (`Not Running: ...`); starting clears it."""
+    return record.model_copy(update={"comment": reason})

@@ -25,6 +25,7 @@ from typing import Any
 
 from pkbs import clientconfig, servers
 from pkbs.errors import StackError
+from pkbs.logs import iso_utc
 from pkbs.procs import (
     become_subreaper,
     hide_from_jobs,
@@ -33,6 +34,7 @@ from pkbs.procs import (
     reap,
     stat_fields,
 )
+from pkbs.settings import get_settings
 
 STATE_FILE = "run/stack.json"
 SECRETS_FILE = "secrets.json"
@@ -194,6 +196,21 @@ class StackConfig:
     user: str = field(default_factory=getpass.getuser)
 
 
+def say(message: str) -> None:
+    """A line of the supervisor's log (supervisor.log): `<ISO-8601 UTC time> <message>`."""
+    print(f"{iso_utc(time.time())} {message}", flush=True)
+
+
+def without_time(line: str) -> str:
+    """A supervisor log line without its time (what `pkbs up` shows)."""
+    first, _, rest = line.partition(" ")
+    return rest if first.endswith("Z") and first[:4].isdigit() else line
+
+
+def exit_reason(returncode: int) -> str:
+    return f"signal {-returncode}" if returncode < 0 else f"status {returncode}"
+
+
 class Supervisor:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
@@ -204,6 +221,8 @@ class Supervisor:
         self.docker: str | None = None
 
     def plan(self) -> None:
+        from pkbs.settings import Settings  # (not on the path of the other commands)
+
         home = self.home
         for sub in ("nats", "webdav", "logs", "run", "jobs"):
             (home / sub).mkdir(parents=True, exist_ok=True)
@@ -217,6 +236,7 @@ class Supervisor:
             user=sec["nats_user"],
             password=sec["nats_password"],
             monitor_port=monitor_port,
+            max_file_store=Settings().max_store_bytes,
         )
         self.endpoint = f"http://127.0.0.1:{api_port}"
         common = service_env(
@@ -294,6 +314,7 @@ class Supervisor:
                     "supervisor_pid": os.getpid(),
                     "endpoint": self.endpoint,
                     "docker": self.docker,
+                    "drain_grace_seconds": get_settings().drain_grace_seconds,
                     "processes": [c.describe() for c in self.children],
                 },
                 indent=2,
@@ -322,15 +343,21 @@ class Supervisor:
                 if child.proc is None or child.proc.poll() is None:
                     continue
                 if child.next_start == 0.0:
-                    self.reap_orphans(child)
                     # Back off if it died young; reset once it ran a while.
                     ran = now - child.started_at
                     child.backoff = 0.5 if ran > 30 else min(child.backoff * 2, RESTART_BACKOFF_MAX)
                     child.next_start = now + child.backoff
+                    say(
+                        f"{child.name} exited ({exit_reason(child.proc.returncode)}) after "
+                        f"{ran:.1f} s, restarting in {child.backoff:g} s "
+                        f"(restart {child.restarts + 1})"
+                    )
+                    self.reap_orphans(child)
                 elif now >= child.next_start:
                     child.restarts += 1
                     child.next_start = 0.0
                     child.start()
+                    say(f"{child.name} restarted, pid {child.proc.pid} (restart {child.restarts})")
                     changed = True
             if changed:
                 self.write_state("running")
@@ -348,14 +375,14 @@ class Supervisor:
         for pid in own_children():
             if pid not in known:
                 kill_tree(pid)
-                print(f"killed pid {pid} left by dead {dead.name}", flush=True)
+                say(f"killed pid {pid} left by dead {dead.name}")
         if self.docker:  # its container jobs are not our children: removed by label
             worker = dead.env["PKBS_WORKER_NAME"]
             from pkbs.dockerapi import LABEL_WORKER, remove_labelled_now
 
             removed = remove_labelled_now(self.docker, LABEL_WORKER, worker)
             if removed:
-                print(f"removed {removed} containers left by dead {dead.name}", flush=True)
+                say(f"removed {removed} containers left by dead {dead.name}")
 
     def reap_zombies(self) -> None:
         """Orphans that ended by themselves are our zombies: collect them."""
@@ -364,7 +391,15 @@ class Supervisor:
             if pid not in known:
                 reap(pid)
 
+    def hand_back_jobs(self) -> None:
+        """A second stop signal: the workers hand their running jobs back now."""
+        say("handing running jobs back now")
+        for child in self.children:
+            if child.name.startswith("worker") and child.proc and child.proc.poll() is None:
+                child.proc.terminate()
+
     def stop_all(self) -> None:
+        say("stopping")
         self.write_state("stopping")
         # Workers first (they drain), then the dispatcher, WebDAV, NATS last.
         for group in (
@@ -402,6 +437,8 @@ def run_supervisor(config: StackConfig) -> None:
     sup = Supervisor(config)
 
     def on_term(signum: int, frame: object) -> None:
+        if sup.stopping:
+            sup.hand_back_jobs()
         sup.stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
@@ -412,8 +449,8 @@ def run_supervisor(config: StackConfig) -> None:
     become_subreaper()
     sup.plan()
     try:
-        sup.start_all(lambda msg: print(msg, flush=True))
-        print("ready", flush=True)
+        sup.start_all(say)
+        say("ready")
         sup.supervise()
     finally:
         sup.stop_all()
@@ -456,7 +493,7 @@ def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90
     while time.monotonic() < deadline:
         lines = log.read_text().splitlines()
         for line in lines[seen:]:
-            progress(line)
+            progress(without_time(line))
         seen = len(lines)
         state = read_state(home)
         if state and state.get("status") == "running" and state["supervisor_pid"] == proc.pid:
@@ -468,27 +505,77 @@ def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90
     raise StackError(f"the stack did not become ready in {timeout}s; see {log}")
 
 
-def down(home: Path, progress: Callable[[str], None], timeout: float = 120) -> bool:
+def down(
+    home: Path,
+    progress: Callable[[str], None],
+    timeout: float = 120,
+    running_jobs: Callable[[], int | None] = lambda: None,
+) -> bool:
+    """Stop the stack: the workers drain first (their running jobs may end within the
+    drain grace, else are handed back), then the rest. Says what it waits for, from
+    `running_jobs()` (None: unknown) once a second; Ctrl-C hands the jobs back at once."""
     state = read_state(home)
     if not state or not pid_alive(int(state["supervisor_pid"])):
         state_path(home).unlink(missing_ok=True)
         return False
     pid = int(state["supervisor_pid"])
+    grace = float(state.get("drain_grace_seconds", 0))
     os.kill(pid, signal.SIGTERM)
     progress("stopping workers (running jobs drain), dispatcher, webdav, nats-server")
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        if _is_zombie(pid):
-            break
+    started = time.monotonic()
+    deadline = started + timeout
+    said = ""
+    hurried = False
+    next_look = 0.0
+    while pid_alive(pid) and not _is_zombie(pid) and time.monotonic() < deadline:
+        try:
+            if not hurried and time.monotonic() >= next_look:
+                next_look = time.monotonic() + 1
+                said = _say_drain(progress, said, running_jobs(), grace, started)
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            if hurried:
+                raise
+            hurried = True
+            os.kill(pid, signal.SIGTERM)
+            progress("handing the running jobs back now (queued again)")
     if pid_alive(pid) and not _is_zombie(pid):
         raise StackError(f"supervisor {pid} did not stop within {timeout}s")
     return True
 
 
+def _say_drain(
+    progress: Callable[[str], None], said: str, running: int | None, grace: float, since: float
+) -> str:
+    """`waiting for 1 running job to drain, 25 s left; Ctrl-C to requeue now` when the
+    count or the whole seconds left change by 5; what was said."""
+    if not running:
+        return said
+    left = max(0, round(grace - (time.monotonic() - since)))
+    jobs = "job" if running == 1 else "jobs"
+    line = (f"waiting for {running} running {jobs} to drain, {left} s left; "
+            "Ctrl-C to requeue now")
+    key = f"{running}/{left // 5}"
+    if key != said:
+        progress(line)
+    return key
+
+
 def _is_zombie(pid: int) -> bool:
     fields = stat_fields(pid)
     return fields is not None and fields[0] == b"Z"
+
+
+def log_path(home: Path, component: str) -> Path:
+    """The log file of one process of the stack (`supervisor` included), or a
+    StackError naming those there are."""
+    logs = home / "logs"
+    known = sorted(p.stem for p in logs.glob("*.log")) if logs.is_dir() else []
+    if component not in known:
+        raise StackError(
+            f"no log of {component!r} in {logs}; there are: {', '.join(known) or 'none'}"
+        )
+    return logs / f"{component}.log"
 
 
 def status(home: Path) -> list[dict[str, Any]]:

@@ -1,6 +1,9 @@
 """Structured (JSON lines) logging for the server-side components.
 
-Every line goes to stderr; with `PKBS_SYSLOG_URL` (tcp://HOST:PORT or udp://HOST:PORT)
+A line is `{"ts": "2026-12-03T10:24:43.123Z", "level": ..., "logger": ..., "msg": ...}`
+plus the job, worker, state and exit status it concerns; `render` makes one readable
+(`pkbs status --logs NAME`). Libraries' per-request lines (httpx, uvicorn's access log)
+show only at DEBUG. Every line goes to stderr; with `PKBS_SYSLOG_URL` (tcp://HOST:PORT or udp://HOST:PORT)
 the same line also goes to a syslog receiver (the `logging` component's), as
 `<PRI>pkbs-<component>: {json}` with facility user.
 """
@@ -21,16 +24,47 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
+# The fields a line may carry besides ts, level, logger and msg, in the order shown.
+FIELDS = ("job", "worker", "state", "exit_status", "hook")
+# Loggers that write a line per request: shown only when the level is DEBUG.
+CHATTY_LOGGERS = ("httpx", "httpcore", "uvicorn.access", "wsgidav", "cheroot")
+
+
+def iso_utc(timestamp: float) -> str:
+    """`2026-12-03T10:24:43.123Z` (UTC, milliseconds)."""
+    whole = int(timestamp)
+    millis = int((timestamp - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def render(line: str) -> str:
+    """A JSON log line as a person reads it: `TS LEVEL logger: msg job=12.pkbs ...`;
+    any other line as it is."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict) or "msg" not in entry:
+        return line
+    ts = entry.pop("ts", "")
+    if isinstance(ts, (int, float)):
+        ts = iso_utc(ts)
+    head = f"{ts} {str(entry.pop('level', '')).upper():<7} {entry.pop('logger', '')}: "
+    text = head + str(entry.pop("msg"))
+    exc = entry.pop("exc", None)
+    text += "".join(f" {key}={value}" for key, value in entry.items())
+    return text + (f"\n{exc}" if exc else "")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": round(record.created, 3),
+            "ts": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("job", "worker", "state", "exit_status"):
+        for key in FIELDS:
             value = record.__dict__.get(key)
             if value is not None:
                 entry[key] = value
@@ -240,6 +274,9 @@ def setup_logging(
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
+    chatty = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)
     if old is not None:
         old.stop()
         for handler in old.handlers:

@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pkbs.constants import DEFAULT_QUEUE, MAX_BATCH_JOBS
-from pkbs.pbsvalues import format_job_id
+from pkbs.constants import MAX_BATCH_JOBS
+from pkbs.pbsvalues import format_job_id, parse_duration
 from pkbs.states import JobState
 
 PayloadKind = Literal["stdin", "file", "dir"]
@@ -20,7 +20,8 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=236)
-    queue: str = DEFAULT_QUEUE
+    # Empty: the server's default_queue (qmgr), filled in at submit.
+    queue: str = ""
     kind: PayloadKind
     # Name of the file that is run, at the top of the job directory.
     entrypoint: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00-\x1f]+$")
@@ -56,6 +57,13 @@ class JobSpec(BaseModel):
         bounds, _, step = self.array.partition(":")
         start, _, end = bounds.partition("-")
         return range(int(start), int(end) + 1, int(step or 1))
+
+    @property
+    def max_run_subjobs(self) -> int | None:
+        """How many subjobs of the array may run at once (-J X-Y%N, -W
+        max_run_subjobs=N); None: no limit."""
+        value = self.attributes.get("max_run_subjobs") if self.array is not None else None
+        return int(value) if value is not None and value.isdigit() and int(value) > 0 else None
 
     # The image a container job runs in (-v CONTAINER_IMAGE=..., docs/containers.md);
     # None: the worker's own environment.
@@ -133,9 +141,11 @@ class JobRecord(BaseModel):
     dependents: list[int] = Field(default_factory=list)
     # qrerun of a running job: the run is killed and the job queued again.
     rerun_requested: bool = False
-    # Array jobs: subjobs ended so far, and how many of them failed.
+    # Array jobs: subjobs ended so far, how many of them failed, and how many ran
+    # (R, S or E) when they were last counted (array_state_count).
     array_done: int = 0
     array_failed: int = 0
+    array_running: int = 0
     # Fences a run: only the worker holding this token may record its outcome.
     run_token: str | None = None
     # Stream sequence of the work message that started the current run: only a
@@ -187,6 +197,14 @@ class JobRecord(BaseModel):
         return f"{self.spec.name}.{kind}{self.number}{suffix}"
 
     @property
+    def output_streams(self) -> tuple[str, ...]:
+        """The output streams that have a file of their own: -j oe writes stderr into
+        stdout's, -j eo stdout into stderr's."""
+        join = self.spec.join
+        return ("stdout",) if join == "oe" else ("stderr",) if join == "eo" else (
+            "stdout", "stderr")
+
+    @property
     def output_name(self) -> str:
         return self._std_name("o", self.spec.output_path, "OU")
 
@@ -205,6 +223,7 @@ class JobRecord(BaseModel):
                 "depend_pending": {},
                 "array_done": 0,
                 "array_failed": 0,
+                "array_running": 0,
                 "hold_types": "n",
                 "stime": None,
                 "obittime": None,
@@ -266,9 +285,10 @@ class HoldRequest(BaseModel):
 
 
 class SignalRequest(BaseModel):
-    """qsig: a signal name (SIGUSR1, USR1) or number, or suspend / resume."""
+    """qsig: a signal name (SIGUSR1, USR1) or number, or suspend / resume. A name no
+    job knows is refused with PBS's "Unknown/illegal signal name"."""
 
-    signal: str = Field(max_length=16, pattern=r"^(SIG)?[A-Z0-9]+$|^suspend$|^resume$")
+    signal: str = Field(max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class AlterRequest(BaseModel):
@@ -288,11 +308,22 @@ class AlterRequest(BaseModel):
     attributes: dict[str, str] | None = None
     depend: str | None = None  # -W depend=...: replaces the job's dependencies
 
-    # While a job runs, only these may change (PBS: cput, walltime, min/max_walltime).
+    # While a job runs, only these may change: the resources PBS marks ATR_DFLAG_ALTRUN
+    # (master_resc_def_all.xml). All are durations; users may only lower them.
     RUNNING_RESOURCES: ClassVar[frozenset[str]] = frozenset(
-        {"walltime", "cput", "min_walltime", "max_walltime"}
+        {"walltime", "cput", "soft_walltime", "min_walltime", "max_walltime"}
     )
 
     def touches_only_running_limits(self) -> bool:
         fields = self.model_dump(exclude_none=True)
         return set(fields) <= {"resources"} and set(self.resources or {}) <= self.RUNNING_RESOURCES
+
+    def raises_limits(self, current: dict[str, str]) -> bool:
+        """Whether it raises a time limit the job has (PBS's comp_resc: a limit the
+        job does not have is not compared, so setting one never raises it)."""
+        return any(
+            name in self.RUNNING_RESOURCES
+            and name in current
+            and parse_duration(value) > parse_duration(current[name])
+            for name, value in (self.resources or {}).items()
+        )

@@ -16,6 +16,7 @@ Import-light: only the standard library at run time (the models are for typing).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -158,6 +159,7 @@ _SUBSTATES = {
     JobState.HELD: 20,
     JobState.WAITING: 30,
     JobState.RUNNING: 42,
+    JobState.SUSPENDED: 43,
     JobState.EXITING: 50,
     JobState.FINISHED: 92,
     JobState.BEGUN: 70,
@@ -274,6 +276,13 @@ def _substate(record: JobRecord) -> int:
     return _SUBSTATES.get(record.state, 10)
 
 
+def run_comment(stime: float, exec_vnode: str) -> str:
+    """A running job's comment, as PBS's server sets it when the job is run: `Job run
+    at Thu Dec 03 at 10:24 on (host:ncpus=1)` (local time; req_runjob.c)."""
+    when = time.strftime("%a %b %d at %H:%M", time.localtime(stime))
+    return f"Job run at {when} on {exec_vnode}"
+
+
 def job_attributes(record: JobRecord) -> dict[str, object]:
     """The job's PBS attributes, in OpenPBS order, only those that are set."""
     spec = record.spec
@@ -339,9 +348,12 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
         values["array"] = "True"
         values["array_indices_submitted"] = spec.array
         total = len(spec.array_indices())
+        # Expired: subjobs that ended (finished or deleted); all of them once the
+        # array has ended (deleted, its queued subjobs never run).
+        running = 0 if is_final(state) else record.array_running
+        expired = total if is_final(state) else record.array_done
         values["array_state_count"] = (
-            f"Queued:{0 if is_final(state) else total - record.array_done} "
-            f"Running:0 Exiting:0 Expired:{record.array_done} "
+            f"Queued:{total - expired - running} Running:{running} Exiting:0 Expired:{expired} "
         )
     elif record.index is not None:
         values["array_id"] = record.array_id
@@ -352,6 +364,8 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
         host = _exec_host(record.exec_host, resources.get("ncpus", "1"))
         values["exec_host"] = host
         values["exec_vnode"] = extra.get("exec_vnode") or _exec_vnode(host, resources)
+        if record.state == JobState.RUNNING and record.comment is None and record.stime:
+            values["comment"] = run_comment(record.stime, str(values["exec_vnode"]))
 
     used = {k: normalize_resource(k, v) for k, v in record.resources_used.items()}
     out: dict[str, object] = {}
@@ -395,45 +409,66 @@ def job_entry(record: JobRecord, *, full: bool = True) -> dict[str, object]:
 # Queues and the server
 
 
+def _counted(counts: Mapping[str, int], letter: str) -> int:
+    """Jobs in the state of `letter`; a suspended job counts as running (PBS keeps it
+    R with a substate, and shows S only in a job's own status)."""
+    extra = counts.get(JobState.SUSPENDED.value, 0) if letter == JobState.RUNNING.value else 0
+    return int(counts.get(letter, 0)) + int(extra)
+
+
 def state_count(counts: Mapping[str, int]) -> str:
     """`Transit:0 Queued:1 Held:0 Waiting:0 Running:2 Exiting:0 Begun:0 ` (state letter
     → count; the trailing space is the server's)."""
-    return "".join(f"{name}:{int(counts.get(letter, 0))} " for name, letter in STATE_COUNT_NAMES)
+    return "".join(f"{name}:{_counted(counts, letter)} " for name, letter in STATE_COUNT_NAMES)
 
 
 def _total_jobs(counts: Mapping[str, int]) -> int:
-    return sum(int(counts.get(letter, 0)) for _, letter in STATE_COUNT_NAMES)
+    return sum(_counted(counts, letter) for _, letter in STATE_COUNT_NAMES)
 
 
 def queue_attributes(
     name: str,
     counts: Mapping[str, int],
     *,
+    queue_type: str = "Execution",
     enabled: bool = True,
     started: bool = True,
     max_running: int | None = None,
+    max_queued: str | None = None,
     resources_max: Mapping[str, str] | None = None,
     resources_default: Mapping[str, str] | None = None,
     resources_assigned: Mapping[str, str] | None = None,
     comment: str | None = None,
     priority: int = 0,
+    max_run: str | None = None,
+    max_run_res: Mapping[str, str] | None = None,
+    images: Iterable[str] | None = None,
 ) -> dict[str, object]:
-    """A queue's attributes for `qstat -Q [-f]` and `qstat -q` (name is not included)."""
-    out: dict[str, object] = {"queue_type": "Execution"}
+    """A queue's attributes for `qstat -Q [-f]`, `qstat -q` and `qmgr -c "list queue"`
+    (name is not included), in OpenPBS's order (master_queue_attr_def.xml); `images`,
+    the container images its jobs may name, is pkbs's own, last."""
+    out: dict[str, object] = {"queue_type": queue_type}
     if priority:
         out["Priority"] = priority
     out["total_jobs"] = _total_jobs(counts)
     out["state_count"] = state_count(counts)
     if max_running is not None:
         out["max_running"] = max_running
+    if max_queued is not None:
+        out["max_queued"] = max_queued
     out.update(_sorted_resources("resources_max", resources_max or {}))
     out.update(_sorted_resources("resources_default", resources_default or {}))
-    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
     if comment:
         out["comment"] = comment
+    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
+    if max_run is not None:
+        out["max_run"] = max_run
+    out.update(_sorted_resources("max_run_res", max_run_res or {}))
     out["hasnodes"] = "True"
     out["enabled"] = "True" if enabled else "False"
     out["started"] = "True" if started else "False"
+    if images is not None:
+        out["images"] = ",".join(images)
     return out
 
 
@@ -449,8 +484,17 @@ def server_attributes(
     resources_available: Mapping[str, str] | None = None,
     resources_assigned: Mapping[str, str] | None = None,
     max_job_sequence_id: int = 9999999,
+    scheduling: bool = True,
+    max_queued: str | None = None,
+    max_run: str | None = None,
+    max_run_res: Mapping[str, str] | None = None,
+    resources_default: Mapping[str, str] | None = None,
+    resources_max: Mapping[str, str] | None = None,
+    job_history_enable: bool = True,
+    job_history_duration: str | None = None,
 ) -> dict[str, object]:
-    """The server's attributes for `qstat -B [-f]` (name is printed as `Server: <name>`)."""
+    """The server's attributes for `qstat -B [-f]` and `qmgr -c "list server"` (name is
+    printed as `Server: <name>`), in OpenPBS's order (master_svr_attr_def.xml)."""
     if version is None:
         from pkbs import __version__ as version
     queue_list = list(queues)
@@ -463,21 +507,31 @@ def server_attributes(
     out: dict[str, object] = {
         "server_state": "Active",
         "server_host": host or name,
-        "scheduling": "True",
-        "total_jobs": _total_jobs(counts),
-        "state_count": state_count(counts),
-        "default_queue": default_queue,
+        "scheduling": "True" if scheduling else "False",
     }
+    if max_queued is not None:
+        out["max_queued"] = max_queued
+    if max_run is not None:
+        out["max_run"] = max_run
+    out.update(_sorted_resources("max_run_res", max_run_res or {}))
+    out["total_jobs"] = _total_jobs(counts)
+    out["state_count"] = state_count(counts)
+    if default_queue:
+        out["default_queue"] = default_queue
+    out["query_other_jobs"] = "False"  # users see only their own jobs
+    out.update(_sorted_resources("resources_available", resources_available or {}))
+    # PBS's server starts with resources_default.ncpus = 1.
+    out.update(_sorted_resources("resources_default", {"ncpus": "1", **(resources_default or {})}))
+    out["default_chunk.ncpus"] = "1"
+    out.update(_sorted_resources("resources_max", resources_max or {}))
+    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
     if comment:
         out["comment"] = comment
-    out.update(_sorted_resources("resources_available", resources_available or {}))
-    out["resources_default.ncpus"] = "1"
-    out["default_chunk.ncpus"] = "1"
-    out.update(_sorted_resources("resources_assigned", resources_assigned or {}))
-    out["query_other_jobs"] = "False"  # users see only their own jobs
     out["flatuid"] = "True"
     out["pbs_version"] = version
-    out["job_history_enable"] = "True"
+    out["job_history_enable"] = "True" if job_history_enable else "False"
+    if job_history_duration is not None:
+        out["job_history_duration"] = job_history_duration
     out["max_job_sequence_id"] = max_job_sequence_id
     return out
 

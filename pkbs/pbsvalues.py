@@ -1,6 +1,6 @@
-"""The syntax of PBS values: job ids, durations, times, sizes, resources (the known ones
-and the kind of each one's value), ``-l`` lists, select and place, array ranges and
-dependency lists.
+"""The syntax of PBS values: job ids and subjob ranges, qsig's signal names, durations,
+times, sizes, resources (the known ones and the kind of each one's value), ``-l``
+lists, select and place, array ranges and dependency lists.
 
 Pure functions on strings, standard library only: ``qsub`` and ``qstat`` import this on
 their fast path. Behaviour follows OpenPBS (openpbs/openpbs @cd7ab5e, the snapshot
@@ -145,6 +145,62 @@ def parse_job_id(text: str, default_server: str | None = None) -> JobId:
         is_array=index is not None,
         server=server or default_server,
     )
+
+
+# number, [ranges], optional .server as in _JOB_ID_RE.
+_SUBJOB_RANGE_RE = r"(\d+)\[([\d:,-]*-[\d:,-]*)\](?:\.([^\s.@#\[\]]+)(?:\.[^\s@#\[\]]*)*)?"
+_RANGE_ITEM_RE = r"(\d+)(?:-(\d+)(?::(\d+))?)?"
+
+
+def parse_subjob_range(text: str, default_server: str | None = None) -> tuple[JobId, list[int]]:
+    """``123[2-3]``, ``123[1-10:2].svr``, ``123[1-3,7]``: the array (``123[]``) and the
+    indices the range names, in order (parse_subjob_index in OpenPBS's array_func.c:
+    ``X-Y[:Z]`` items, comma-separated). UnknownJob for text that is no range."""
+    match = fullmatch(_SUBJOB_RANGE_RE, text.strip())
+    if match is None:
+        raise UnknownJob(job_id=text)
+    number, ranges, server = match.groups()
+    indices: list[int] = []
+    seen: set[int] = set()
+    for item in ranges.split(","):
+        part = fullmatch(_RANGE_ITEM_RE, item)
+        if part is None:
+            raise UnknownJob(job_id=text)
+        first = int(part[1])
+        last = int(part[2]) if part[2] else first
+        step = int(part[3]) if part[3] else 1
+        if last < first or step < 1:
+            raise UnknownJob(job_id=text)
+        fresh = [i for i in range(first, last + 1, step) if i not in seen]
+        indices.extend(fresh)
+        seen.update(fresh)
+    return JobId(int(number), None, True, server or default_server), indices
+
+
+def is_subjob_range(text: str) -> bool:
+    """Whether `text` names a range of subjobs (``123[1-5]``) rather than one job."""
+    head, _, rest = text.partition("[")
+    return head.isdigit() and "-" in rest.partition("]")[0]
+
+
+# --------------------------------------------------------------------------- qsig signals
+
+SUSPEND, RESUME = "suspend", "resume"  # qsig's pseudo signals
+
+
+def signal_number(name: str) -> int | None:
+    """A qsig signal as its number: a name of MoM's table with or without ``SIG``
+    (``SIGUSR1``, ``USR1``, upper case) or a number; None for one it does not know
+    (PBSE_UNKSIG). `suspend` and `resume` are not signals: see SUSPEND, RESUME."""
+    import signal
+
+    if name.isascii() and name.isdigit():
+        number = int(name)
+        return number if number < signal.NSIG else None
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return None
 
 
 # --------------------------------------------------------------------------- durations and times

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pkbs.constants import WORK_SUBJECT_PREFIX, WORKER_CONSUMER
 from pkbs.errors import BadAttributeValue, ExceedsLimits, Unauthorized
@@ -20,24 +22,51 @@ from pkbs.pbsvalues import (
 
 
 class QueueConfig(BaseModel):
-    """One queue (`PKBS_QUEUES='{"workq": {}, "short": {"max_walltime": "00:10:00"}}'`)."""
+    """One queue's attributes, by their PBS names (what `qmgr -c "set queue ..."` sets).
 
-    max_walltime: str | None = Field(None, description="Longest walltime a job may ask")
-    max_ncpus: int | None = Field(None, ge=1, description="Most CPUs a job may ask")
-    max_mem: str | None = Field(None, description="Most memory a job may ask, e.g. 8gb")
-    default_walltime: str | None = Field(None, description="Walltime of jobs that ask none")
+    `PKBS_QUEUES='{"workq": {}, "short": {"resources_max": {"walltime": "00:10:00"}}}'`
+    seeds an empty configuration store; from then on qmgr changes it (pkbs/configstore.py).
+    The older names max_walltime, max_ncpus, max_mem and default_walltime are read as
+    resources_max.walltime/.ncpus/.mem and resources_default.walltime.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue_type: str = "Execution"
+    enabled: bool = True
+    started: bool = True
     priority: int = Field(0, description="Jobs of a higher-priority queue start first")
+    resources_max: dict[str, str] = Field(default_factory=dict)
+    resources_default: dict[str, str] = Field(default_factory=dict)
+    # PBS limit syntax (pkbs/limits.py): "[u:PBS_GENERIC=2], [u:bob=5]" or a number.
+    max_run: str | None = None
+    max_queued: str | None = None
+    max_run_res: dict[str, str] = Field(default_factory=dict)
     images: list[str] | None = Field(
         None, description="Images its container jobs may name (shell-style patterns); None: any"
     )
-    enabled: bool = True
-    started: bool = True
 
-    def resources_max(self) -> dict[str, str]:
-        limits = {"walltime": self.max_walltime, "mem": self.max_mem}
-        if self.max_ncpus is not None:
-            limits["ncpus"] = str(self.max_ncpus)
-        return {k: v for k, v in limits.items() if v is not None}
+    @model_validator(mode="before")
+    @classmethod
+    def _older_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        for old, (group, resource) in _OLDER_NAMES.items():
+            if old in value:
+                found = value.pop(old)
+                if found is not None:
+                    value.setdefault(group, {})
+                    value[group] = {**value[group], resource: str(found)}
+        return value
+
+
+_OLDER_NAMES = {
+    "max_walltime": ("resources_max", "walltime"),
+    "max_ncpus": ("resources_max", "ncpus"),
+    "max_mem": ("resources_max", "mem"),
+    "default_walltime": ("resources_default", "walltime"),
+}
 
 
 def check_request(
@@ -52,35 +81,43 @@ def check_request(
     walltime = job_walltime(resources)
     mem = job_mem_bytes(resources)
     of_queue = f"queue {queue_name}'s resources_max"
-    if queue.max_ncpus is not None and ncpus > queue.max_ncpus:
-        raise _exceeds(f"ncpus {ncpus} > {of_queue}.ncpus {queue.max_ncpus}")
+    limits = queue.resources_max
+    if "ncpus" in limits and ncpus > int(limits["ncpus"]):
+        raise _exceeds(f"ncpus {ncpus} > {of_queue}.ncpus {limits['ncpus']}")
     if server_max_ncpus is not None and ncpus > server_max_ncpus:
         raise _exceeds(f"ncpus {ncpus} > largest worker's {server_max_ncpus}")
-    if (
-        queue.max_walltime
-        and walltime is not None
-        and walltime > parse_duration(queue.max_walltime)
+    if "walltime" in limits and walltime is not None and walltime > parse_duration(
+        limits["walltime"]
     ):
         asked = format_duration(walltime)
-        raise _exceeds(f"walltime {asked} > {of_queue}.walltime {queue.max_walltime}")
-    if queue.max_mem and mem is not None and mem > parse_size(queue.max_mem):
+        raise _exceeds(f"walltime {asked} > {of_queue}.walltime {limits['walltime']}")
+    if "mem" in limits and mem is not None and mem > parse_size(limits["mem"]):
         raise _exceeds(f"mem {resources.get('mem') or f'{mem}b'} > {of_queue}.mem "
-                       f"{queue.max_mem}")
+                       f"{limits['mem']}")
 
 
 def _exceeds(detail: str) -> ExceedsLimits:
     return ExceedsLimits(f"{ExceedsLimits.default_message}: {detail}")
 
 
+def apply_defaults(queue: QueueConfig, resources: dict[str, str]) -> None:
+    """The queue's resources_default for what the job does not ask."""
+    for name, value in queue.resources_default.items():
+        resources.setdefault(name, value)
+
+
 def consumer_levels(queues: dict[str, QueueConfig]) -> list[tuple[str, list[str]]]:
     """The workers' consumers of the work queue, highest priority first, as (name,
-    subject filters). With one priority level (the default) that is one consumer,
-    `workers`, over the whole work queue; with several, one per level over the
-    queues of that level (`workers` for level 0, `workers-p<N>` / `workers-n<N>`)."""
+    subject filters). With one priority level (the default) and every queue started,
+    that is one consumer, `workers`, over the whole work queue; else one per level
+    over the started queues of that level (`workers` for level 0, `workers-p<N>` /
+    `workers-n<N>`). A stopped queue's work (`started = False`) waits in the work
+    queue, where no consumer takes it; with every queue stopped there is none."""
     levels: dict[int, list[str]] = {}
     for name, queue in queues.items():
-        levels.setdefault(queue.priority, []).append(name)
-    if len(levels) <= 1:
+        if queue.started:
+            levels.setdefault(queue.priority, []).append(name)
+    if len(levels) <= 1 and all(queue.started for queue in queues.values()):
         return [(WORKER_CONSUMER, [f"{WORK_SUBJECT_PREFIX}.>"])]
     return [
         (_level_consumer(level), [f"{WORK_SUBJECT_PREFIX}.{name}.>" for name in sorted(names)])

@@ -82,12 +82,16 @@ def write_nats_config(
     user: str | None,
     password: str | None,
     monitor_port: int | None = None,
+    max_file_store: int | None = None,
 ) -> None:
+    """`max_file_store`: the bytes JetStream may store on disk (PKBS_MAX_STORE_BYTES,
+    which pkbs/storage.py splits among the streams); None: nats-server's default."""
+    limit = "" if max_file_store is None else f", max_file_store: {max_file_store}"
     lines = [
         "host: 127.0.0.1",
         f"port: {port}",
         f"max_payload: {NATS_MAX_PAYLOAD_BYTES}",
-        f'jetstream {{ store_dir: "{store_dir}" }}',
+        f'jetstream {{ store_dir: "{store_dir}"{limit} }}',
     ]
     if monitor_port:
         lines.append(f"http_port: {monitor_port}")

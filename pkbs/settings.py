@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pkbs.constants import DEFAULT_QUEUE, DEFAULT_SERVER_NAME
+from pkbs.pbsvalues import parse_size
 from pkbs.queues import QueueConfig
 
 
@@ -42,6 +43,10 @@ class Settings(BaseSettings):
     # Subjob messages queued at once per array; the rest wait in one span message
     # that a worker expands when it gets there (a huge array is quick to submit).
     array_chunk: int = Field(1024, ge=1)
+    # How often each dispatcher deletes the jobs whose history has expired (the
+    # server's job_history_duration: pkbs/retention.py), and each worker what it kept
+    # under pkbs-undelivered/ as long; 0: never.
+    retention_sweep_seconds: float = Field(60.0, ge=0)
     log_level: str = "INFO"
     # Also ship the JSON log lines to syslog: tcp://HOST:PORT or udp://HOST:PORT
     # (the logging component's receiver); stderr keeps them all either way.
@@ -55,6 +60,10 @@ class Settings(BaseSettings):
     # reset behind) is given up after two unanswered pings and made again.
     nats_ping_seconds: float = Field(5.0, gt=0)
     stream_replicas: int = Field(1, ge=1, le=5)
+    # The JetStream file store pkbs may fill (nats-server's max_file_store, which the
+    # local stack writes): split among the streams and buckets as their limits
+    # (pkbs/storage.py). Bytes, or a PBS size such as 8gb; None: no limits.
+    max_store_bytes: int | None = Field(None, ge=1024 * 1024)
 
     # Container jobs (-v CONTAINER_IMAGE=...): the Docker or Podman daemon a worker runs
     # them on, e.g. unix:///var/run/docker.sock; unset, a worker runs none.
@@ -106,6 +115,12 @@ class Settings(BaseSettings):
     # The worker runs on the submitters' host, as their account (the local stack sets
     # it): it also puts stdout/stderr at their Output_Path / Error_Path on this host.
     deliver_local: bool = False
+    # A running job's resources_used and session_id are written into its record a
+    # second after it starts, then every this many seconds (qstat -f, qstat -a's Elap).
+    usage_update_seconds: float = Field(10.0, gt=0)
+    # Memory the live-output stream PKBS_OUTPUT may hold for all jobs together (the
+    # oldest chunks go first); each job's streams keep their last 200 chunks.
+    output_stream_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     # Port of the worker's /healthz and /metrics (0: none).
     worker_metrics_port: int = 0
     # Where jobs run: `process`, as process groups on the worker (worker/runner.py), or
@@ -118,6 +133,14 @@ class Settings(BaseSettings):
     job_namespace: str = "pkbs-jobs"
     job_image: str | None = None
     pod_start_seconds: float = Field(600.0, gt=0)
+
+    @field_validator("max_store_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        """A PBS size (`8gb`, `500mb`) as well as a number of bytes."""
+        if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+            return parse_size(value)
+        return value
 
     @field_validator("queues", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ class JobState(StrEnum):
     HELD = "H"  # held by qhold / qsub -h or by an unmet dependency
     WAITING = "W"  # waiting for its execution time (qsub -a)
     RUNNING = "R"  # a worker runs it
+    SUSPENDED = "S"  # running, its processes stopped (qsig -s suspend)
     EXITING = "E"  # the job ended; its results are being stored
     FINISHED = "F"  # completed, failed or deleted: history only
     BEGUN = "B"  # array with at least one subjob started
@@ -33,13 +34,16 @@ class JobEvent(StrEnum):
     DELETE = "delete"  # qdel of a job that is not running
     DEFER = "defer"  # its execution time (qsub -a) is still ahead
     BEGIN = "begin"  # the first subjob of an array started
+    SUSPEND = "suspend"  # qsig -s suspend: the job's processes are stopped
+    RESUME = "resume"  # qsig -s resume: they continue
 
 
-Q, H, W, R, E, F = (
+Q, H, W, R, S, E, F = (
     JobState.QUEUED,
     JobState.HELD,
     JobState.WAITING,
     JobState.RUNNING,
+    JobState.SUSPENDED,
     JobState.EXITING,
     JobState.FINISHED,
 )
@@ -51,12 +55,17 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
     (W, JobEvent.RELEASE): Q,
     (Q, JobEvent.START): R,
     (R, JobEvent.RESTART): R,
+    (S, JobEvent.RESTART): R,  # a suspended job whose worker was lost runs afresh
     (E, JobEvent.RESTART): R,
     (R, JobEvent.EXIT): E,
     (R, JobEvent.FINISH): F,
     (E, JobEvent.FINISH): F,
+    (S, JobEvent.FINISH): F,  # ended while suspended (qdel, or before the stop took)
     (R, JobEvent.REQUEUE): Q,
     (E, JobEvent.REQUEUE): Q,
+    (S, JobEvent.REQUEUE): Q,
+    (R, JobEvent.SUSPEND): S,
+    (S, JobEvent.RESUME): R,
     (Q, JobEvent.DEFER): W,
     (Q, JobEvent.BEGIN): JobState.BEGUN,
     (JobState.BEGUN, JobEvent.FINISH): F,
@@ -68,7 +77,7 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
 }
 
 # States a job can be in while a worker holds its message.
-ACTIVE_STATES = frozenset({R, E})
+ACTIVE_STATES = frozenset({R, S, E})
 # States in which the job will still run without anybody's help.
 PENDING_STATES = frozenset({Q, W})
 # States that end a job's life; shown only with qstat -x.

@@ -6,13 +6,13 @@ as well (see the `nextcloud` overlay).
 
 from __future__ import annotations
 
-import logging
 import signal
 from typing import Any
 
 from cheroot import wsgi
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from pkbs.logs import setup_logging
 from pkbs.procs import hide_from_jobs
 from pkbs.settings import Settings, get_settings
 
@@ -49,7 +49,7 @@ def build_app(settings: Settings) -> WsgiDAVApp:
 def main() -> None:
     hide_from_jobs()  # its environment holds the WebDAV password (pkbs/procs.py)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level)
+    setup_logging(settings.log_level)
     app = build_app(settings)
     server = wsgi.Server(
         (settings.webdav_listen_host, settings.webdav_listen_port), app, numthreads=8

@@ -5,7 +5,25 @@ from pathlib import Path
 
 import pytest
 
+from pkbs import servers
 from tests.stackutil import Stack
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A bare nats-server with JetStream (no auth) for the session: for tests of one
+    store or client, without the rest of the stack."""
+    where = tmp_path_factory.mktemp("nats")
+    port = servers.free_port()
+    servers.write_nats_config(
+        where / "nats.conf", port=port, store_dir=where / "js", user=None, password=None
+    )
+    proc = servers.start_nats(where / "nats.conf", where / "nats.log")
+    try:
+        servers.wait_for_port("127.0.0.1", port, 10, proc)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        servers.stop(proc)
 
 
 @pytest.fixture(scope="session")

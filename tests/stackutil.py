@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +17,10 @@ from typing import Any
 
 from bench.runlog import job_runs
 from pkbs import servers
+from pkbs.configstore import ConfigStore
+from pkbs.jobstore import connect_nats
+from pkbs.serverconfig import ServerConfig
+from pkbs.settings import Settings
 
 BIN = Path(sys.executable).parent
 
@@ -516,3 +522,43 @@ def worker_dir_running(stack: Stack, job_id: str) -> Path | None:
         if cwd.parent.parent == jobs:
             return cwd.parent
     return None
+
+
+def store_settings(stack: Stack) -> Settings:
+    """Settings that reach the stack's NATS and WebDAV (for JobStore, ConfigStore,
+    ResultStore in a test)."""
+    secrets = json.loads((stack.home / "secrets.json").read_text())
+    conf = (stack.home / "run" / "nats.conf").read_text()
+    port = re.search(r"^port: (\d+)$", conf, re.M)
+    assert port is not None
+    ports = {proc["name"]: proc["port"] for proc in stack.state()["processes"]}
+    return Settings(
+        nats_url=f"nats://127.0.0.1:{port[1]}",
+        nats_user=secrets["nats_user"],
+        nats_password=secrets["nats_password"],
+        webdav_url=f"http://127.0.0.1:{ports['webdav']}",
+        webdav_user=secrets["webdav_user"],
+        webdav_password=secrets["webdav_password"],
+    )
+
+
+def set_server_attrs(stack: Stack, **attrs: Any) -> None:
+    """Set server attributes (as `qmgr -c "set server ..."` does)."""
+    change_config(
+        stack, lambda c: c.model_copy(update={"server": c.server.model_copy(update=attrs)})
+    )
+
+
+def change_config(stack: Stack, edit: Callable[[ServerConfig], ServerConfig]) -> ServerConfig:
+    """Change the stack's server configuration (KV PKBS_CONFIG) with a compare-and-set,
+    as qmgr does; every dispatcher and worker follows it."""
+
+    async def change() -> ServerConfig:
+        nc = await connect_nats(store_settings(stack), "test-config")
+        try:
+            store = await ConfigStore.open(nc.jetstream(), store_settings(stack))
+            return await store.change(edit)
+        finally:
+            await nc.drain()
+
+    return asyncio.run(change())

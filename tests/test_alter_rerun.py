@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from tests.stackutil import BIN, Stack, poll
+from tests.stackutil import (
+    BIN,
+    Stack,
+    fetch_results,
+    job_as,
+    job_number,
+    poll,
+    wait_state_as,
+)
 
 
 def test_qalter_changes_a_queued_job(stack: Stack) -> None:
@@ -68,3 +77,60 @@ def test_qrerun_refuses_a_job_that_is_not_rerunnable(stack: Stack, tmp_path: Pat
         assert result.stderr == f"qrerun: Job is not rerunnable {job_id}\n"
     finally:
         stack.run(str(BIN / "qdel"), job_id)
+
+
+# -- qalter of a running job's walltime --------------------------------------------------
+
+EXIT_WALLTIME = -29  # JOB_EXEC_KILL_WALLTIME
+EXIT_PERM = 15007 & 0xFF  # PBSE_PERM
+
+
+def _running(stack: Stack, tmp_path: Path, *args: str, seconds: int = 30,
+             env: dict[str, str] | None = None) -> str:
+    """A job that runs `seconds` (in short sleeps) once it has touched its start file."""
+    started = tmp_path / "started"
+    script = f"touch {started}\nfor i in $(seq 1 {seconds * 10}); do sleep 0.1; done\n"
+    job_id = stack.qsub(*args, input=script, env=env)
+    poll(started.exists, 30, what="the job to start")
+    return job_id
+
+
+def test_lowered_walltime_of_a_running_job_is_enforced(stack: Stack, tmp_path: Path) -> None:
+    """A user may lower the limit of a running job (PBS: the new limit goes to MoM);
+    the job is killed at the new walltime with PBS's Exit_status -29."""
+    alice = stack.as_user("alice")
+    job_id = _running(stack, tmp_path, "-N", "lowered", "-l", "walltime=00:10:00", env=alice)
+    try:
+        result = stack.run(str(BIN / "qalter"), "-l", "walltime=00:00:03", job_id, env=alice)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+        job = wait_state_as(stack, job_id, "F", alice, timeout=20)
+    finally:
+        stack.run(str(BIN / "qdel"), job_id)
+    assert job["Exit_status"] == EXIT_WALLTIME, job
+    assert job["Resource_List"]["walltime"] == "00:00:03"
+    assert job["resources_used"]["walltime"] in ("00:00:03", "00:00:04"), job["resources_used"]
+    fetch_results(stack, job_id, tmp_path / "out", env=alice)
+    err = (tmp_path / "out" / f"lowered.e{job_number(job_id)}").read_text()
+    assert re.fullmatch(r"=>> PBS: job killed: walltime \d+ exceeded limit 3\n", err), err
+
+
+def test_only_an_operator_may_raise_a_running_jobs_walltime(
+    stack: Stack, tmp_path: Path
+) -> None:
+    alice = stack.as_user("alice")
+    job_id = _running(stack, tmp_path, "-l", "walltime=00:00:05", seconds=8, env=alice)
+    try:
+        refused = stack.run(str(BIN / "qalter"), "-l", "walltime=00:01:00", job_id, env=alice)
+        assert (refused.returncode, refused.stdout, refused.stderr) == (
+            EXIT_PERM,
+            "",
+            f"qalter: Unauthorized Request {job_id}\n",
+        )
+        assert job_as(stack, job_id, alice)["Resource_List"]["walltime"] == "00:00:05"
+        raised = stack.run(str(BIN / "qalter"), "-l", "walltime=00:01:00", job_id)  # operator
+        assert (raised.returncode, raised.stderr) == (0, "")
+        job = wait_state_as(stack, job_id, "F", alice, timeout=30)
+    finally:
+        stack.run(str(BIN / "qdel"), job_id)
+    assert job["Exit_status"] == 0, job  # ran its 8 s: the new limit held
+    assert job["Resource_List"]["walltime"] == "00:01:00"

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from pkbs import constants as C
 from pkbs.jobstore import JobStore, spans
-from tests.stackutil import Stack, poll
-from tests.test_reliability import _store_settings
+from tests.stackutil import Stack, poll, store_settings
 
 
 def test_spans_group_consecutive_indices() -> None:
@@ -36,7 +35,7 @@ def test_chunked_array_runs_every_subjob_exactly_once(stack: Stack, tmp_path: Pa
 
 def _work_keys(stack: Stack) -> set[str]:
     async def read() -> set[str]:
-        store = await JobStore.open(_store_settings(stack), "test")
+        store = await JobStore.open(store_settings(stack), "test")
         try:
             return await store.queued_work()
         finally:
@@ -57,7 +56,7 @@ def test_a_lost_span_is_queued_again_by_the_reconciler(fresh_stack: Stack, tmp_p
     assert {f"{number}.1", f"{number}.2", f"{number}.3-6"} <= _work_keys(fresh_stack)
 
     async def lose_span() -> None:
-        store = await JobStore.open(_store_settings(fresh_stack), "test")
+        store = await JobStore.open(store_settings(fresh_stack), "test")
         try:
             await store.js.purge_stream(
                 C.WORK_STREAM, subject=f"{C.WORK_SUBJECT_PREFIX}.workq.{number}.3-6"

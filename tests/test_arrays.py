@@ -5,7 +5,10 @@ if any subjob failed), qdel of a queued subjob or of a running array."""
 from __future__ import annotations
 
 import getpass
+import re
 from pathlib import Path
+
+import pytest
 
 from tests.stackutil import Stack, cli, fetch_results, files_under, poll, submit
 
@@ -210,3 +213,115 @@ def test_array_output_path_carries_the_index_tag(stack: Stack) -> None:
         assert job["Error_Path"].endswith(f"/arrpath.e{n}.^array_index^"), job["Error_Path"]
     finally:
         cli(stack, "qdel", array)
+
+
+# -- array_state_count, subjob ranges, deleted arrays, max_run_subjobs ------------------
+
+EXIT_BADSTATE = 15016 & 0xFF
+EXIT_IVALREQ = 15004 & 0xFF
+
+
+def _state_count(stack: Stack, array: str) -> str:
+    return str(stack.job(array)["array_state_count"])
+
+
+def test_array_state_count_counts_running_and_ended_subjobs(stack: Stack, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    array, n = _qsub_array(stack, "-J", "1-3", input=_gate(go))
+    try:
+        _wait_running(stack, n, 3)
+        poll(lambda: _state_count(stack, array) == "Queued:0 Running:3 Exiting:0 Expired:0 ",
+             10, 0.1, "array_state_count to count 3 running subjobs")
+        assert cli(stack, "qdel", f"{n}[2]").returncode == 0
+        poll(lambda: _state_count(stack, array) == "Queued:0 Running:2 Exiting:0 Expired:1 ",
+             20, 0.1, "array_state_count to count the deleted subjob as expired")
+    finally:
+        go.touch()
+    stack.wait_state(array, "F")
+    assert _state_count(stack, array) == "Queued:0 Running:0 Exiting:0 Expired:3 "
+
+
+def test_job_commands_take_subjob_ranges(stack: Stack) -> None:
+    """`N[2-3]`, `N[1-7:3]`, with or without the server: qstat shows, qdel deletes each
+    subjob of the range; qsig and qrerun act on its running subjobs (none here:
+    PBSE_BADSTATE); qhold and qrls refuse subjobs (PBSE_IVALREQ), as PBS does."""
+    array, n = _qsub_array(stack, "-h", "-J", "1-8", "-N", "ranged", input="true\n")
+    try:
+        shown = cli(stack, "qstat", f"{n}[2-3]")
+        assert (shown.returncode, shown.stderr) == (0, ""), shown
+        assert shown.stdout.splitlines()[2:] == [
+            _row(f"{n}[2].pkbs", "ranged", "Q"), _row(f"{n}[3].pkbs", "ranged", "Q")
+        ]
+        for ids in (f"{n}[2-3].pkbs", f"{n}[1-7:3]"):
+            result = cli(stack, "qdel", ids)
+            assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), ids
+        for i in (1, 2, 3, 4, 7):
+            job = stack.job(f"{n}[{i}].pkbs")
+            assert job["job_state"] == "X" and "before it ran" in job["comment"], (i, job)
+        for command in ("qsig", "qrerun"):
+            result = cli(stack, command, f"{n}[5-6]")
+            assert (result.returncode, result.stderr) == (
+                EXIT_BADSTATE, f"{command}: Request invalid for state of job {n}[5-6].pkbs\n"
+            ), result
+        for command in ("qhold", "qrls"):
+            result = cli(stack, command, f"{n}[5-6]")
+            assert result.returncode == EXIT_IVALREQ, result
+            assert result.stderr.startswith(f"{command}: Request invalid for a subjob"), result
+        unknown = cli(stack, "qdel", f"{n}[7-9]")  # 9 is not in the array
+        assert unknown.returncode == 15001 & 0xFF, unknown
+        assert cli(stack, "qrls", array).returncode == 0
+        stack.wait_state(array, "F")
+    finally:
+        cli(stack, "qdel", array)
+    states = _states(stack, n)
+    assert states == {array: "F", **{f"{n}[{i}].pkbs": "X" for i in range(1, 9)}}, states
+    assert [stack.job(f"{n}[{i}].pkbs").get("Exit_status") for i in (5, 6, 8)] == [0, 0, 0]
+
+
+def test_deleted_array_lists_its_subjobs_and_says_what_happened(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """qstat -xt of a deleted array lists every subjob (X), those that never ran
+    too; its comment is PBS's "Job Array Began at … and terminated by <user>"."""
+    array, n = _qsub_array(stack, "-J", "1-6", input="sleep 30\n")
+    states = _wait_running(stack, n, 4)
+    never = sorted(j for j, s in states.items() if s == "Q")
+    assert never, states
+    result = cli(stack, "qdel", array)
+    assert (result.returncode, result.stderr) == (0, "")
+    job = stack.wait_state(array, "F", timeout=30)
+    assert re.fullmatch(
+        rf"Job Array Began at \w{{3}} \w{{3}} \d\d at \d\d:\d\d and terminated by {USER}",
+        job["comment"],
+    ), job["comment"]
+    assert job["array_state_count"] == "Queued:0 Running:0 Exiting:0 Expired:6 "
+    listed = _states(stack, n)
+    assert listed == {array: "F", **{f"{n}[{i}].pkbs": "X" for i in range(1, 7)}}, listed
+    full = stack.qstat_json()  # qstat -f -F json -x: the full view lists nothing more
+    assert array in full["Jobs"]
+
+
+def _most_at_once(log: Path) -> int:
+    running = most = 0
+    for line in log.read_text().splitlines():
+        running += 1 if line.startswith("start") else -1
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize("limit", [["-J", "1-6%2"], ["-J", "1-6", "-W", "max_run_subjobs=2"]])
+def test_max_run_subjobs_limits_running_subjobs(
+    stack: Stack, tmp_path: Path, limit: list[str]
+) -> None:
+    """With 4 free slots, at most 2 subjobs of the array run at once, and 2 do."""
+    log = tmp_path / "runs"
+    script = _append(log, "start $PBS_ARRAY_INDEX") + "sleep 1\n" + _append(
+        log, "end $PBS_ARRAY_INDEX"
+    )
+    array, n = _qsub_array(stack, *limit, input=script)
+    assert stack.job(array)["max_run_subjobs"] == 2
+    job = stack.wait_state(array, "F", timeout=60)
+    assert job["Exit_status"] == 0
+    assert sorted(int(line.split()[1]) for line in log.read_text().splitlines()
+                  if line.startswith("start")) == [1, 2, 3, 4, 5, 6]
+    assert _most_at_once(log) == 2, log.read_text()

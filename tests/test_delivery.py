@@ -34,7 +34,7 @@ class Files:
 
 
 def record() -> JobRecord:
-    spec = JobSpec(name="unit", kind="stdin", entrypoint="STDIN")
+    spec = JobSpec(name="unit", kind="stdin", entrypoint="STDIN", queue="workq")
     return JobRecord(number=7, server="pkbs", owner="alice", spec=spec, state=JobState.RUNNING,
                      submit_id="unit-delivery", run_count=2, run_token="t")
 

@@ -132,7 +132,8 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
 def record(number: int, state: JobState = JobState.QUEUED, **fields: Any) -> JobRecord:
     spec = fields.pop("spec", None) or JobSpec(
-        name=f"job{number}", kind="stdin", entrypoint="STDIN", submit_host="login1"
+        name=f"job{number}", kind="stdin", entrypoint="STDIN", submit_host="login1",
+        queue="workq",
     )
     fields.setdefault("owner", "alice")
     return JobRecord(
@@ -185,7 +186,9 @@ def assert_views_agree(endpoint: str, token: str, **query: Any) -> list[str]:
 
 
 def test_summary_equals_job_attributes() -> None:
-    spec = JobSpec(name="x", kind="stdin", entrypoint="STDIN", submit_host="h.example")
+    spec = JobSpec(
+        name="x", kind="stdin", entrypoint="STDIN", submit_host="h.example", queue="workq"
+    )
     select = spec.model_copy(
         update={"resources": {"select": "2:ncpus=3:mem=1gb", "walltime": "90", "cput": "1:0"}}
     )
@@ -217,7 +220,7 @@ def test_index_counts_ended_subjobs_of_unfinished_arrays() -> None:
     index = JobIndex(Stub())  # type: ignore[arg-type]
     called: list[int] = []
     index.on_subjob_ended = called.append
-    spec = JobSpec(name="arr", kind="stdin", entrypoint="STDIN", array="1-4")
+    spec = JobSpec(name="arr", kind="stdin", entrypoint="STDIN", array="1-4", queue="workq")
 
     def apply(rec: JobRecord) -> None:
         index.apply(SUBJECT_PREFIX + job_key(rec.number, rec.index), rec.model_dump_json().encode())

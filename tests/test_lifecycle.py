@@ -18,7 +18,8 @@ RUN = RunStart(token="t1", work_seq=41, worker="w1", exec_host="host/0*1")
 
 
 def spec(**fields: Any) -> JobSpec:
-    return JobSpec(name="job", kind="stdin", entrypoint="STDIN", **fields)
+    base = {"name": "job", "kind": "stdin", "entrypoint": "STDIN", "queue": "workq"}
+    return JobSpec(**{**base, **fields})
 
 
 def record(state: JobState = JobState.QUEUED, **fields: Any) -> JobRecord:
@@ -241,8 +242,11 @@ def test_delete_and_rerun_requested_of_a_running_job() -> None:
 
 
 def test_begun() -> None:
-    array = lifecycle.begun(record(spec=spec(array="1-3")), NOW)
+    waiting = lifecycle.not_run_now(record(spec=spec(array="1-3")), "Not Running: limit")
+    assert (waiting.state, waiting.comment) == (JobState.QUEUED, "Not Running: limit")
+    array = lifecycle.begun(waiting, NOW)
     assert (array.state, array.stime) == (JobState.BEGUN, NOW)
+    assert array.comment is not None and array.comment.startswith("Job Array Began at ")
 
 
 @pytest.mark.parametrize(

@@ -184,7 +184,7 @@ class Message:
 
 
 def record(run_count: int, token: str) -> JobRecord:
-    spec = JobSpec(name="unit", kind="stdin", entrypoint="STDIN")
+    spec = JobSpec(name="unit", kind="stdin", entrypoint="STDIN", queue="workq")
     return JobRecord(number=7, server="pkbs", owner="alice", spec=spec, state=JobState.RUNNING,
                      submit_id="unit-partition", run_count=run_count, run_token=token)
 

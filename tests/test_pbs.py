@@ -1318,3 +1318,36 @@ def test_import_is_light() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert out.strip() == "[]"
+
+
+# -- subjob ranges and qsig signal names ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "indices", "server"),
+    [
+        ("5[2-3]", [2, 3], "pkbs"),
+        ("5[2-3].svr.example.com", [2, 3], "svr"),
+        ("5[1-10:2]", [1, 3, 5, 7, 9], "pkbs"),
+        ("5[1-3,7,2-4]", [1, 2, 3, 7, 4], "pkbs"),
+    ],
+)
+def test_parse_subjob_range(text: str, indices: list[int], server: str) -> None:
+    array, found = pbsvalues.parse_subjob_range(text, "pkbs")
+    assert (array.format(), found) == (f"5[].{server}", indices)
+    assert pbsvalues.is_subjob_range(text)
+
+
+@pytest.mark.parametrize("text", ["5[3-1]", "5[1-4:0]", "5[-]", "5[2]", "5[]", "x[1-2]"])
+def test_parse_subjob_range_refuses(text: str) -> None:
+    with pytest.raises(UnknownJob):
+        pbsvalues.parse_subjob_range(text, "pkbs")
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [("SIGUSR1", 10), ("USR1", 10), ("9", 9), ("KILL", 9), ("0", 0),
+     ("BOGUS", None), ("usr1", None), ("999", None), ("suspend", None)],
+)
+def test_signal_number(name: str, number: int | None) -> None:
+    assert pbsvalues.signal_number(name) == number

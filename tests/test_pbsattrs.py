@@ -37,6 +37,7 @@ def make_record(state: JobState = JobState.QUEUED, **kw: Any) -> JobRecord:
         "submit_host": "login1",
         "submit_args": "hello.sh",
     }
+    spec_kw.setdefault("queue", "workq")  # as the server stores it
     spec_kw.update(kw.pop("spec", {}))
     rec_kw: dict[str, Any] = {
         "number": 7,
@@ -160,6 +161,20 @@ def test_running_job_order() -> None:
     assert attrs["exec_vnode"] == "(node1:ncpus=1)"
     assert attrs["resources_used.mem"] == "1024kb"
     assert attrs["substate"] == 42
+
+
+def test_running_job_comment_is_when_and_where_it_runs() -> None:
+    """PBS's server comments a job it runs `Job run at <%a %b %d> at <%H:%M> on
+    <exec_vnode>`; pkbs shows it from the record's stime and exec_host while the job
+    runs, unless the record has a comment of its own (a rerun's, say)."""
+    bare = running_record().model_copy(update={"comment": None})
+    attrs = pbsattrs.job_attributes(bare)
+    assert attrs["comment"] == "Job run at Fri Nov 11 at 17:57 on (node1:ncpus=1)"
+    assert list(attrs).index("comment") == list(attrs).index("queue_type") + 1
+    own = bare.model_copy(update={"comment": "Rerun after its worker was lost"})
+    assert pbsattrs.job_attributes(own)["comment"] == "Rerun after its worker was lost"
+    ended = bare.model_copy(update={"state": JobState.FINISHED, "exit_status": 0})
+    assert "comment" not in pbsattrs.job_attributes(ended)
 
 
 def test_value_types() -> None:

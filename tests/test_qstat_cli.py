@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,63 @@ def test_queue_view_header(stack: Stack) -> None:
         "---------------- ----- ----- --- --- ----- ----- ----- ----- ----- ----- ----",
     ]
     assert lines[2].split()[0] == "workq"
+
+
+def _alternate_ids(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The Job ID column of qstat's alternate table (-a -i -r ...), -n lines skipped."""
+    assert (result.returncode, result.stderr) == (0, ""), result
+    lines = result.stdout.splitlines()
+    rules = [k for k, line in enumerate(lines) if line.startswith("-----")]
+    if not rules:
+        assert result.stdout == "", result.stdout
+        return []
+    return [line.split()[0] for line in lines[rules[0] + 1 :] if line and line[0] != " "]
+
+
+def test_i_selects_waiting_jobs_and_r_running_ones(stack: Stack, tmp_path: Path) -> None:
+    """-i: states E H Q T W; -r: R and S (qstat.c); with -u, -x, -t, -J, -n."""
+    from datetime import datetime, timedelta
+
+    user = stack.as_user("selector")
+    gate = tmp_path / "gate"
+    gated = f'until [ -e "{gate}" ]; do sleep 0.05; done\n'
+    later = (datetime.now() + timedelta(hours=3)).strftime("%Y%m%d%H%M")
+    done = submit(stack, input="true\n", env=user)
+    jobs = {
+        "running": submit(stack, input=gated, env=user),
+        "suspended": submit(stack, input=gated, env=user),
+        "held": submit(stack, "-h", input="true\n", env=user),
+        "waiting": submit(stack, "-a", later, input="true\n", env=user),
+        "array": cli(stack, "qsub", "-J", "1-2", input=gated, env=user).stdout.strip(),
+        "held_array": cli(stack, "qsub", "-h", "-J", "1-2", input="true\n", env=user)
+        .stdout.strip(),
+    }
+    number = jobs["array"].split("[")[0]
+    try:
+        wait_state_as(stack, done, "F", user)
+        for name in ("running", "suspended"):
+            wait_state_as(stack, jobs[name], "R", user)
+        wait_state_as(stack, f"{number}[].pkbs", "B", user)
+        assert cli(stack, "qsig", "-s", "suspend", jobs["suspended"]).returncode == 0
+        sub = [f"{number}[1].pkbs", f"{number}[2].pkbs"]
+        for subjob in sub:
+            wait_state_as(stack, subjob, "R", user)
+        queued = [jobs["held"], jobs["waiting"], jobs["held_array"]]
+        running = [jobs["running"], jobs["suspended"]]
+        as_user = {"env": user}
+        assert _alternate_ids(cli(stack, "qstat", "-i", **as_user)) == queued
+        assert _alternate_ids(cli(stack, "qstat", "-i", "-u", "selector")) == queued
+        assert _alternate_ids(cli(stack, "qstat", "-i", "-x", **as_user)) == queued
+        assert _alternate_ids(cli(stack, "qstat", "-i", "-J", **as_user)) == [jobs["held_array"]]
+        assert _alternate_ids(cli(stack, "qstat", "-r", **as_user)) == running
+        assert _alternate_ids(cli(stack, "qstat", "-r", "-u", "selector")) == running
+        assert _alternate_ids(cli(stack, "qstat", "-r", "-t", **as_user)) == running + sub
+        assert _alternate_ids(cli(stack, "qstat", "-r", "-n", "-1", **as_user)) == running
+        assert _alternate_ids(cli(stack, "qstat", "-r", "-J", **as_user)) == []
+        assert _alternate_ids(cli(stack, "qstat", "-i", "-u", "nobody")) == []
+        conflict = cli(stack, "qstat", "-i", "-r")
+        assert (conflict.returncode, conflict.stdout) == (2, "")
+        assert conflict.stderr.startswith("qstat: conflicting options.\nusage:"), conflict.stderr
+    finally:
+        gate.touch()
+        cli(stack, "qdel", *[j for j in jobs.values() if j])

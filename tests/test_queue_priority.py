@@ -13,8 +13,7 @@ from pkbs import servers
 from pkbs.jobstore import JobStore
 from pkbs.queues import QueueConfig, consumer_levels
 from pkbs.settings import Settings
-from tests.stackutil import Stack, cli
-from tests.test_reliability import _store_settings
+from tests.stackutil import Stack, cli, store_settings
 
 QUEUES = {"workq": {}, "high": {"priority": 10}, "low": {"priority": -5}}
 
@@ -45,7 +44,7 @@ async def _read_consumers(settings: Settings, arrange: bool = False) -> dict[str
 
 
 def _consumers(stack: Stack) -> dict[str, list[str]]:
-    return asyncio.run(_read_consumers(_store_settings(stack)))
+    return asyncio.run(_read_consumers(store_settings(stack)))
 
 
 def test_the_dispatcher_arranges_consumers_when_priorities_change(tmp_path: Path) -> None:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import signal
 from pathlib import Path
 
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord
-from pkbs.settings import Settings
 from pkbs.states import JobState
-from tests.stackutil import Stack, poll, worker_dir_running
+from tests.stackutil import Stack, poll, store_settings, worker_dir_running
 
 # Each run logs "start <pid>" then ticks; a run whose worker died must stop ticking
 # before the rerun starts.
@@ -83,18 +80,6 @@ def test_non_rerunnable_job_is_not_run_twice(fresh_stack: Stack, tmp_path: Path)
     assert log.read_text().count("start") == 1
 
 
-def _store_settings(stack: Stack) -> Settings:
-    secrets = json.loads((stack.home / "secrets.json").read_text())
-    conf = (stack.home / "run" / "nats.conf").read_text()
-    port = re.search(r"^port: (\d+)$", conf, re.M)
-    assert port is not None
-    return Settings(
-        nats_url=f"nats://127.0.0.1:{port[1]}",
-        nats_user=secrets["nats_user"],
-        nats_password=secrets["nats_password"],
-    )
-
-
 def test_a_queued_job_that_lost_its_work_message_is_queued_again(fresh_stack: Stack) -> None:
     """A dispatcher that dies between marking a job queued and publishing its work
     message leaves it queued with nothing to run it: the reconciler repairs that."""
@@ -103,7 +88,7 @@ def test_a_queued_job_that_lost_its_work_message_is_queued_again(fresh_stack: St
     job_id = fresh_stack.qsub("-h", "-N", "orphan", input="echo repaired\n")
 
     async def release_without_message() -> None:
-        store = await JobStore.open(_store_settings(fresh_stack), "test")
+        store = await JobStore.open(store_settings(fresh_stack), "test")
         try:
 
             def queue(record: JobRecord) -> JobRecord:

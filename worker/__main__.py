@@ -1,4 +1,5 @@
-"""Run a worker: `python -m pkbs.worker`. SIGTERM drains it."""
+"""Run a worker: `python -m pkbs.worker`. SIGTERM drains it; a second hands its
+running jobs back at once."""
 
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ async def serve() -> None:
     running = asyncio.create_task(worker.run())
 
     def stop() -> None:
-        """Drain; a worker still waiting for NATS has nothing to drain: just stop."""
+        """Drain; a second signal hands the running jobs back at once. A worker
+        still waiting for NATS has nothing to drain: it just stops."""
+        if worker.draining.is_set():
+            worker.hand_back_now()
         worker.request_drain()
         if not worker.connected:
             running.cancel()

@@ -16,17 +16,17 @@ import asyncio
 import contextlib
 import functools
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from pkbs.dockerapi import LABEL_JOB, LABEL_RUN, LABEL_WORKER, DockerAPI, DockerError
 from pkbs.procs import RUN_ID_VARIABLE
 
+from .runclock import RunClock, ended_within_walltime
 from .runner import (
     RunOutcome,
     RunRequest,
-    ended_within_walltime,
+    RunUsage,
     note_killed,
     pbs_exit_status,
     sent_signal,
@@ -107,8 +107,9 @@ class ContainerJob:
         self.container = container
         self.request = request
         self.session_id = pid
-        self.started = time.monotonic()
+        self.clock = RunClock(request.walltime)
         self.kill_reason: str | None = None
+        self._killing: asyncio.Future[None] | None = None
         self.peak_rss = 0
         self.cpu_ns = 0
         self._exited: asyncio.Task[int] = asyncio.create_task(api.wait(container))
@@ -145,11 +146,16 @@ class ContainerJob:
                                   int(stats["cpu_stats"]["cpu_usage"]["total_usage"]))
             await asyncio.sleep(STATS_SECONDS)
 
+    def usage(self) -> RunUsage:
+        """From the daemon's stats, sampled every STATS_SECONDS."""
+        return RunUsage(walltime=self.clock.used(), cput=self.cpu_ns / 1e9,
+                        max_rss_kb=self.peak_rss // 1024)
+
     async def wait(self) -> RunOutcome:
         code = await ended_within_walltime(
-            self._exited, self.request.walltime, self.started, self.kill,
+            self._exited, self.clock, self.kill,
             functools.partial(note_killed, self.request.stderr_path))
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock.used()
         state: dict[str, Any] = {}
         with contextlib.suppress(DockerError):
             state = (await self.api.inspect(self.container)).get("State") or {}
@@ -167,11 +173,18 @@ class ContainerJob:
                           max_rss_kb=self.peak_rss // 1024, session_id=self.session_id)
 
     async def kill(self, reason: str) -> None:
-        """SIGTERM, then SIGKILL after the grace period."""
+        """SIGTERM, then SIGKILL after the grace period: once, however often asked."""
         if self.kill_reason is None:
             self.kill_reason = reason
         if self._exited.done():
             return
+        if self._killing is None:
+            self._killing = asyncio.ensure_future(self._terminate())
+        await asyncio.shield(self._killing)
+
+    async def _terminate(self) -> None:
+        if self.clock.paused:  # a paused container takes no signal: it runs again
+            await self.resume()
         with contextlib.suppress(DockerError):
             await self.api.kill(self.container, "SIGTERM")
         try:
@@ -183,6 +196,19 @@ class ContainerJob:
     def send_signal(self, signo: int) -> None:
         task = asyncio.create_task(self.api.kill(self.container, signo))
         task.add_done_callback(lambda t: t.exception())
+
+    async def suspend(self) -> None:
+        """docker pause (the cgroup freezer stops every process), and the walltime."""
+        if self._killing is None and not self.clock.paused:
+            with contextlib.suppress(DockerError):
+                await self.api.pause(self.container)
+            self.clock.pause()
+
+    async def resume(self) -> None:
+        if self.clock.paused:
+            self.clock.resume()
+            with contextlib.suppress(DockerError):
+                await self.api.unpause(self.container)
 
 
 class ContainerRunner:

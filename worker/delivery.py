@@ -39,6 +39,12 @@ def _log_retry(attempt: int, delay: float, reason: str) -> None:
     log.warning("WebDAV request failed, retrying in %.1f s: %s", delay, reason)
 
 
+def undelivered_root(settings: Settings) -> Path:
+    """Where a worker keeps results it could not store (pkbs-undelivered/, beside the
+    job directories), each run's in `<job id>.<run>/`."""
+    return jobs_root(settings.worker_dir).parent / "pkbs-undelivered"
+
+
 def result_files(files: RunDir, changed: list[str]) -> list[tuple[str, Path]]:
     """(name in the run's collection, local path) of each result file of a run: its
     stdout/stderr, then what its job created or changed."""
@@ -125,8 +131,7 @@ class Delivery:
         local = result_files(files, changed)
         if not local:
             return "it left no files"
-        dest = jobs_root(self.settings.worker_dir).parent / "pkbs-undelivered"
-        dest = dest / f"{record.job_id}.{record.run_count}"
+        dest = undelivered_root(self.settings) / f"{record.job_id}.{record.run_count}"
         try:
             for name, path in local:
                 target = dest / name

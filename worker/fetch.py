@@ -13,11 +13,16 @@ wait while the stale copy waits here to be started a second time.
 - Several levels (pkbs.queues.consumer_levels): each pass asks every level's
   consumer, highest first, for what it has right now (`no_wait`: answered at once),
   and an idle worker waits for the next work message to be published.
+- No level (every queue stopped): nothing to ask; the worker waits.
+
+`wake()` ends a fetch that is waiting (with TimeoutError), without losing a message:
+the worker calls it when qmgr changed the levels, then opens a new source.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
 from typing import Protocol
@@ -51,6 +56,9 @@ class WorkSource(Protocol):
     async def finish(self) -> list[Msg]:
         """Stop asking; the messages already delivered for requests made."""
 
+    def wake(self) -> None:
+        """End a waiting fetch soon (TimeoutError if it has no message)."""
+
 
 def _api(consumer: str) -> str:
     return f"$JS.API.CONSUMER.MSG.NEXT.{C.WORK_STREAM}.{consumer}"
@@ -66,7 +74,7 @@ class _Inbox:
     def __init__(self, nc: NATS, inbox: str) -> None:
         self.nc = nc
         self.inbox = inbox
-        self.queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self.queue: asyncio.Queue[Msg | None] = asyncio.Queue()  # None: woken
         self.sub: Subscription | None = None
 
     @classmethod
@@ -83,13 +91,17 @@ class _Inbox:
         await self.nc.publish(_api(consumer), json.dumps(request).encode(), reply=self.inbox)
 
     async def next(self, wait: float) -> Msg | None:
-        """The next message: one already here, else the first within `wait` s."""
+        """The next message: one already here, else the first within `wait` s (None:
+        none, or woken)."""
         if not self.queue.empty() or wait <= 0:
             return None if self.queue.empty() else self.queue.get_nowait()
         try:
             return await asyncio.wait_for(self.queue.get(), wait)
         except TimeoutError:
             return None
+
+    def wake(self) -> None:
+        self.queue.put_nowait(None)
 
     async def close(self) -> None:
         sub, self.sub = self.sub, None
@@ -106,6 +118,7 @@ class OneConsumer:
         self.inbox = inbox
         self.consumer = consumer
         self.requests: deque[list[float]] = deque()  # [messages still due, lost after]
+        self.woken = False
 
     def _open_for(self) -> int:
         return int(sum(due for due, _ in self.requests))
@@ -129,13 +142,18 @@ class OneConsumer:
             msgs = await self._read(min(deadline, lost_at) - loop.time())
             if msgs:
                 return msgs
-            if loop.time() >= deadline:
+            if self.woken or loop.time() >= deadline:
+                self.woken = False
                 raise nats.errors.TimeoutError
+
+    def wake(self) -> None:
+        self.woken = True
+        self.inbox.wake()
 
     async def _read(self, wait: float) -> list[Msg]:
         """What has arrived, else what comes first within `wait` seconds."""
         msgs: list[Msg] = []
-        while (msg := await self.inbox.next(0 if msgs else wait)) is not None:
+        while not self.woken and (msg := await self.inbox.next(0 if msgs else wait)) is not None:
             status = _status(msg)
             if status is None:
                 msgs.append(msg)
@@ -154,9 +172,17 @@ class OneConsumer:
     async def finish(self) -> list[Msg]:
         """What has arrived; then the inbox closes, and the server drops the requests
         still open (nobody listens to their reply subject any more)."""
-        msgs = await self._read(0)
+        msgs = self._drain()
         await self.inbox.close()
-        return msgs + await self._read(0)
+        return msgs + self._drain()
+
+    def _drain(self) -> list[Msg]:
+        msgs = []
+        while not self.inbox.queue.empty():
+            msg = self.inbox.queue.get_nowait()
+            if msg is not None and _status(msg) is None:
+                msgs.append(msg)
+        return msgs
 
 
 class PriorityConsumers:
@@ -169,6 +195,7 @@ class PriorityConsumers:
         self.consumers = consumers
         self.new_work = asyncio.Event()
         self.bell: Subscription | None = None
+        self.woken = False
 
     @classmethod
     async def open(cls, nc: NATS, consumers: list[str]) -> PriorityConsumers:
@@ -195,7 +222,14 @@ class PriorityConsumers:
                 await asyncio.wait_for(self.new_work.wait(), deadline - loop.time())
             except TimeoutError:
                 raise nats.errors.TimeoutError from None
+            if self.woken:
+                self.woken = False
+                raise nats.errors.TimeoutError
             rang = True
+
+    def wake(self) -> None:
+        self.woken = True
+        self.new_work.set()
 
     async def _pass(self, batch: int) -> list[Msg]:
         for consumer in self.consumers:
@@ -227,8 +261,34 @@ class PriorityConsumers:
         return []  # every no_wait request was read to its end
 
 
+class NoConsumer:
+    """Every queue is stopped: no work to take until the levels change."""
+
+    def __init__(self) -> None:
+        self.woken = asyncio.Event()
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.woken.wait(), timeout)
+        self.woken.clear()
+        raise nats.errors.TimeoutError
+
+    async def finish(self) -> list[Msg]:
+        return []
+
+    def wake(self) -> None:
+        self.woken.set()
+
+
+def source_levels(queues: dict[str, QueueConfig]) -> list[str]:
+    """The consumers a worker asks, in order, for these queues."""
+    return [name for name, _ in consumer_levels(queues)]
+
+
 async def open_work_source(nc: NATS, queues: dict[str, QueueConfig]) -> WorkSource:
-    levels = [name for name, _ in consumer_levels(queues)]
+    levels = source_levels(queues)
+    if not levels:
+        return NoConsumer()
     if len(levels) == 1:
         return OneConsumer(await _Inbox.open(nc), levels[0])
     return await PriorityConsumers.open(nc, levels)

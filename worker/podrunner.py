@@ -43,7 +43,8 @@ from .pods import (
     worker_selector,
 )
 from .podstatus import Broken, CannotStart, Ended, Running, Starting, exit_status, progress
-from .runner import RunOutcome, RunRequest, ended_within_walltime, killed_line
+from .runclock import RunClock, ended_within_walltime
+from .runner import CannotSuspend, RunOutcome, RunRequest, killed_line
 
 log = logging.getLogger("pkbs.worker.pods")
 
@@ -65,11 +66,16 @@ class PodJob:
         self.request = request
         self.name = name
         self.session_id = 0  # the job's processes are in the pod's own PID namespace
-        self.started = time.monotonic()
+        self.clock = RunClock(request.walltime)
         self.kill_reason: str | None = None
+        self._killing: asyncio.Future[None] | None = None
         self._deleting = False
         self._signals: set[asyncio.Task[bool]] = set()
         self._ended: asyncio.Task[Ended] = asyncio.create_task(self._until_ended())
+
+    def usage(self) -> None:
+        """Not seen from the worker: the pod's keeper reports it when the job ends."""
+        return None
 
     async def _until_ended(self) -> Ended:
         while True:
@@ -88,9 +94,9 @@ class PodJob:
         notes: list[str] = []
         try:
             end = await ended_within_walltime(
-                self._ended, self.request.walltime, self.started, self.kill,
+                self._ended, self.clock, self.kill,
                 lambda what: notes.append(killed_line(what)))
-            elapsed = time.monotonic() - self.started
+            elapsed = self.clock.used()
             if end.pod_reason == "Evicted":
                 raise PodLost(f"pod {self.name} evicted: {end.message}")
             usage = await self._collect(notes)
@@ -147,6 +153,11 @@ class PodJob:
             self.kill_reason = reason
         if self._ended.done():
             return
+        if self._killing is None:  # once, however often asked
+            self._killing = asyncio.ensure_future(self._terminate())
+        await asyncio.shield(self._killing)
+
+    async def _terminate(self) -> None:
         grace = self.request.kill_grace
         if not await self._signal(signal.SIGTERM):
             await self._remove(math.ceil(grace))
@@ -159,6 +170,14 @@ class PodJob:
         task = asyncio.create_task(self._signal(signo))
         self._signals.add(task)
         task.add_done_callback(self._signals.discard)
+
+    async def suspend(self) -> None:
+        """Refused: the pod's activeDeadlineSeconds (the walltime's backstop) would go
+        on counting while the job stood still, and cannot be raised."""
+        raise CannotSuspend("a job in a pod of its own cannot be suspended")
+
+    async def resume(self) -> None:
+        return None  # never suspended
 
     async def _signal(self, signo: int) -> bool:
         command = [*KEEPER, "signal", str(int(signo))]

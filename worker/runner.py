@@ -13,12 +13,14 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pkbs.procs import become_subreaper, has_env, kill_tree, own_children, reap, stat_fields
+
+from .runclock import RunClock, ended_within_walltime
 
 # PBS's JOB_EXEC_KILL_WALLTIME / _KILL_MEM: Exit_status of a job killed for running
 # too long / using more memory than it asked for.
@@ -28,7 +30,6 @@ MEMORY_POLL_SECONDS = 0.5
 # Without a memory limit a job's memory is sampled ever less often, up to this pause.
 MEMORY_SAMPLE_MAX_SECONDS = 10.0
 SIGNAL_BASE = 256  # PBS: a job shell killed by signal N exits 256 + N
-T = TypeVar("T")
 
 
 def pbs_exit_status(kill_reason: str | None, code: int, signal: int | None = None) -> int:
@@ -54,25 +55,6 @@ def killed_line(what: str) -> str:
     return f"=>> PBS: job killed: {what}"
 
 
-async def ended_within_walltime(
-    ended: asyncio.Future[T],
-    walltime: float | None,
-    started: float,
-    kill: Callable[[str], Awaitable[None]],
-    note: Callable[[str], None],
-) -> T:
-    """What `ended` gives, waited for at most the job's walltime from `started`
-    (monotonic); past it the job is noted (PBS's line), killed and waited for."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(ended), walltime)
-    except TimeoutError:
-        assert walltime is not None
-        used = time.monotonic() - started
-        note(f"walltime {int(used)} exceeded limit {int(walltime)}")
-        await kill("walltime")
-        return await ended
-
-
 def note_killed(stderr_path: Path, what: str) -> None:
     with open(stderr_path, "ab") as err:
         err.write(f"{killed_line(what)}\n".encode())
@@ -93,22 +75,47 @@ class RunRequest:
 
 
 @dataclass
-class RunOutcome:
-    exit_status: int
+class RunUsage:
+    """What a run has used: so far (resources_used while it runs), or in all."""
+
     walltime: float
     cput: float
     max_rss_kb: int
+
+
+@dataclass
+class RunOutcome(RunUsage):
+    exit_status: int
     session_id: int
+
+
+class CannotSuspend(Exception):
+    """The runner cannot stop this job's processes (qsig -s suspend): why."""
 
 
 class RunningJob(Protocol):
     session_id: int
+    clock: RunClock  # its walltime: paused while suspended, its limit changeable
+
+    def usage(self) -> RunUsage | None:
+        """What the job has used so far; None where the worker cannot see it."""
+        ...
 
     async def wait(self) -> RunOutcome: ...
 
-    async def kill(self, reason: str) -> None: ...
+    async def kill(self, reason: str) -> None:
+        """SIGTERM, once however often asked, then SIGKILL after the grace."""
+        ...
 
     def send_signal(self, signo: int) -> None: ...
+
+    async def suspend(self) -> None:
+        """Stop the job's processes and its walltime clock (CannotSuspend)."""
+        ...
+
+    async def resume(self) -> None:
+        """Continue them, and the clock."""
+        ...
 
 
 class JobRunner(Protocol):
@@ -185,11 +192,16 @@ class LocalProcessJob:
     """A job running as its own process group (session) on this host."""
 
     def __init__(
-        self, request: RunRequest, home: int, on_exit: Callable[[int], None] | None = None
+        self,
+        request: RunRequest,
+        home: int,
+        on_exit: Callable[[int], None] | None = None,
+        census: SessionCensus | None = None,
     ) -> None:
         self.request = request
         self.on_exit = on_exit
-        self.started = time.monotonic()
+        self.clock = RunClock(request.walltime)
+        self.census = census or SessionCensus()
         # A child's ru_maxrss counts the address space it was forked from (this
         # worker's) until it execs: only above the worker's own peak is it the job's.
         self.spawner_peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -211,7 +223,7 @@ class LocalProcessJob:
 
     async def wait(self) -> RunOutcome:
         _, status, usage = await ended_within_walltime(
-            self._reaped, self.request.walltime, self.started, self.kill,
+            self._reaped, self.clock, self.kill,
             functools.partial(note_killed, self.request.stderr_path))
         if self._first_sample is not None:
             self._first_sample.cancel()
@@ -221,7 +233,7 @@ class LocalProcessJob:
         self._signal_group(signal.SIGKILL)
         if self.on_exit is not None:
             self.on_exit(self.session_id)
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock.used()
         signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         return RunOutcome(
             exit_status=pbs_exit_status(self.kill_reason, os.WEXITSTATUS(status), signalled),
@@ -234,6 +246,14 @@ class LocalProcessJob:
             ),
             session_id=self.session_id,
         )
+
+    def usage(self) -> RunUsage:
+        """Walltime so far, CPU time of the session's processes (with the children they
+        waited for) and the largest resident size sampled, now included."""
+        rss, ticks = self.census.usage(self.session_id)
+        self.peak_rss = max(self.peak_rss, rss)
+        return RunUsage(walltime=self.clock.used(), cput=ticks / CLOCK_TICKS,
+                        max_rss_kb=self.peak_rss // 1024)
 
     async def _watch_memory(self, limit: int | None) -> None:
         """Sample the resident size of the job's whole session, as PBS's MoM does, for
@@ -253,12 +273,21 @@ class LocalProcessJob:
                 pause = min(pause * 2, MEMORY_SAMPLE_MAX_SECONDS)
 
     async def kill(self, reason: str) -> None:
-        """SIGTERM the whole group, SIGKILL after the grace period."""
+        """SIGTERM the whole group, SIGKILL after the grace period: once, however often
+        it is asked (qdel, the heartbeat seeing the qdel, the walltime)."""
         if self.kill_reason is None:
             self.kill_reason = reason
         if self._reaped.done():
             return
+        if self._killing is None:
+            self._killing = asyncio.ensure_future(self._terminate())
+        await asyncio.shield(self._killing)
+
+    async def _terminate(self) -> None:
         self._signal_group(signal.SIGTERM)
+        if self.clock.paused:  # a suspended job must run to see its SIGTERM
+            self.clock.resume()
+            self._signal_group(signal.SIGCONT)
         try:
             await asyncio.wait_for(asyncio.shield(self._reaped), self.request.kill_grace)
         except TimeoutError:
@@ -266,6 +295,17 @@ class LocalProcessJob:
 
     def send_signal(self, signo: int) -> None:
         self._signal_group(signo)
+
+    async def suspend(self) -> None:
+        """SIGSTOP to the group, as MoM's suspend signal; its walltime stops too."""
+        if self._killing is None and not self.clock.paused:
+            self._signal_group(signal.SIGSTOP)
+            self.clock.pause()
+
+    async def resume(self) -> None:
+        if self.clock.paused:
+            self.clock.resume()
+            self._signal_group(signal.SIGCONT)
 
     def _signal_group(self, signo: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -281,6 +321,42 @@ def session_rss(session_id: int) -> int:
         if fields is not None and int(fields[3]) == session_id:
             total += int(fields[21]) * page
     return total
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class SessionCensus:
+    """Resident bytes and CPU ticks of every session on this host, from one pass over
+    /proc (utime + stime + cutime + cstime of each process: what it and the children it
+    waited for used), which serves every ask within FRESH_SECONDS: the usage of all
+    the jobs due at once costs one pass, however many they are."""
+
+    FRESH_SECONDS = 0.2
+
+    def __init__(self) -> None:
+        self._taken = -1e9
+        self._sessions: dict[int, tuple[int, int]] = {}
+
+    def usage(self, session_id: int) -> tuple[int, int]:
+        if time.monotonic() - self._taken > self.FRESH_SECONDS:
+            self._sessions = self._count()
+            self._taken = time.monotonic()
+        return self._sessions.get(session_id, (0, 0))
+
+    @staticmethod
+    def _count() -> dict[int, tuple[int, int]]:
+        page = os.sysconf("SC_PAGE_SIZE")
+        sessions: dict[int, tuple[int, int]] = {}
+        for entry in os.scandir("/proc"):
+            fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+            if fields is None:
+                continue
+            session = int(fields[3])
+            rss, ticks = sessions.get(session, (0, 0))
+            sessions[session] = (rss + int(fields[21]) * page,
+                                 ticks + sum(int(f) for f in fields[11:15]))
+        return sessions
 
 
 def end_strays(job_id: str, leaders: set[int]) -> None:
@@ -318,9 +394,10 @@ class LocalProcessRunner:
         self.subreaper = become_subreaper()
         # Where the worker works: spawn() comes back here after each start.
         self.home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.census = SessionCensus()
 
     async def start(self, request: RunRequest) -> RunningJob:
-        job = LocalProcessJob(request, self.home, on_exit=self._forget)
+        job = LocalProcessJob(request, self.home, on_exit=self._forget, census=self.census)
         self.groups[job.session_id] = request.env.get("PBS_JOBID", "")
         return job
 

@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import pwd
+import random
 import shutil
-import signal
 import socket
 import time
 import uuid
@@ -25,31 +26,47 @@ from nats.aio.msg import Msg
 
 from pkbs import constants as C
 from pkbs import lifecycle, tokens
+from pkbs.configstore import ConfigStore
 from pkbs.control import JobControl, run_key
 from pkbs.dockerapi import DockerAPI, DockerError
 from pkbs.errors import InvalidPayload, PkbsError, UnknownJob
+from pkbs.hookjobs import changed_comment, record_job
+from pkbs.hookrun import run_hooks
+from pkbs.hookstore import EXECJOB_BEGIN, EXECJOB_END, HookTable
 from pkbs.jobstore import JobStore
 from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
 from pkbs.nodes import Node, NodeRegistry, NodeResources, insufficient
 from pkbs.payload import changed_files, safe_unpack, snapshot
-from pkbs.pbsvalues import format_duration, job_mem_bytes, job_ncpus, job_walltime
+from pkbs.pbsvalues import (
+    format_duration,
+    job_mem_bytes,
+    job_ncpus,
+    job_walltime,
+    signal_number,
+)
 from pkbs.procs import end_run, jobs_root, run_id
+from pkbs.retention import expire_undelivered, history_seconds
+from pkbs.runledger import RunLedger
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_pending
 
 from . import metrics
 from .containers import ContainerCannotStart, ContainerRunner
-from .delivery import Delivery, ResultsNotStored
-from .fetch import open_work_source
+from .delivery import Delivery, ResultsNotStored, undelivered_root
+from .fetch import open_work_source, source_levels
 from .jobenv import build_command, build_env
+from .limitgate import RunGate
+from .outputfeed import OutputFeed
 from .rundir import NodeFiles, RunDir, WorkspacePool
 from .runner import (
+    CannotSuspend,
     JobRunner,
     LocalProcessRunner,
     RunningJob,
     RunOutcome,
     RunRequest,
+    RunUsage,
 )
 from .slots import Grant, job_request, worker_pool
 
@@ -69,6 +86,14 @@ OTHER_WORKER_RETRY = 0.2
 NEVER_RUN_RETRY = 10.0
 # The node registry is written at most this often, however fast jobs come and go.
 ADVERTISE_PAUSE = 1.0
+# A job an execjob_begin hook refused is offered again after this long.
+HOOK_REJECT_RETRY = 1.0
+# Who asks for execjob_* events (PBS: the execution host's daemon).
+EXEC_REQUESTOR = "pbs_mom"
+# A running job's usage goes into its record this long after it starts (then every
+# PKBS_USAGE_UPDATE_SECONDS); due runs are looked for every USAGE_TICK_SECONDS.
+USAGE_FIRST_SECONDS = 1.0
+USAGE_TICK_SECONDS = 0.5
 # Payloads of this many arrays are kept (each at most 1 MiB): see Worker._payload.
 ARRAY_PAYLOADS_KEPT = 8
 # What starting a job's program fails with when the fault is the job's (its shell or
@@ -92,13 +117,22 @@ class Run:
     revision: int  # ... and its KV revision then
     grant: Grant  # what it holds of the worker's pool
     inline_payload: bytes | None = None  # small payloads ride in the work message
+    ledger: str | None = None  # the run ledger it is recorded in (run limits: limitgate.py)
     job: RunningJob | None = None
+    feed: OutputFeed | None = None  # its live output, published while watched
     lost: bool = False  # another run took over: drop everything, no ack
     handed_back: bool = False
     # When (monotonic) the record last showed this run's token: at start, then at
     # each heartbeat. Its work message cannot have gone to another worker since.
     lease_seen: float = field(default_factory=time.monotonic)
     beaten: float = field(default_factory=time.monotonic)  # when its last heartbeat began
+    # The KV revision of the record last followed (suspend, resume, walltime): an
+    # older read (a slow heartbeat's) is not followed after a newer one.
+    followed: int = 0
+    following: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # When (monotonic) its usage so far is next written into its record.
+    usage_due: float = field(default_factory=lambda: time.monotonic() + USAGE_FIRST_SECONDS)
+    ended: bool = False  # its job's processes are gone
 
 
 class _NoRoom(Exception):
@@ -125,6 +159,7 @@ class Worker:
         self.node_changed = asyncio.Event()  # what the jobs hold changed: advertise it
         self.runs: dict[str, Run] = {}  # by run_key: "12" or "12.7"
         self.draining = asyncio.Event()
+        self.hurried = asyncio.Event()  # a drain that is not to wait for running jobs
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
         self.account = account_name()
@@ -135,6 +170,8 @@ class Worker:
         # Array number -> whether it was not yet begun when a subjob of it started.
         self._array_queued: dict[int, bool] = {}
         self._array_payloads: dict[int, bytes] = {}  # array number -> payload, oldest first
+        self._followers: set[asyncio.Task[None]] = set()  # runs reading a changed record
+        self._watches: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         for leftover in self.base_dir.iterdir():  # what a previous life of this worker left
@@ -144,6 +181,10 @@ class Worker:
                 leftover.unlink(missing_ok=True)
         self.store = await JobStore.open(self.settings, f"worker-{self.settings.worker_name}")
         self.connected = True
+        # The server's configuration (queues, limits), followed live.
+        self.config = await ConfigStore.open(self.store.js, self.settings)
+        await self.config.start()
+        self.hooks = HookTable(self.config)  # execjob_begin / execjob_end, live too
         self.delivery = Delivery(self.settings)
         if self.settings.docker_host:
             await self._open_containers(self.settings.docker_host)
@@ -152,14 +193,38 @@ class Worker:
             self.store.js, self.settings.node_ttl_seconds, self.settings.stream_replicas
         )
         advertising = asyncio.create_task(self._advertise())
+        self.gate = RunGate(self.store, await RunLedger.open(self.store.js), self.config)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
         )
-        source = await open_work_source(self.store.nc, self.settings.queues)
+        adopt_sub = await self.store.nc.subscribe(
+            f"{C.ADOPT_SUBJECT_PREFIX}.{self.settings.worker_name}", cb=self._on_adopt
+        )
+        watch_sub = await self.store.nc.subscribe(
+            f"{C.OUTPUT_WATCH_PREFIX}.>", cb=self._on_watch
+        )
+        levels = source_levels(self.config.config.queues)
+        source = await open_work_source(self.store.nc, self.config.config.queues)
+
+        def levels_changed(store: ConfigStore) -> None:
+            if source_levels(store.config.queues) != levels:
+                source.wake()
+
+        self.config.on_change(levels_changed)
         heartbeats = asyncio.create_task(self._heartbeats())
+        expiry = asyncio.create_task(self._expire_undelivered())
+        usage = asyncio.create_task(self._usage_updates())
         log.info("worker ready", extra={"worker": self.settings.worker_name})
         try:
             while not self.draining.is_set():
+                if source_levels(self.config.config.queues) != levels:
+                    # qmgr changed the queues' priorities or started ones: ask the
+                    # consumers the dispatcher arranges for them.
+                    for msg in await source.finish():
+                        await self._return_untouched(msg)
+                    levels = source_levels(self.config.config.queues)
+                    source = await open_work_source(self.store.nc, self.config.config.queues)
+                    log.info("work source follows the queues", extra={"consumers": levels})
                 if self.slots.free <= 0:
                     await self.slots.wait_free()  # or until request_drain wakes it
                     continue
@@ -186,12 +251,33 @@ class Worker:
             advertising.cancel()
             with contextlib.suppress(Exception):
                 await self.registry.remove(self.settings.worker_name)
+            expiry.cancel()
+            usage.cancel()
             with contextlib.suppress(Exception):
                 await signal_sub.unsubscribe()
+                await adopt_sub.unsubscribe()
+                await watch_sub.unsubscribe()
                 await source.finish()
             await self.delivery.aclose()
+            await self.config.stop()
             await self.store.close()
             self.stopped.set()
+
+    async def _expire_undelivered(self) -> None:
+        """Every PKBS_RETENTION_SWEEP_SECONDS, delete the results kept under
+        pkbs-undelivered/ that are older than the job history (pkbs/retention.py)."""
+        interval = self.settings.retention_sweep_seconds
+        if interval <= 0:
+            return
+        root = undelivered_root(self.settings)
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            try:
+                history = history_seconds(self.config.config.server)
+                for path in await asyncio.to_thread(expire_undelivered, root, history):
+                    log.info("undelivered results expired: deleted %s", path)
+            except Exception:
+                log.exception("undelivered results not expired")
 
     async def _open_containers(self, docker_host: str) -> None:
         """The container runner, and what a previous life of this worker left on it."""
@@ -209,6 +295,41 @@ class Worker:
                  "docker"), version.get("Version"),
                  extra={"docker": docker_host, "leftovers_removed": removed})
 
+    async def _hand_over(self, msg: Msg, worker: str, token: str) -> bool:
+        """Ask the worker running a job (run `token`) to take over this delivery of its
+        work message; whether it did (False: that run is gone)."""
+        if worker == self.settings.worker_name:
+            return self._adopt(token, msg.reply)
+        try:
+            reply = await self.store.nc.request(
+                f"{C.ADOPT_SUBJECT_PREFIX}.{worker}",
+                token.encode(),
+                timeout=2.0,
+                headers={C.ADOPT_REPLY_HEADER: msg.reply},
+            )
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return False
+        return reply.data == b"adopted"
+
+    async def _on_adopt(self, request: Msg) -> None:
+        subject = request.headers.get(C.ADOPT_REPLY_HEADER, "") if request.headers else ""
+        adopted = bool(subject) and self._adopt(request.data.decode(), subject)
+        await request.respond(b"adopted" if adopted else b"unknown")
+
+    def _adopt(self, token: str, ack_subject: str) -> bool:
+        """Heartbeat and acknowledge run `token` through a new delivery of its message."""
+        run = next((r for r in self.runs.values() if r.token == token and not r.lost), None)
+        if run is None:
+            return False
+        old = run.msg
+        run.msg = Msg(
+            _client=self.store.nc, subject=old.subject, reply=ack_subject, data=old.data,
+            headers=old.headers,
+        )
+        run.beaten = 0.0  # a heartbeat on the new delivery soon
+        log.info("work message delivered again, kept by its run", extra={"job": run.record.job_id})
+        return True
+
     async def _return_untouched(self, msg: Msg) -> None:
         """Give back a message this worker will not run: a copy goes back in the queue
         and the original is terminated. (A nak is not stored: if the server stopped
@@ -222,13 +343,31 @@ class Worker:
         self.draining.set()
         self.slots.wake()
 
+    def hand_back_now(self) -> None:
+        """End the drain's wait: running jobs are handed back (queued again) at once."""
+        self.hurried.set()
+
     async def _drain(self) -> None:
-        """No new jobs; running ones may finish within the grace, the rest go back."""
-        log.info("draining", extra={"worker": self.settings.worker_name})
+        """No new jobs; running ones may finish within the grace (or until
+        hand_back_now), the rest go back."""
+        log.info(
+            "draining: %d running jobs, up to %g s",
+            len(self.runs),
+            self.settings.drain_grace_seconds,
+            extra={"worker": self.settings.worker_name},
+        )
         if self._tasks:
-            _, pending = await asyncio.wait(
-                set(self._tasks), timeout=self.settings.drain_grace_seconds
+            running = set(self._tasks)
+            ended = asyncio.ensure_future(asyncio.wait(running))
+            hurried = asyncio.ensure_future(self.hurried.wait())
+            await asyncio.wait(
+                {ended, hurried},
+                timeout=self.settings.drain_grace_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
             )
+            ended.cancel()  # only the waiting: the jobs' tasks go on
+            hurried.cancel()
+            pending = {task for task in running if not task.done()}
             if pending:
                 for run in list(self.runs.values()):
                     run.handed_back = True
@@ -248,6 +387,8 @@ class Worker:
             if looking:
                 looking = False
                 self.slots.release(1)
+
+        run: Run | None = None
 
         async def free_slots() -> None:
             """The job's processes are gone: what it held serves the next job while
@@ -274,6 +415,8 @@ class Worker:
         finally:
             stop_looking()
             await free_slots()
+            if run is not None and run.ledger is not None:
+                await self.gate.release(run.ledger, run.token)
 
     def _give_back(self, grant: Grant) -> None:
         self.slots.give_back(grant)
@@ -352,6 +495,8 @@ class Worker:
         defer_for = 0.0
         lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
         grant: Grant | None = None
+        owner: tuple[str, str] | None = None  # (worker, run token) running the job now
+        owner_asked = False
 
         def give_back() -> None:
             nonlocal grant
@@ -359,8 +504,9 @@ class Worker:
                 held, grant = grant, None
                 self._give_back(held)
 
-        def take(record: JobRecord) -> None:
-            """All the job asks, in the same step as its start (no await between)."""
+        def claim(record: JobRecord) -> None:
+            """All the job asks from the pool, in the same step as its start (no await
+            between)."""
             nonlocal grant
             stop_looking()
             wanted = job_request(record.spec.resources)
@@ -368,6 +514,12 @@ class Worker:
             if grant is None:
                 raise _NoRoom(record, wanted)
             self.node_changed.set()
+
+        async def not_started() -> None:
+            """What was taken for a run that does not start goes back."""
+            give_back()
+            if ledger is not None:
+                await self.gate.release(ledger, token)
 
         def this_run(record: JobRecord) -> lifecycle.RunStart:
             exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
@@ -377,46 +529,63 @@ class Worker:
             return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host, euser)
 
         def start(record: JobRecord) -> JobRecord | None:
-            nonlocal defer_for, lost
-            defer_for, lost = 0.0, None  # a retried compare-and-set decides afresh
+            nonlocal defer_for, lost, owner
+            defer_for, lost, owner = 0.0, None, None  # a retried compare-and-set decides afresh
             give_back()
             now = time.time()
             if is_pending(record.state):
                 if record.spec.exec_time is not None and record.spec.exec_time > now:
                     defer_for = record.spec.exec_time - now
                     return None
-                take(record)
+                claim(record)
                 return lifecycle.started(record, this_run(record), now)
             if not (is_active(record.state) and record.work_seq == seq):
                 return None  # held, deleted, finished, or a stale duplicate message
+            if not owner_asked and record.worker and record.run_token:
+                owner = (record.worker, record.run_token)  # first: is that run alive?
+                return None
             # This very message started a run whose worker was lost.
             lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
             if not record.spec.rerunnable:
                 return lifecycle.worker_lost(record, now)
-            take(record)
+            claim(record)
             return lifecycle.restarted(record, this_run(record), now)
 
-        try:
+        async def take() -> tuple[JobRecord, int] | None:
             if item.index is None:
                 queued = None if item.record is None or item.revision is None else (
                     item.record, item.revision
                 )
-                started = await self.store.cas(item.number, start, known=queued)
-            else:
-                started = await self._start_subjob(item, start)
+                return await self.store.cas(item.number, start, known=queued)
+            return await self._start_subjob(item, start)
+
+        admitted, ledger = await self.gate.admit(msg, item, token)
+        if not admitted:
+            return None
+        try:
+            started = await take()
+            if owner is not None:
+                # The message came again while its run may still be going: after the
+                # dispatchers arranged the consumers anew (qmgr), or a late heartbeat.
+                if await self._hand_over(msg, *owner):
+                    await not_started()
+                    return None  # its run's worker holds this delivery now
+                owner_asked = True
+                started = await take()
         except UnknownJob:
-            give_back()
+            await not_started()
             await msg.term()
             return None
         except _NoRoom as no_room:
+            await not_started()
             await self._cannot_fit(msg, item, no_room.record, no_room.wanted)
             return None
         except BaseException:
-            give_back()
+            await not_started()
             raise
         record, revision = started if started is not None else (None, 0)
         if record is None or record.run_token != token:
-            give_back()
+            await not_started()
         if record is None and defer_for > 0:
             await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
             return None
@@ -443,6 +612,7 @@ class Worker:
             revision=revision,
             grant=grant,
             inline_payload=item.payload_bytes(),
+            ledger=ledger,
         )
         grant = None  # the run's now: given back when its processes are gone
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
@@ -474,8 +644,15 @@ class Worker:
         record = run.record
         key = run_key(record)
         files = RunDir(self.workspaces, self.nodefiles, record)
+        run.feed = OutputFeed(self.store.js, run.number, run.index, {
+            name: files.stdout if name == "stdout" else files.stderr
+            for name in record.output_streams
+        })
         self.runs[key] = run
         try:
+            if not await self._begin_hooks(run):
+                return
+            record = run.record
             try:
                 request, before = await self._prepare(run, record, files)
             except (InvalidPayload, OSError) as exc:
@@ -504,6 +681,8 @@ class Worker:
             if record.delete_requested:
                 await run.job.kill("qdel")
             outcome = await run.job.wait()
+            run.ended = True
+            await run.feed.end()
             await free_slots()
             if run.lost or await self._lease_lost(run):
                 return
@@ -528,9 +707,94 @@ class Worker:
             await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
+            run.feed.release()
             # A daemon the job left (still running beside other jobs) may hold its
             # directory and files: then they are not handed to another run.
             files.cleanup(reuse=not self.runner.leftovers())
+
+    async def _begin_hooks(self, run: Run) -> bool:
+        """Run the execjob_begin hooks; False if one refused the run (the job is then
+        queued again, or held after too many refusals). Their changes (comment, the
+        job's environment) are stored before the job starts."""
+        chosen = self.hooks.for_event(EXECJOB_BEGIN)
+        if not chosen:
+            return True
+        outcome = await run_hooks(
+            chosen,
+            EXECJOB_BEGIN,
+            record_job(run.record),
+            requestor=EXEC_REQUESTOR,
+            requestor_host=self.host,
+        )
+        if not outcome.accepted:
+            await self._start_rejected(run)
+            return False
+        if not outcome.changes:
+            return True
+        has_comment, comment = changed_comment(outcome.changes)
+        variables = outcome.changes.get("Variable_List")
+
+        def change(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None
+            update: dict[str, object] = {}
+            if has_comment:
+                update["comment"] = comment
+            if variables is not None:
+                spec = current.spec.model_copy(update={"variables": dict(variables)})
+                update["spec"] = spec
+            return current.model_copy(update=update)
+
+        changed = await self.store.cas(run.number, change, run.index,
+                                       known=(run.record, run.revision))
+        if changed is None:
+            run.lost = True  # another run owns the job now
+            return False
+        run.record, run.revision = changed
+        return True
+
+    async def _start_rejected(self, run: Run) -> None:
+        def refuse(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token:
+                return None
+            return lifecycle.start_rejected(current)
+
+        result = await self.store.cas(run.number, refuse, run.index,
+                                      known=(run.record, run.revision))
+        if result is None:
+            return
+        record = result[0]
+        log.warning("execjob_begin hook rejected the job; %s", record.comment,
+                    extra={"job": record.job_id, "state": record.state.value})
+        if is_pending(record.state):
+            await run.msg.nak(delay=HOOK_REJECT_RETRY)
+        else:
+            await run.msg.ack()  # held: qrls queues it again
+
+    async def _end_hooks(self, run: Run, ended: lifecycle.RunEnd) -> lifecycle.RunEnd:
+        """Run the execjob_end hooks on the job as it ends (Exit_status, usage), before
+        the final record is written: the comment and resources_used they set stick.
+        A refusal changes nothing else (the job has ended), as in PBS."""
+        chosen = self.hooks.for_event(EXECJOB_END)
+        if not chosen:
+            return ended
+        view = record_job(lifecycle.finished(run.record, ended, time.time()))
+        view["job_state"] = JobState.EXITING.value
+        outcome = await run_hooks(
+            chosen, EXECJOB_END, view, requestor=EXEC_REQUESTOR, requestor_host=self.host
+        )
+        if not outcome.accepted:
+            return ended
+        has_comment, comment = changed_comment(outcome.changes)
+        used = dict(ended.resources_used)
+        for name, value in (outcome.changes.get("resources_used") or {}).items():
+            if value is None:
+                used.pop(name, None)
+            else:
+                used[name] = str(value)
+        return dataclasses.replace(
+            ended, comment=comment if has_comment else ended.comment, resources_used=used
+        )
 
     def _runner_for(self, request: RunRequest) -> JobRunner:
         """The worker's runner (local processes, or a pod for every job), or for a job
@@ -623,6 +887,7 @@ class Worker:
             results_url=self.delivery.url(path),
             comment=comment,
         )
+        ended = await self._end_hooks(run, ended)
 
         def end(current: JobRecord) -> JobRecord | None:
             if current.run_token != run.token:
@@ -715,7 +980,7 @@ class Worker:
     async def _heartbeat(self, run: Run) -> None:
         try:
             await run.msg.in_progress()
-            record, _ = await self.store.get(run.number, run.index)
+            record, revision = await self.store.get(run.number, run.index)
         except (PkbsError, nats.errors.Error) as exc:
             log.warning("heartbeat failed: %s", exc, extra={"job": run.number})
             return
@@ -730,27 +995,134 @@ class Worker:
         elif record.rerun_requested and run.job is not None:
             run.handed_back = True
             await run.job.kill("qrerun")
+        else:
+            await self._follow(run, record, revision)
+
+    async def _refresh(self, run: Run) -> None:
+        """The run's record changed (qsig -s suspend / resume, qalter -l walltime)."""
+        try:
+            record, revision = await self.store.get(run.number, run.index)
+        except (PkbsError, nats.errors.Error) as exc:
+            log.warning("record not read: %s", exc, extra={"job": run.record.job_id})
+            return
+        if record.run_token == run.token:
+            await self._follow(run, record, revision)
+
+    async def _follow(self, run: Run, record: JobRecord, revision: int) -> None:
+        """Do what the run's record says: its processes stopped while it is suspended
+        (S), running while R; its walltime limit the record's (a running job's
+        walltime may be altered: it takes effect at once)."""
+        job = run.job
+        if job is None:
+            return
+        async with run.following:
+            if revision <= run.followed:
+                return
+            run.followed = revision
+            job.clock.set_limit(job_walltime(record.spec.resources))
+            if record.state == JobState.SUSPENDED and not job.clock.paused:
+                try:
+                    await job.suspend()
+                except CannotSuspend as exc:
+                    await self._not_suspended(run, str(exc))
+            elif record.state == JobState.RUNNING and job.clock.paused:
+                await job.resume()
+
+    async def _not_suspended(self, run: Run, reason: str) -> None:
+        def back(current: JobRecord) -> JobRecord | None:
+            if current.run_token != run.token or current.state != JobState.SUSPENDED:
+                return None
+            return lifecycle.suspend_refused(current, reason)
+
+        result = await self.store.cas(run.number, back, run.index)
+        if result is not None:
+            run.followed = max(run.followed, result[1])
+
+    async def _usage_updates(self) -> None:
+        """resources_used and session_id of the jobs running here, into their records:
+        USAGE_FIRST_SECONDS after each starts, then every PKBS_USAGE_UPDATE_SECONDS (a
+        compare-and-set that only this run may make, as its final one)."""
+        writes: set[asyncio.Task[None]] = set()
+        while True:
+            await asyncio.sleep(USAGE_TICK_SECONDS)
+            now = time.monotonic()
+            for run in list(self.runs.values()):
+                if run.job is None or run.ended or now < run.usage_due:
+                    continue
+                run.usage_due = now + self.settings.usage_update_seconds
+                task = asyncio.create_task(self._write_usage(run, run.job))
+                writes.add(task)
+                task.add_done_callback(writes.discard)
+
+    async def _write_usage(self, run: Run, job: RunningJob) -> None:
+        usage = job.usage()
+        if usage is None:
+            return
+        used = resources_used(usage, run.ncpus)
+
+        def note(current: JobRecord) -> JobRecord | None:
+            if run.ended or current.run_token != run.token or current.state != JobState.RUNNING:
+                return None
+            return lifecycle.usage_noted(current, used, job.session_id)
+
+        try:
+            result = await self.store.cas(run.number, note, run.index,
+                                          known=(run.record, run.revision))
+        except (PkbsError, nats.errors.Error) as exc:
+            log.warning("usage not noted: %s", exc, extra={"job": run.record.job_id})
+            return
+        if result is not None and not run.ended:
+            run.record, run.revision = result
+            run.lease_seen = time.monotonic()  # the record still names this run
+
+    async def _on_watch(self, msg: Msg) -> None:
+        """Someone watches the output of a job running here (see outputfeed.py)."""
+        run = self.runs.get(msg.subject[len(C.OUTPUT_WATCH_PREFIX) + 1 :])
+        if run is None or run.feed is None or not msg.reply:
+            return  # not here (another worker's, or ended): no answer
+        task = asyncio.create_task(self._serve_watch(msg, run.feed))
+        self._watches.add(task)
+        task.add_done_callback(self._watches.discard)
+
+    async def _serve_watch(self, msg: Msg, feed: OutputFeed) -> None:
+        reply: dict[str, object]
+        if self.settings.job_runner == "pod":
+            reply = {"error": "live output is not available for jobs run as pods; "
+                              "`pkbs logs` shows it once the job has ended"}
+        else:
+            try:
+                await feed.watch()
+                reply = {"ok": True}
+            except (OSError, nats.errors.Error) as exc:
+                reply = {"error": f"live output not available: {exc}"}
+        with contextlib.suppress(nats.errors.Error):
+            await msg.respond(json.dumps(reply).encode())
 
     async def _on_signal(self, msg: Msg) -> None:
-        """qdel (SIGTERM, then SIGKILL after the grace) or qsig for a job running here."""
+        """qdel (SIGTERM, then SIGKILL after the grace), qrerun, qsig, or a changed
+        record (suspend, resume, walltime) for a job running here."""
         run = self.runs.get(msg.subject[len(C.SIGNAL_SUBJECT_PREFIX) + 1 :])
         if run is None or run.job is None:
             return
         name = msg.data.decode(errors="replace")
-        if name == C.KILL_REQUEST:
-            asyncio.create_task(run.job.kill("qdel"))
-            return
-        if name == C.RERUN_REQUEST:
-            run.handed_back = True
-            asyncio.create_task(run.job.kill("qrerun"))
+        if name in (C.KILL_REQUEST, C.RERUN_REQUEST, C.CHANGED_REQUEST):
+            if name == C.KILL_REQUEST:
+                task = asyncio.create_task(run.job.kill("qdel"))
+            elif name == C.RERUN_REQUEST:
+                run.handed_back = True
+                task = asyncio.create_task(run.job.kill("qrerun"))
+            else:
+                task = asyncio.create_task(self._refresh(run))
+            self._followers.add(task)
+            task.add_done_callback(self._followers.discard)
             return
         signo = signal_number(name)
         if signo is not None:
             run.job.send_signal(signo)
 
 
-def resources_used(outcome: RunOutcome, ncpus: int) -> dict[str, str]:
-    """The run's resources_used, as PBS writes them."""
+def resources_used(outcome: RunUsage, ncpus: int) -> dict[str, str]:
+    """The run's resources_used (so far, or in all), as PBS writes them."""
     return {
         "cput": format_duration(outcome.cput),
         "walltime": format_duration(outcome.walltime),
@@ -806,15 +1178,3 @@ def cap_outputs(outputs: list[tuple[str, Path]], limit: int) -> list[str]:
             fh.write(f"\n=>> pkbs: {note}\n".encode())
         notes.append(note)
     return notes
-
-
-def signal_number(name: str) -> int | None:
-    """qsig names: SIGUSR1, USR1, 10, suspend, resume."""
-    aliases = {"suspend": "SIGSTOP", "resume": "SIGCONT"}
-    name = aliases.get(name, name)
-    if name.isdigit():
-        return int(name)
-    try:
-        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-    except KeyError:
-        return None
