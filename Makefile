@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install demo test test-stack test-containers lint typecheck check wheel bench clean
+.PHONY: install demo test test-stack test-containers browser lint typecheck check wheel bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ demo: install
 # installed and started when missing: scripts/docker-host.sh; images: make images).
 test: test-stack test-containers
 
-test-stack: install
+# The dashboard's tests drive Debian's chromium: installed when missing (scripts/browser-host.sh).
+test-stack: install browser
 	$(PY) -m pytest --ignore=tests/containers
+
+browser:
+	bash scripts/browser-host.sh
 
 test-containers: images
 	$(PY) -m pytest tests/containers -n0 -rA

@@ -1,7 +1,7 @@
 """The dispatcher's HTTP API, assembled: the routes of each resource (jobroutes,
 outputroutes, serverroutes, qmgrroutes, fileroutes, payloadroutes, tokenroutes, defroutes,
-healthroutes), the body
-limit, the error replies, and what runs while the app does. Stateless: every replica serves every
+healthroutes) and the dashboard's page (uiroutes), the body limit, request timing, the
+error replies, and what runs while the app does. Stateless: every replica serves every
 request from JetStream/KV; OpenAPI at /openapi.json is the contract with the CLI."""
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ from . import (
     fileroutes,
     healthroutes,
     jobroutes,
+    metrics,
     outputroutes,
     payloadroutes,
     qmgrroutes,
     serverroutes,
     tokenroutes,
+    uiroutes,
 )
 from .arrays import ArrayAccounting
 from .bodylimit import BodyLimit
@@ -66,6 +68,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.queued = QueuedLimits(app.state.index)
     arrays = ArrayAccounting(JobControl(app.state.store), app.state.index)
     await app.state.index.start()
+    metrics.JOBS.index = app.state.index
+    metrics.JOBS.queues = lambda: app.state.config.config.queues
     await arrays.start()
     ledgers = LedgerRepair(app.state.store, await RunLedger.open(app.state.store.js),
                            app.state.config, app.state.index)
@@ -81,6 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     repair.cancel()
     await ledgers.stop()
     expiry.cancel()
+    metrics.JOBS.index = None
     await arrays.stop()
     await app.state.index.stop()
     await app.state.config.stop()
@@ -98,7 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, limit=C.MAX_SUBMIT_BODY_BYTES)
+    app.add_middleware(metrics.RequestTimer)  # outermost: refusals are timed too
     for routes in (healthroutes, serverroutes, jobroutes, outputroutes, tokenroutes, fileroutes,
-                   defroutes, payloadroutes, qmgrroutes):
+                   defroutes, payloadroutes, qmgrroutes, uiroutes):
         app.include_router(routes.router)
     return app

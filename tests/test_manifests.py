@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 # (mk/k8s.mk KIND_NODE_IMAGE) runs K8S_VERSION; MIN_K8S_VERSION is the oldest supported.
 K8S_VERSION = "1.37.0"
 MIN_K8S_VERSION = "1.30.0"
-OVERLAYS = ["kind", "keda", "ha", "nextcloud", "logging", "pods"]
+OVERLAYS = ["kind", "keda", "ha", "nextcloud", "logging", "pods", "monitoring"]
 # Every component on top of kind at once: proves the components compose.
 COMPOSED = "composed"
 ALL_BUILDS = [*OVERLAYS, COMPOSED]
@@ -117,7 +117,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
         "resources:\n  - ../kind\ncomponents:\n"
         + "".join(
-            f"  - ../../components/{c}\n" for c in ("keda", "ha", "nextcloud", "logging", "pods")
+            f"  - ../../components/{c}\n"
+            for c in ("keda", "ha", "nextcloud", "logging", "pods", "monitoring")
         )
     )
 
@@ -297,8 +298,8 @@ def test_kubernetes_validate_strict(rendered: Rendered, overlay: str) -> None:
     kv = pytest.importorskip("kubernetes_validate.utils", reason="kubernetes-validate missing")
     errors = []
     for doc in rendered.docs[overlay]:
-        if doc["apiVersion"].startswith("keda.sh/"):
-            continue  # CRD: validated against its own schema below
+        if doc["apiVersion"].startswith(("keda.sh/", "monitoring.coreos.com/")):
+            continue  # CRDs: validated against their own schemas below
         for version in (K8S_VERSION, MIN_K8S_VERSION):
             where = f"{doc['kind']}/{doc['metadata']['name']} on {version}"
             key = (version, json.dumps(doc, sort_keys=True))
@@ -366,6 +367,97 @@ def test_scaledobject_schema_rejects_a_typo(
     so = copy.deepcopy(objects(rendered.docs["keda"], "ScaledObject")[0])
     so["spec"]["minReplicas"] = 0  # HPA spelling, not KEDA's minReplicaCount
     assert list(scaledobject_validator.iter_errors(so))
+
+
+MONITORED = ["monitoring", COMPOSED]
+
+
+@pytest.fixture(scope="session")
+def podmonitor_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema missing")
+    schema = json.loads((MANIFESTS / "schemas" / "monitoring.coreos.com_v1_podmonitor.json")
+                        .read_text())
+    schema.pop("$comment", None)
+    strict = _strict(schema)
+    strict["additionalProperties"] = False
+    return jsonschema.Draft7Validator(strict)
+
+
+@pytest.mark.parametrize("overlay", MONITORED)
+def test_podmonitors_match_their_schema(
+    rendered: Rendered, overlay: str, podmonitor_validator: Any
+) -> None:
+    monitors = objects(rendered.docs[overlay], "PodMonitor", "pkbs")
+    assert sorted(m["metadata"]["name"] for m in monitors) == ["pkbs-dispatcher", "pkbs-worker"]
+    for monitor in monitors:
+        errors = [f"{list(e.path)}: {e.message}" for e in podmonitor_validator.iter_errors(monitor)]
+        assert not errors, "\n".join(errors)
+    typo = copy.deepcopy(monitors[0])
+    typo["spec"]["podMetricsEndpoints"][0]["intervall"] = "30s"
+    assert list(podmonitor_validator.iter_errors(typo))
+
+
+@pytest.mark.parametrize("overlay", MONITORED)
+def test_podmonitors_and_annotations_scrape_each_metrics_port(
+    rendered: Rendered, overlay: str
+) -> None:
+    """Each PodMonitor selects one workload and names a port its container has; the pod
+    annotations (annotation-based scraping) name the same port and path."""
+    docs = rendered.docs[overlay]
+    for monitor in objects(docs, "PodMonitor", "pkbs"):
+        selected = [w for w in workloads(objects(docs, "Deployment", "pkbs"))
+                    if label_match(monitor["spec"]["selector"],
+                                   w["spec"]["template"]["metadata"]["labels"])]
+        assert len(selected) == 1, monitor["metadata"]["name"]
+        template = selected[0]["spec"]["template"]
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        ports = {p["name"]: p["containerPort"] for c in template["spec"]["containers"]
+                 for p in c.get("ports", [])}
+        assert endpoint["port"] in ports, (monitor["metadata"]["name"], ports)
+        notes = template["metadata"]["annotations"]
+        assert notes["prometheus.io/scrape"] == "true"
+        assert notes["prometheus.io/port"] == str(ports[endpoint["port"]])
+        assert notes["prometheus.io/path"] == endpoint["path"] == "/metrics"
+
+
+def pkbs_metric_names() -> set[str]:
+    """Every series name the dispatcher and the workers expose (as the registry keys
+    them: with their _total, _bucket, _count and _sum suffixes)."""
+    import pkbs.dispatcher.metrics
+    import pkbs.worker.metrics  # noqa: F401  (their metrics register themselves)
+    from prometheus_client import REGISTRY
+
+    return {name for name in REGISTRY._names_to_collectors if name.startswith("pkbs_")}
+
+
+@pytest.mark.parametrize("overlay", MONITORED)
+def test_grafana_dashboard_shows_pkbs_metrics(rendered: Rendered, overlay: str) -> None:
+    config_map = one(rendered.docs[overlay], "ConfigMap", "pkbs-grafana-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["pkbs.json"])
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Queue depth", "Wait time quantiles", "Run time quantiles", "Exits by class",
+            "Busy slots", "Result uploads", "API latency p99"} <= titles
+    known = pkbs_metric_names()
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used.update(re.findall(r"\bpkbs_[a-z_]+", target["expr"]))
+    assert used and used <= known, sorted(used - known)
+    assert {"pkbs_jobs", "pkbs_job_exits_total", "pkbs_worker_slots_busy",
+            "pkbs_job_wait_seconds_bucket", "pkbs_api_request_duration_seconds_bucket",
+            "pkbs_result_upload_failures_total"} <= used
+
+
+def test_documented_alerts_use_pkbs_metrics() -> None:
+    """The alert rules in docs/observability.md are valid YAML naming metrics pkbs serves."""
+    text = (ROOT / "docs" / "observability.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    rules = yaml.safe_load(block)["groups"][0]["rules"]
+    assert len(rules) >= 5 and all(r["alert"].startswith("Pkbs") for r in rules)
+    used = {name for r in rules for name in re.findall(r"\bpkbs_[a-z_]+", r["expr"])}
+    known = pkbs_metric_names()
+    assert used <= known, sorted(used - known)
 
 
 # ---------------------------------------------------------------------------- policies
@@ -1120,7 +1212,7 @@ def test_secrets_script_keeps_existing_values(tmp_path: Path) -> None:
 def test_e2e_script_passes_shellcheck() -> None:
     shellcheck = tool("shellcheck")
     proc = subprocess.run(
-        [shellcheck, "-x", "scripts/e2e-kind.sh"],
+        [shellcheck, "-x", "scripts/e2e-kind.sh", "scripts/browser-host.sh"],
         cwd=ROOT,
         capture_output=True,
         text=True,

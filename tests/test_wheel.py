@@ -1,5 +1,5 @@
 """The installed wheel carries pkbs.cli / pkbs.worker / pkbs.dispatcher (from the
-top-level source folders) and working console scripts."""
+top-level source folders), the dashboard's assets and working console scripts."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for module in ("pkbs/cli/qsub.py", "pkbs/worker/service.py", "pkbs/dispatcher/app.py"):
         assert module in names
+    # The dashboard's page and assets (dispatcher/uiroutes.py serves them from the package).
+    from pkbs.dispatcher.uiroutes import ASSET_TYPES
+
+    for asset in ("index.html", *ASSET_TYPES):
+        assert f"pkbs/dispatcher/ui/{asset}" in names, asset
     assert not any(n.startswith(("cli/", "worker/", "dispatcher/", "tests/")) for n in names)
 
     target = tmp_path / "site"

@@ -26,6 +26,7 @@ from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
 from pkbs.stdpaths import local_target, std_outputs, this_host
 
+from . import metrics
 from .rundir import RunDir
 
 log = logging.getLogger("pkbs.worker")
@@ -36,6 +37,7 @@ class ResultsNotStored(Exception):
 
 
 def _log_retry(attempt: int, delay: float, reason: str) -> None:
+    metrics.UPLOAD_RETRIES.inc()
     log.warning("WebDAV request failed, retrying in %.1f s: %s", delay, reason)
 
 
@@ -79,10 +81,12 @@ class Delivery:
             async with asyncio.timeout(self.limit):
                 return await self._upload(record, files, changed)
         except InvalidRequest as exc:
+            metrics.UPLOAD_FAILURES.inc()
             raise ResultsNotStored(f"Results not stored: {exc.message}.") from exc
         except (TimeoutError, ServiceUnavailable):
             reason = self.webdav.last_error or "no answer"
         waited = time.monotonic() - started
+        metrics.UPLOAD_FAILURES.inc()
         log.error("results not stored", extra={"job": record.job_id, "reason": reason})
         raise ResultsNotStored(
             f"Results not stored: WebDAV at {self.settings.webdav_url} unreachable "

@@ -185,6 +185,8 @@ class Worker:
         self.config = await ConfigStore.open(self.store.js, self.settings)
         await self.config.start()
         self.hooks = HookTable(self.config)  # execjob_begin / execjob_end, live too
+        metrics.SLOTS.workers[self.settings.worker_name] = self.slots
+        metrics.prepare(self.config.config.queues)
         self.delivery = Delivery(self.settings)
         if self.settings.docker_host:
             await self._open_containers(self.settings.docker_host)
@@ -261,6 +263,7 @@ class Worker:
             await self.delivery.aclose()
             await self.config.stop()
             await self.store.close()
+            metrics.SLOTS.workers.pop(self.settings.worker_name, None)
             self.stopped.set()
 
     async def _expire_undelivered(self) -> None:
@@ -400,6 +403,8 @@ class Worker:
 
         try:
             item = WorkItem.model_validate_json(msg.data)
+            if msg.metadata.num_delivered > 1:
+                metrics.REDELIVERIES.labels(item.queue).inc()
             if item.last is not None:
                 await self._expand(msg, item)
                 return
@@ -590,6 +595,8 @@ class Worker:
             await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
             return None
         if record is None or record.run_token != token:
+            if lost is not None and record is not None:  # ended: it is not rerunnable
+                metrics.count_exit(record.spec.queue, metrics.LOST)
             await msg.ack()
             if record is not None and record.dependents:
                 await self.control.notify_dependents(record)
@@ -617,6 +624,10 @@ class Worker:
         grant = None  # the run's now: given back when its processes are gone
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
+        if lost is not None:
+            metrics.count_exit(record.spec.queue, metrics.LOST)
+        if record.run_count == 1 and record.stime is not None:
+            metrics.WAIT_SECONDS.labels(record.spec.queue).observe(record.stime - record.ctime)
         if record.index is not None and self._array_queued.pop(record.number, False):
             await self.control.subjob_started(record.number)
         if record.dependents:
@@ -684,6 +695,7 @@ class Worker:
             run.ended = True
             await run.feed.end()
             await free_slots()
+            metrics.RUN_SECONDS.labels(record.spec.queue).observe(outcome.walltime)
             if run.lost or await self._lease_lost(run):
                 return
             if run.handed_back:
@@ -914,6 +926,7 @@ class Worker:
             await self.control.notify_dependents(final)
         await run.msg.ack()  # (an array's dispatchers count its ended subjobs)
         metrics.FINISHED.inc()
+        metrics.count_exit(final.spec.queue, metrics.exit_class(final))
         log.info(
             "job finished",
             extra={
@@ -940,6 +953,7 @@ class Worker:
         record = await self.store.update(run.number, requeue, run.index)
         if record is None:
             return
+        metrics.count_exit(record.spec.queue, metrics.RERUN)
         if retry_after is not None:
             await run.msg.nak(delay=retry_after)
             return
