@@ -206,7 +206,7 @@ class HookError(PkbsError):
     script that is not Python): PBS replies PBSE_HOOKERROR with its message."""
 
     pbs_errno = PBSE_HOOKERROR
-    http_status = 400
+    http_status = 422  # HookRejected's number too: the status tells them apart
     default_message = "hook error"
 
 
