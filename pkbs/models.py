@@ -8,7 +8,8 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pkbs.constants import MAX_BATCH_JOBS
-from pkbs.pbsvalues import format_job_id, parse_duration
+from pkbs.errors import PkbsError
+from pkbs.pbsvalues import format_job_id, parse_array_range, parse_duration
 from pkbs.states import JobState
 
 PayloadKind = Literal["stdin", "file", "dir"]
@@ -50,6 +51,17 @@ class JobSpec(BaseModel):
     depend: str | None = None
     # qsub -J: the subjob indices, "start-end[:step]".
     array: str | None = Field(None, pattern=r"^\d+-\d+(:\d+)?$")
+
+    @field_validator("array")
+    @classmethod
+    def _array_bounds(cls, value: str | None) -> str | None:
+        """Indices in order, within PBS's range, not more subjobs than an array may have."""
+        if value is not None:
+            try:
+                parse_array_range(value)
+            except PkbsError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     def array_indices(self) -> range:
         if self.array is None:

@@ -698,6 +698,10 @@ class ArrayRange(Frozen):
 
 
 _ARRAY_RE = r"(\d+)-(\d+)(?::(\d+))?(?:%(\d+))?"
+# The largest subjob index (PBS keeps indices in a C int) and the most subjobs one array
+# may have (PBS's max_array_size is 10 000 by default; pkbs queues 100 000 in one request).
+MAX_ARRAY_INDEX = 2**31 - 1
+MAX_ARRAY_SIZE = 1_000_000
 
 
 def parse_array_range(text: str) -> ArrayRange:
@@ -711,6 +715,11 @@ def parse_array_range(text: str) -> ArrayRange:
         raise bad_value(f"array range {text!r}: the first index must be below the last")
     if step < 1:
         raise bad_value(f"array range {text!r}: the step must be at least 1")
+    if end > MAX_ARRAY_INDEX:
+        raise bad_value(f"array range {text!r}: the last index may be at most {MAX_ARRAY_INDEX}")
+    if (end - start) // step + 1 > MAX_ARRAY_SIZE:
+        raise bad_value(f"array range {text!r}: an array may have at most {MAX_ARRAY_SIZE} "
+                        "subjobs")
     return ArrayRange(start, end, step, int(match[4]) if match[4] else None)
 
 

@@ -1351,3 +1351,22 @@ def test_parse_subjob_range_refuses(text: str) -> None:
 )
 def test_signal_number(name: str, number: int | None) -> None:
     assert pbsvalues.signal_number(name) == number
+
+
+def test_array_ranges_are_bounded() -> None:
+    """An array's last index fits PBS's int and it has at most MAX_ARRAY_SIZE subjobs,
+    checked by qsub and by the server's model (an API client cannot wedge a dispatcher
+    with 5e22 subjobs)."""
+    import pydantic
+
+    from pkbs.errors import BadAttributeValue
+    from pkbs.models import JobSpec
+    from pkbs.pbsvalues import MAX_ARRAY_SIZE, parse_array_range
+
+    assert len(parse_array_range(f"1-{MAX_ARRAY_SIZE}").indices()) == MAX_ARRAY_SIZE
+    assert len(parse_array_range(f"0-{2 * MAX_ARRAY_SIZE - 2}:2").indices()) == MAX_ARRAY_SIZE
+    for text in (f"1-{MAX_ARRAY_SIZE + 1}", "3-49611837076802484332208"):
+        with pytest.raises(BadAttributeValue):
+            parse_array_range(text)
+        with pytest.raises(pydantic.ValidationError):
+            JobSpec(name="a", kind="stdin", entrypoint="STDIN", array=text)
