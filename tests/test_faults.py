@@ -40,7 +40,7 @@ from tests.stackutil import (
     worker_dir_running,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(150)  # each step has its own deadline below
 
 
 def report(row: str) -> None:

@@ -445,10 +445,11 @@ def test_webdav_server_stops_promptly_on_sigterm(tmp_path: Path) -> None:
     # One request first, so the signal lands while the serve loop runs (the
     # deadlock needs that; a signal during start-up slips through).
     assert httpx.request("PROPFIND", server.url + "/", auth=(USER, PASSWORD)).status_code == 207
-    started = time.monotonic()
     server.proc.terminate()
     try:
-        server.proc.wait(timeout=3)
+        # A deadline for a hang (the serve loop once waited for itself for ever), not a
+        # measure of speed: a loaded machine may take seconds to stop it.
+        server.proc.wait(timeout=30)
     finally:
         server.crash()
-    assert server.proc.returncode == 0 and time.monotonic() - started < 3
+    assert server.proc.returncode == 0
