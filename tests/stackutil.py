@@ -65,9 +65,7 @@ class Stack:
             input=data,
             capture_output=True,
             text=True,
-            # The stack's own directory by default: a local stack puts a job's .o/.e
-            # in its submit directory, as PBS does.
-            cwd=cwd or (self.home if self.home.is_dir() else None),
+            cwd=cwd,
             env={**self.env, **(env or {})},
             timeout=timeout,
         )
