@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.parse
 from pathlib import Path
 
 import click
 
 from pkbs import clientconfig
-from pkbs.errors import EXIT_NOT_READY, InvalidPayload, PkbsError
+from pkbs.errors import EXIT_NOT_READY, PkbsError
 
 from .client import Client
 from .cluster import cluster
@@ -39,13 +38,14 @@ def main() -> None:
     "--workers",
     type=click.IntRange(0),
     default=None,
-    help="Worker processes (default: min(2, CPUs); 0: workers are started elsewhere).",
+    help="Worker processes (default: 1, whose CPU pool is the whole machine, so one job "
+    "may use every CPU; 0: workers are started elsewhere).",
 )
 @click.option(
     "--slots",
     type=click.IntRange(1),
     default=None,
-    help="CPU slots per worker (default: CPUs / workers).",
+    help="CPUs in each worker's pool (default: CPUs / workers).",
 )
 @click.option("--server-name", default="pkbs", show_default=True, help="Server part of job ids.")
 def up(workers: int | None, slots: int | None, server_name: str) -> None:
@@ -53,7 +53,7 @@ def up(workers: int | None, slots: int | None, server_name: str) -> None:
     from pkbs import local
 
     cpus = os.cpu_count() or 1
-    workers = min(2, cpus) if workers is None else workers
+    workers = 1 if workers is None else workers
     slots = slots or max(1, cpus // max(workers, 1))
     config = local.StackConfig(_home(), workers, slots, server_name)
     state = local.up(config, lambda line: click.echo(f"  {line}", err=True))
@@ -125,28 +125,19 @@ def _print_log(path: Path, lines: int, raw: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.argument("dest", type=click.Path(file_okay=False, path_type=Path), default=".")
-def fetch(job_id: str, dest: Path) -> None:
-    """Download a finished job's results (.o/.e and the files it wrote) into DEST."""
-    client = Client()
-    quoted = urllib.parse.quote(job_id, safe="")
-    listing = client.request("GET", f"/jobs/{quoted}/files")
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in listing["files"]:
-        target = (dest / item["name"]).resolve()
-        if dest.resolve() not in target.parents:
-            raise InvalidPayload(f"refusing to write outside {dest}: {item['name']}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        size = int(item["size"])
-        path = f"/jobs/{quoted}/files/{urllib.parse.quote(item['name'])}"
-        if size == 0:
-            target.write_bytes(b"")
-        elif size > 1024 * 1024:
-            with click.progressbar(length=size, label=item["name"], file=sys.stderr) as bar:
-                client.download(path, target, bar.update)
-        else:
-            client.download(path, target, None)
-        click.echo(str(target))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--force", is_flag=True, help="Overwrite files that exist and differ.")
+def fetch(job_id: str, dest: Path | None, force: bool) -> None:
+    """Download a finished job's results (.o/.e and the files it wrote).
+
+    With DEST, all of them into DEST. Without, .o/.e go to their Output_Path /
+    Error_Path when that is on this host, the other files into the submit directory
+    (when the job was submitted here, else the current one). An array's finished
+    subjobs go each into DEST/<subjob id>/. Existing files are not overwritten
+    without --force: the conflicts are listed and nothing is written."""
+    from .fetch import fetch as fetch_results
+
+    fetch_results(job_id, dest, force)
 
 
 @main.command()

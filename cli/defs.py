@@ -26,6 +26,7 @@ from .qsub import (
     block_until_done,
     check_supported,
     job_variables,
+    submit_host,
     submit_workdir,
 )
 
@@ -228,14 +229,13 @@ def qsub_options(args: Sequence[str]) -> QsubOptions:
 def run_options(options: QsubOptions, argv: Sequence[str]) -> dict[str, Any]:
     """The `options` of a POST /v1/definitions/{name}/jobs (pkbs.defjobs.RunOptions)
     for qsub's options: what qsub would send for them, PBS_O_* variables included."""
-    from _socket import gethostname
-
+    host = submit_host()
     queue = parse_destination(options.destination)[0] if options.destination else None
     fields = {
         "name": options.name,
         "queue": queue or None,
         "resources": dict(options.resources),
-        "variables": job_variables(options, submit_workdir()),
+        "variables": job_variables(options, submit_workdir(), host),
         "hold": options.hold,
         "depend": options.depend,
         "array": array_option(options),
@@ -247,7 +247,7 @@ def run_options(options: QsubOptions, argv: Sequence[str]) -> dict[str, Any]:
         "keep": options.keep,
         "shell": options.shell,
         "attributes": attributes_of(options),
-        "submit_host": gethostname(),
+        "submit_host": host,
         "submit_args": " ".join(argv),
     }
     return {key: value for key, value in fields.items() if value is not None}

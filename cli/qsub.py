@@ -117,7 +117,7 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def job_variables(options: QsubOptions, workdir: str) -> dict[str, str]:
+def job_variables(options: QsubOptions, workdir: str, host: str) -> dict[str, str]:
     env = os.environ
     variables: dict[str, str] = {}
     if options.export_env:
@@ -127,17 +127,21 @@ def job_variables(options: QsubOptions, workdir: str) -> dict[str, str]:
         if name.startswith("PBS_O_"):
             continue
         variables[name] = env.get(name, "") if value is None else value
-    for name in ("HOME", "LANG", "LOGNAME", "PATH", "MAIL", "SHELL", "TZ"):
+    for name in ("HOME", "LANG", "PATH", "MAIL", "SHELL", "TZ"):
         if name in env:
             variables[f"PBS_O_{name}"] = env[name]
+    variables["PBS_O_LOGNAME"] = login_name()
     variables["PBS_O_SYSTEM"] = os.uname().sysname
     variables["PBS_O_WORKDIR"] = workdir
-    variables["PBS_O_HOST"] = _fqdn()
+    variables["PBS_O_HOST"] = host
     return variables
 
 
-def _fqdn() -> str:
-    """socket.getfqdn() of the local host, without what it costs on a cold start.
+def submit_host() -> str:
+    """This host's name as the job records it, in Submit_Host and PBS_O_HOST alike: its
+    fully qualified name (socket.getfqdn()), unless that is only a loopback name
+    (`localhost`, as when /etc/hosts lists the host name on 127.0.0.1 after it), then
+    its host name.
 
     An ASCII host name goes to gethostbyaddr as bytes: as str it is encoded with the
     idna codec, whose import (encodings.idna, stringprep, unicodedata and a regex
@@ -150,9 +154,22 @@ def _fqdn() -> str:
     except OSError:
         return name
     for alias in (hostname, *aliases):
-        if "." in alias:
+        if "." in alias and not alias.startswith("localhost"):
             return alias
-    return hostname
+    return name if hostname.startswith("localhost") else hostname
+
+
+def login_name() -> str:
+    """The submitting account: $LOGNAME, else its name in the password database."""
+    name = os.environ.get("LOGNAME")
+    if name:
+        return name
+    import pwd  # built in: no file to load, and only when LOGNAME is unset
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def submit_workdir() -> str:
@@ -192,6 +209,7 @@ def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict
     queue = ""  # the server's default_queue
     if options.destination:
         queue = parse_destination(options.destination)[0] or ""
+    host = submit_host()
     spec = {
         "name": options.name or source.default_name,
         "queue": queue,
@@ -200,7 +218,7 @@ def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict
         "payload_format": source.payload_format,
         "shell": options.shell,
         "resources": dict(options.resources),
-        "variables": job_variables(options, submit_workdir()),
+        "variables": job_variables(options, submit_workdir(), host),
         "output_path": options.output_path,
         "error_path": options.error_path,
         "join": options.join or "n",
@@ -210,7 +228,7 @@ def build_request(options: QsubOptions, source: Source, argv: list[str]) -> dict
         "exec_time": options.exec_time,
         "depend": options.depend,
         "array": array_option(options),
-        "submit_host": gethostname(),
+        "submit_host": host,
         "attributes": attributes_of(options),
         "submit_args": " ".join(argv),
     }

@@ -20,6 +20,7 @@ from pkbs.defstore import DefinitionStore
 from pkbs.errors import PkbsError
 from pkbs.hookstore import HookTable
 from pkbs.jobstore import JobStore
+from pkbs.nodes import NodeRegistry
 from pkbs.results import ResultStore
 from pkbs.runledger import RunLedger
 from pkbs.settings import Settings, get_settings
@@ -56,6 +57,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.results = ResultStore.from_settings(settings)
     app.state.definitions = await DefinitionStore.open(app.state.store.js)
+    app.state.nodes = await NodeRegistry.open(
+        app.state.store.js, settings.node_ttl_seconds, settings.stream_replicas
+    )
     app.state.config = await ConfigStore.open(app.state.store.js, settings)
     await app.state.config.start()
     app.state.hooks = HookTable(app.state.config)

@@ -1,7 +1,7 @@
 """What a route is given besides its request's parameters (FastAPI dependencies): the
 authenticated caller, and the dispatcher's settings, job store, job index, result
-store, definition store, live server configuration and max_queued check, which the app's lifespan
-(app.py) keeps in `app.state`."""
+store, definition store, live server configuration, max_queued check and node registry,
+which the app's lifespan (app.py) keeps in `app.state`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pkbs.configstore import ConfigStore
 from pkbs.defstore import DefinitionStore
 from pkbs.hookstore import HookTable
 from pkbs.jobstore import Identity, JobStore
+from pkbs.nodes import NodeRegistry
 from pkbs.results import ResultStore
 from pkbs.settings import Settings
 
@@ -44,6 +45,7 @@ Store = Annotated[JobStore, Depends(_app_state("store"))]
 Index = Annotated[JobIndex, Depends(_app_state("index"))]
 Results = Annotated[ResultStore, Depends(_app_state("results"))]
 Definitions = Annotated[DefinitionStore, Depends(_app_state("definitions"))]
+Nodes = Annotated[NodeRegistry, Depends(_app_state("nodes"))]
 ServerConf = Annotated[ConfigStore, Depends(_app_state("config"))]
 Hooks = Annotated[HookTable, Depends(_app_state("hooks"))]
 Queued = Annotated[QueuedLimits, Depends(_app_state("queued"))]

@@ -12,6 +12,7 @@ from starlette.background import BackgroundTask
 from pkbs import constants as C
 from pkbs.errors import UnknownJob
 from pkbs.results import job_results_path
+from pkbs.stdpaths import std_outputs
 
 from .context import Caller, Config, Results, Store
 from .lookup import owned
@@ -26,6 +27,8 @@ async def list_files(job_id: str, who: Caller, st: Store) -> dict[str, Any]:
         "job_id": record.job_id,
         "results_url": record.results_url,
         "files": [f.model_dump() for f in record.results],
+        # The stdout/stderr among them, each with its Output_Path / Error_Path.
+        "outputs": dict(std_outputs(record)),
     }
 
 

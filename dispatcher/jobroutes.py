@@ -87,7 +87,7 @@ def admitted(settings: Settings, config: ServerConfig, body: SubmitRequest) -> b
     if not queue.enabled:
         raise QueueDisabled()
     apply_defaults(queue, body.spec.resources)
-    check_request(queue, body.spec.resources, settings.max_job_ncpus)
+    check_request(body.spec.queue, queue, body.spec.resources, settings.max_job_ncpus)
     admit_image(body.spec.queue, queue, body.spec)
     try:
         payload = base64.b64decode(body.payload_b64, validate=True)
@@ -293,7 +293,9 @@ async def alter_job(
     body, comment = await jobhooks.modifyjob(hooks, who, record, body)
 
     def check(spec: JobSpec) -> None:
-        check_request(conf.config.queue(spec.queue), spec.resources, settings.max_job_ncpus)
+        check_request(
+            spec.queue, conf.config.queue(spec.queue), spec.resources, settings.max_job_ncpus
+        )
 
     altered = await JobControl(st).alter(
         record.number, body, check, comment, privileged=who.is_admin

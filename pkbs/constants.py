@@ -31,6 +31,10 @@ TOKENS_BUCKET = "PKBS_TOKENS"
 DEFINITIONS_BUCKET = "PKBS_DEFS"
 DEFINITION_KEY_PREFIX = "d."
 
+# KV bucket of the live workers (pkbs/nodes.py): one key per worker,
+# NODE_KEY_PREFIX + <worker name>, expiring unless its worker renews it.
+NODES_BUCKET = "PKBS_NODES"
+NODE_KEY_PREFIX = "n."
 # KV bucket of the server's configuration (pkbs/configstore.py): `server` (attributes
 # and queues, what qmgr sets) and HOOK_KEY_PREFIX + <name> (one per hook).
 CONFIG_BUCKET = "PKBS_CONFIG"

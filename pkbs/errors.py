@@ -34,6 +34,7 @@ PBSE_UNKRESC = 15035
 PBSE_EXCQRESC = 15036
 PBSE_QUENODFLT = 15037
 PBSE_NORERUN = 15038
+PBSE_UNKNODE = 15062
 PBSE_HOOKERROR = 15136
 PBSE_HISTJOBID = 15139
 PBSE_ENTLIMCT = 15142
@@ -182,6 +183,15 @@ class ExceedsLimits(PkbsError):
     default_message = "Job violates queue and/or server resource limits"
 
 
+class UnknownResource(PkbsError):
+    """A resource the server does not know: `Unknown resource Resource_List.foo` (job-wide),
+    `Unknown resource: foo` (in a select chunk), as the server's reply names them."""
+
+    pbs_errno = PBSE_UNKRESC
+    http_status = 400
+    default_message = "Unknown resource"
+
+
 class HookRejected(PkbsError):
     """A hook rejected the request (queuejob at qsub, modifyjob at qalter), or failed
     (an exception, its alarm): PBS replies with the hook's message, or its own."""
@@ -205,6 +215,8 @@ class UnknownHook(HookError):
 
     http_status = 404
     default_message = "hook does not exist!"
+
+
 class EntityLimitReached(PkbsError):
     """A submission that would pass a max_queued limit (pkbs/limits.py): PBS's
     message says which (`Maximum number of jobs for user bob already in queue workq`)."""
@@ -254,12 +266,6 @@ class ReadOnlyAttribute(PkbsError):
     default_message = "Cannot set attribute, read only or insufficient permission"
 
 
-class UnknownResource(PkbsError):
-    pbs_errno = PBSE_UNKRESC
-    http_status = 400
-    default_message = "Unknown resource"
-
-
 class DirectiveError(BadAttributeValue):
     """A ``#PBS`` line qsub cannot use, or a script with CRLF line endings."""
 
@@ -294,6 +300,12 @@ class InvalidPayload(InvalidRequest):
     result file that would land outside the directory it is fetched into."""
 
     default_message = "Invalid job payload"
+
+
+class WouldOverwrite(InvalidRequest):
+    """`pkbs fetch` would replace files that exist (and differ) without --force."""
+
+    default_message = "refusing to overwrite existing files"
 
 
 class UsageError(InvalidRequest):

@@ -42,6 +42,7 @@ class RunStart:
     work_seq: int  # stream sequence of the work message that started it
     worker: str
     exec_host: str  # `<host>/0*<ncpus>`
+    euser: str | None = None  # the account its processes run as, if the worker knows it
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ def _running(
             "work_seq": run.work_seq,
             "worker": run.worker,
             "exec_host": run.exec_host,
+            "euser": run.euser,
             "stime": now,
             "exit_status": None,
             "comment": comment,
@@ -371,6 +373,15 @@ def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> J
     )
 
 
+def not_run(record: JobRecord, why: str) -> JobRecord | None:
+    """A queued job no worker could start: why, as PBS's scheduler comments it (`Not
+    Running: ...` for now, `Can Never Run: ...`). None if it is not queued any more or
+    already says so."""
+    if record.state != JobState.QUEUED or record.comment == why:
+        return None
+    return record.model_copy(update={"comment": why})
+
+
 def start_rejected(record: JobRecord) -> JobRecord:
     """An execjob_begin hook refused the run before the job started: the job is queued
     again (the same work message comes back), and held with a system hold once it
@@ -379,6 +390,8 @@ def start_rejected(record: JobRecord) -> JobRecord:
     if record.run_count <= MAX_RUN_ATTEMPTS:
         return queued
     return held(queued, SYSTEM_HOLD).model_copy(update={"comment": COMMENT_TOO_MANY_ATTEMPTS})
+
+
 def not_run_now(record: JobRecord, reason: str) -> JobRecord:
     """A queued job a limit keeps from starting now: its comment says which, as PBS's
     scheduler writes it (`Not Running: ...`); starting clears it."""

@@ -146,6 +146,8 @@ def worker_env(home: Path, name: str, slots: int, metrics_port: int) -> dict[str
         "PKBS_WORKER_NAME": name,
         "PKBS_WORKER_SLOTS": str(slots),
         "PKBS_WORKER_DIR": str(home / "jobs"),
+        # Same host, same account as whoever submits: .o/.e land where PBS puts them.
+        "PKBS_DELIVER_LOCAL": "true",
         "PKBS_WORKER_METRICS_PORT": str(metrics_port),
     }
 
@@ -252,7 +254,6 @@ class Supervisor:
         if self.docker:
             common["PKBS_DOCKER_HOST"] = self.docker
         logs = home / "logs"
-        py = sys.executable
         self.children = [
             Child(
                 "nats-server",
@@ -264,7 +265,7 @@ class Supervisor:
             ),
             Child(
                 "webdav",
-                [py, "-m", "pkbs.webdav"],
+                servers.python_module_argv("pkbs.webdav"),
                 {
                     # Only its own credential: no NATS password, no job-token secret.
                     "PKBS_HOME": str(home),
@@ -278,7 +279,7 @@ class Supervisor:
             ),
             Child(
                 "dispatcher",
-                [py, "-m", "pkbs.dispatcher"],
+                servers.python_module_argv("pkbs.dispatcher"),
                 {
                     **common,
                     "PKBS_DISPATCHER_PORT": str(api_port),
@@ -297,7 +298,7 @@ class Supervisor:
             self.children.append(
                 Child(
                     f"worker-{i}",
-                    [py, "-m", "pkbs.worker"],
+                    servers.python_module_argv("pkbs.worker"),
                     {**common, **worker_env(home, name, self.config.slots, metrics_port)},
                     logs / f"worker-{i}.log",
                     metrics_port=metrics_port,
@@ -463,6 +464,17 @@ def run_supervisor(config: StackConfig) -> None:
 # -- the commands' side -------------------------------------------------------
 
 
+def supervisor_argv(config: StackConfig) -> list[str]:
+    """The background supervisor's command line (its arguments: see `__main__` below)."""
+    return [
+        *servers.python_module_argv("pkbs.local"),
+        str(config.home),
+        str(config.workers),
+        str(config.slots),
+        config.server_name,
+    ]
+
+
 def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90) -> dict[str, Any]:
     """Start the supervisor in the background and wait until the stack is ready."""
     home = config.home
@@ -474,18 +486,9 @@ def up(config: StackConfig, progress: Callable[[str], None], timeout: float = 90
     log = home / "logs" / "supervisor.log"
     # The log is appended to: show only what this start writes.
     seen = len(log.read_text().splitlines()) if log.exists() else 0
-    argv = [
-        sys.executable,
-        "-m",
-        "pkbs.local",
-        str(home),
-        str(config.workers),
-        str(config.slots),
-        config.server_name,
-    ]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv,
+            supervisor_argv(config),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -165,6 +165,9 @@ class JobRecord(BaseModel):
     work_seq: int | None = None
     worker: str | None = None
     exec_host: str | None = None
+    # The account the job's processes run as (qstat's euser), set when a run starts
+    # as a process of its worker; None until then, and for container and pod jobs.
+    euser: str | None = None
     session_id: int | None = None
     exit_status: int | None = None
     resources_used: dict[str, str] = Field(default_factory=dict)

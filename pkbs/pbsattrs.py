@@ -30,9 +30,11 @@ from pkbs.pbsvalues import (
     parse_size,
 )
 from pkbs.states import JobState, is_final, shown_state
+from pkbs.stdpaths import std_path
 
 if TYPE_CHECKING:
     from pkbs.models import JobRecord
+    from pkbs.nodes import Node
 
 # Attributes whose values are ints on the wire.
 INT_ATTRIBUTES = frozenset(
@@ -246,24 +248,6 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
-def _std_path(record: JobRecord, given: str | None, letter: str) -> str:
-    spec = record.spec
-    if given:
-        # qsub prefixes a path without a host with the submit host.
-        if ":" not in given.split("/", 1)[0]:
-            return f"{spec.submit_host}:{given}"
-        return given
-    workdir = spec.variables.get("PBS_O_WORKDIR") or spec.variables.get("PBS_O_HOME")
-    name = f"{spec.name}.{letter}{record.number}"
-    if record.index is not None:
-        name += f".{record.index}"
-    elif record.is_array:
-        name += ".^array_index^"  # OpenPBS shows the tag on the array itself
-    if not workdir:
-        return f"{spec.submit_host}:{name}"
-    return f"{spec.submit_host}:{workdir.rstrip('/')}/{name}"
-
-
 def _exec_host(hosts: str, ncpus: str) -> str:
     """`host/0*N` per host (`host/0` for one cpu) unless already in that form."""
     if "/" in hosts:
@@ -304,7 +288,6 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
     spec = record.spec
     extra = dict(spec.attributes)
     owner = record.owner if "@" in record.owner else f"{record.owner}@{spec.submit_host}"
-    euser = record.owner.split("@", 1)[0]
     resources = resource_list(spec.resources)
     state = shown_state(record.state, record.index is not None)
 
@@ -330,13 +313,13 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
             "server": record.server,
             "Checkpoint": extra.get("Checkpoint", DEFAULT_CHECKPOINT),
             "ctime": _epoch(record.ctime),
-            "Error_Path": _std_path(record, spec.error_path, "e"),
+            "Error_Path": std_path(record, "e"),
             "Hold_Types": record.hold_types,
             "Join_Path": spec.join,
             "Keep_Files": spec.keep,
             "Mail_Points": extra.get("Mail_Points", DEFAULT_MAIL_POINTS),
             "mtime": _epoch(record.mtime),
-            "Output_Path": _std_path(record, spec.output_path, "o"),
+            "Output_Path": std_path(record, "o"),
             "Priority": _int_or_none(extra.get("Priority", "0")) or 0,
             "qtime": _epoch(record.qtime),
             "Rerunable": "True" if spec.rerunnable else "False",
@@ -346,7 +329,7 @@ def job_attributes(record: JobRecord) -> dict[str, object]:
             "Shell_Path_List": spec.shell or extra.get("Shell_Path_List"),
             "substate": _substate(record),
             "Variable_List": variables,
-            "euser": euser,
+            "euser": record.euser,
             "queue_rank": _int_or_none(extra.get("queue_rank")) or record.number,
             "queue_type": "E",
             "comment": record.comment,
@@ -498,6 +481,7 @@ def server_attributes(
     default_queue: str | None = None,
     host: str | None = None,
     comment: str | None = None,
+    resources_available: Mapping[str, str] | None = None,
     resources_assigned: Mapping[str, str] | None = None,
     max_job_sequence_id: int = 9999999,
     scheduling: bool = True,
@@ -535,6 +519,7 @@ def server_attributes(
     if default_queue:
         out["default_queue"] = default_queue
     out["query_other_jobs"] = "False"  # users see only their own jobs
+    out.update(_sorted_resources("resources_available", resources_available or {}))
     # PBS's server starts with resources_default.ncpus = 1.
     out.update(_sorted_resources("resources_default", {"ncpus": "1", **(resources_default or {})}))
     out["default_chunk.ncpus"] = "1"
@@ -548,4 +533,25 @@ def server_attributes(
     if job_history_duration is not None:
         out["job_history_duration"] = job_history_duration
     out["max_job_sequence_id"] = max_job_sequence_id
+    return out
+
+
+def node_attributes(node: Node) -> dict[str, object]:
+    """A worker's attributes as `pbsnodes -a` prints a node's, in OpenPBS order."""
+    slots: list[str] = []
+    for job_id, ncpus in node.jobs:
+        slots += [f"{job_id}/{len(slots) + i}" for i in range(max(ncpus, 1))]
+    out: dict[str, object] = {
+        "Mom": node.host,
+        "ntype": "PBS",
+        "state": node.state,
+        "pcpus": node.available.ncpus,
+    }
+    if slots:
+        out["jobs"] = ", ".join(slots)
+    available = {**node.available.as_pbs(), "host": node.host, "vnode": node.name}
+    out.update(_sorted_resources("resources_available", available))
+    out.update(_sorted_resources("resources_assigned", node.assigned.as_pbs()))
+    out["resv_enable"] = "True"
+    out["sharing"] = "default_shared"
     return out

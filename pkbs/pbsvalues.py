@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from pkbs.errors import BadAttributeValue, UnknownJob
+from pkbs.errors import BadAttributeValue, UnknownJob, UnknownResource
 from pkbs.frozen import Frozen
 
 # typing is not imported at run time: it costs milliseconds, and this module is on
@@ -366,7 +366,7 @@ PLACE = "place"
 # host-level, that is asked per chunk: the server puts it into the select it builds
 # from job-wide resources, and refuses it job-wide next to select or place
 # (ATR_DFLAG_CVTSLT in master_resc_def_all.xml; ngpus and hbmem as sites define them).
-# Any other resource is taken as text.
+# The server refuses any other resource (check_resources).
 KNOWN_RESOURCES: tuple[tuple[str, str, bool], ...] = (
     ("walltime", DURATION, False),
     ("cput", DURATION, False),
@@ -398,6 +398,9 @@ KNOWN_RESOURCES: tuple[tuple[str, str, bool], ...] = (
     ("accelerator_model", TEXT, True),
     ("accelerator_group", TEXT, True),
     ("nodes", TEXT, False),
+    ("software", TEXT, False),
+    ("site", TEXT, False),
+    ("nice", TEXT, False),
     ("select", SELECT, False),
     ("place", PLACE, False),
 )
@@ -595,7 +598,15 @@ def parse_place(text: str) -> dict[str, str]:
 
 
 def check_resources(resources: Mapping[str, str]) -> None:
-    """Rules across resources that the server enforces at submit (req_quejob.c)."""
+    """Rules across resources that the server enforces at submit (req_quejob.c): every
+    resource known, select and place not mixed with job-wide host-level resources."""
+    for name in resources:
+        if name.lower() not in RESOURCE_KINDS:
+            raise UnknownResource(f"Unknown resource Resource_List.{name}")
+    for _, chunk in parse_select(resources["select"]) if "select" in resources else ():
+        for name in chunk:
+            if name not in RESOURCE_KINDS:
+                raise UnknownResource(f"Unknown resource: {name}")
     has_select = "select" in resources
     if not (has_select or "place" in resources):
         return
@@ -638,6 +649,14 @@ def job_ncpus(resources: Mapping[str, str]) -> int:
         return parse_count(resources["ncpus"])
     nodes = resources.get("nodes")
     return _nodes_ncpus(nodes) if nodes else 1
+
+
+def job_ngpus(resources: Mapping[str, str]) -> int:
+    """GPUs the job takes: sum of N*ngpus over select chunks, else ngpus, else 0."""
+    select = resources.get("select")
+    if select:
+        return sum(n * parse_count(spec.get("ngpus", "0")) for n, spec in parse_select(select))
+    return parse_count(resources["ngpus"]) if "ngpus" in resources else 0
 
 
 def job_mem_bytes(resources: Mapping[str, str]) -> int | None:

@@ -326,15 +326,24 @@ def queue_view(name: str, queue: QueueConfig, counts: Mapping[str, int]) -> dict
 
 
 def server_view(
-    name: str, config: ServerConfig, counts: Mapping[str, int], host: str
+    name: str,
+    config: ServerConfig,
+    counts: Mapping[str, int],
+    host: str,
+    *,
+    resources_available: Mapping[str, str] | None = None,
+    resources_assigned: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
-    """The server's attributes as qstat -B -f and qmgr list show them."""
+    """The server's attributes as qstat -B -f and qmgr list show them (its resources
+    those of the live workers, when given)."""
     server: ServerAttrs = config.server
     return server_attributes(
         name,
         config.queues,
         counts,
         host=host,
+        resources_available=resources_available,
+        resources_assigned=resources_assigned,
         default_queue=server.default_queue,
         comment=server.comment,
         scheduling=server.scheduling,

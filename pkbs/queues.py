@@ -10,7 +10,15 @@ from pkbs.constants import WORK_SUBJECT_PREFIX, WORKER_CONSUMER
 from pkbs.errors import BadAttributeValue, ExceedsLimits, Unauthorized
 from pkbs.imageref import IMAGE_VARIABLE, InvalidImage, allowed, check_image
 from pkbs.models import JobSpec
-from pkbs.pbsvalues import job_mem_bytes, job_ncpus, job_walltime, parse_duration, parse_size
+from pkbs.pbsvalues import (
+    check_resources,
+    format_duration,
+    job_mem_bytes,
+    job_ncpus,
+    job_walltime,
+    parse_duration,
+    parse_size,
+)
 
 
 class QueueConfig(BaseModel):
@@ -62,23 +70,34 @@ _OLDER_NAMES = {
 
 
 def check_request(
-    queue: QueueConfig, resources: dict[str, str], server_max_ncpus: int | None
+    queue_name: str, queue: QueueConfig, resources: dict[str, str],
+    server_max_ncpus: int | None,
 ) -> None:
-    """Refuse at submit what the queue does not allow or no worker can ever run."""
+    """Refuse at submit a resource the server does not know, and what the queue does not
+    allow or no worker can ever run (`server_max_ncpus`: the CPUs of the largest
+    worker), naming the limit."""
+    check_resources(resources)
     ncpus = job_ncpus(resources)
     walltime = job_walltime(resources)
     mem = job_mem_bytes(resources)
+    of_queue = f"queue {queue_name}'s resources_max"
     limits = queue.resources_max
     if "ncpus" in limits and ncpus > int(limits["ncpus"]):
-        raise ExceedsLimits()
+        raise _exceeds(f"ncpus {ncpus} > {of_queue}.ncpus {limits['ncpus']}")
     if server_max_ncpus is not None and ncpus > server_max_ncpus:
-        raise ExceedsLimits()
+        raise _exceeds(f"ncpus {ncpus} > largest worker's {server_max_ncpus}")
     if "walltime" in limits and walltime is not None and walltime > parse_duration(
         limits["walltime"]
     ):
-        raise ExceedsLimits()
+        asked = format_duration(walltime)
+        raise _exceeds(f"walltime {asked} > {of_queue}.walltime {limits['walltime']}")
     if "mem" in limits and mem is not None and mem > parse_size(limits["mem"]):
-        raise ExceedsLimits()
+        raise _exceeds(f"mem {resources.get('mem') or f'{mem}b'} > {of_queue}.mem "
+                       f"{limits['mem']}")
+
+
+def _exceeds(detail: str) -> ExceedsLimits:
+    return ExceedsLimits(f"{ExceedsLimits.default_message}: {detail}")
 
 
 def apply_defaults(queue: QueueConfig, resources: dict[str, str]) -> None:

@@ -111,11 +111,18 @@ def start_nats(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def python_module_argv(module: str) -> list[str]:
+    """The command that runs `module` of the installed pkbs in this interpreter. `-P`:
+    the working directory is not put first on sys.path, so a source checkout's `pkbs/`
+    (without its installed data) is not imported in its place."""
+    return [sys.executable, "-P", "-m", module]
+
+
 def start_python_module(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, **env}
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", module],
+            python_module_argv(module),
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -90,7 +90,14 @@ class Settings(BaseSettings):
 
     # Worker
     worker_name: str = Field(default_factory=socket.gethostname)
+    # What the worker offers its jobs (resources_available): CPUs, GPUs (None: those
+    # found on the host, /dev/nvidia<N>) and memory (None: the host's, e.g. 16gb).
     worker_slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    worker_ngpus: int | None = Field(None, ge=0)
+    worker_mem: str | None = None
+    # How long a worker's entry in the node registry outlives its last renewal (it
+    # renews it every third of that): a dead worker drops out of pbsnodes after it.
+    node_ttl_seconds: float = Field(30.0, gt=0)
     worker_dir: Path | None = Field(None, description="Where job directories are made")
     # JetStream ack wait; the worker sends in-progress heartbeats at a third of it.
     ack_wait_seconds: float = Field(30.0, gt=0)
@@ -105,6 +112,9 @@ class Settings(BaseSettings):
     # How long a finished job's results wait on the worker, retried with backoff, while
     # WebDAV is unreachable; after that the job ends F with Exit_status -2 and a comment.
     results_retry_seconds: float = Field(600.0, gt=0)
+    # The worker runs on the submitters' host, as their account (the local stack sets
+    # it): it also puts stdout/stderr at their Output_Path / Error_Path on this host.
+    deliver_local: bool = False
     # A running job's resources_used and session_id are written into its record a
     # second after it starts, then every this many seconds (qstat -f, qstat -a's Elap).
     usage_update_seconds: float = Field(10.0, gt=0)

@@ -65,7 +65,9 @@ class Stack:
             input=data,
             capture_output=True,
             text=True,
-            cwd=cwd,
+            # The stack's own directory by default: a local stack puts a job's .o/.e
+            # in its submit directory, as PBS does.
+            cwd=cwd or (self.home if self.home.is_dir() else None),
             env={**self.env, **(env or {})},
             timeout=timeout,
         )

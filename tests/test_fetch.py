@@ -88,3 +88,89 @@ def test_fetch_of_other_users_job_is_refused(stack: Stack, tmp_path: Path) -> No
     wait_state_as(stack, job_id, "F", alice)
     fetch_results(stack, job_id, tmp_path / "mine", env=alice)
     assert (tmp_path / "mine" / f"secret.o{job_number(job_id)}").read_text() == "alice only\n"
+
+
+# -- where results land, as PBS puts them ----------------------------------------------
+
+
+def test_local_stack_puts_outputs_where_pbs_does(stack: Stack, tmp_path: Path) -> None:
+    """No -o: <submit dir>/<name>.o<seq>; -o a file path; -e an existing directory:
+    <dir>/<job id>.ER; -j oe: one file. The WebDAV copy stays."""
+    (tmp_path / "errs").mkdir()
+    plain = submit(stack, "-N", "where", input="echo out; echo err >&2\n", cwd=tmp_path)
+    placed = submit(stack, "-N", "placed", "-o", str(tmp_path / "logs.out"),
+                    "-e", f"{tmp_path / 'errs'}/", input="echo out; echo err >&2\n",
+                    cwd=tmp_path)
+    joined = submit(stack, "-N", "joined", "-j", "oe", input="echo out; echo err >&2\n",
+                    cwd=tmp_path)
+    for job_id in (plain, placed, joined):
+        assert stack.wait_state(job_id, "F")["Exit_status"] == 0
+    n = job_number(plain)
+    assert (tmp_path / f"where.o{n}").read_text() == "out\n"
+    assert (tmp_path / f"where.e{n}").read_text() == "err\n"
+    assert (tmp_path / "logs.out").read_text() == "out\n"
+    assert (tmp_path / "errs" / f"{placed}.ER").read_text() == "err\n"
+    j = job_number(joined)
+    assert (tmp_path / f"joined.o{j}").read_text() == "out\nerr\n"
+    assert not (tmp_path / f"joined.e{j}").exists()
+    assert cli(stack, "pkbs", "fetch", plain, str(tmp_path / "copy")).returncode == 0
+    assert (tmp_path / "copy" / f"where.o{n}").read_text() == "out\n"
+
+
+def test_fetch_without_dest_follows_output_path_and_submit_dir(
+    stack: Stack, tmp_path: Path
+) -> None:
+    submitted, elsewhere = tmp_path / "submitted", tmp_path / "elsewhere"
+    submitted.mkdir()
+    elsewhere.mkdir()
+    job_id = submit(stack, "-N", "back", "-o", str(tmp_path / "out.log"),
+                    input="echo made > made.txt; echo out\n", cwd=submitted)
+    assert stack.wait_state(job_id, "F")["Exit_status"] == 0
+    (tmp_path / "out.log").unlink()  # as if delivered nowhere (a cluster's worker)
+    result = cli(stack, "pkbs", "fetch", job_id, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.log").read_text() == "out\n"
+    assert (submitted / "made.txt").read_text() == "made\n"
+    assert files_under(elsewhere) == {}
+
+
+def test_fetch_refuses_to_overwrite_unless_forced(stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(stack, "-N", "clob", input="echo new > data.txt\n")
+    assert stack.wait_state(job_id, "F")["Exit_status"] == 0
+    dest = tmp_path / "dest"
+    write_file(dest / "data.txt", "mine\n")
+    result = cli(stack, "pkbs", "fetch", job_id, str(dest))
+    assert result.returncode == 15004 & 0xFF, result.stderr  # PBSE_IVALREQ
+    assert result.stderr == (
+        "pkbs: refusing to overwrite 1 existing file (--force overwrites them):\n"
+        f"  {dest / 'data.txt'}\n")
+    assert (dest / "data.txt").read_text() == "mine\n"
+    assert files_under(dest) == {"data.txt": 5}  # nothing else written either
+    forced = cli(stack, "pkbs", "fetch", "--force", job_id, str(dest))
+    assert forced.returncode == 0, forced.stderr
+    assert (dest / "data.txt").read_text() == "new\n"
+    again = cli(stack, "pkbs", "fetch", job_id, str(dest))  # the same files: no conflict
+    assert again.returncode == 0, again.stderr
+
+
+def test_fetch_of_an_unfinished_job_says_why(stack: Stack, tmp_path: Path) -> None:
+    job_id = submit(stack, "-h", input="true\n")
+    try:
+        result = cli(stack, "pkbs", "fetch", job_id, str(tmp_path))
+        assert (result.returncode, result.stdout) == (15016 & 0xFF, "")  # PBSE_BADSTATE
+        assert result.stderr == (
+            f"pkbs: Request invalid for state of job: {job_id} is held (H); its "
+            "results are stored when it ends\n")
+    finally:
+        cli(stack, "qdel", job_id)
+
+
+def test_fetch_of_an_array_fetches_each_subjob(stack: Stack, tmp_path: Path) -> None:
+    array = stack.qsub("-N", "arr", "-J", "1-2", input="echo $PBS_ARRAY_INDEX\n")
+    assert stack.wait_state(array, "F")["Exit_status"] == 0
+    n = int(array.split("[", 1)[0])
+    result = cli(stack, "pkbs", "fetch", array, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for index in (1, 2):
+        sub = array.replace("[]", f"[{index}]")
+        assert (tmp_path / sub / f"arr.o{n}.{index}").read_text() == f"{index}\n"

@@ -6,6 +6,7 @@ start (a workspace a daemon may still hold is not reused)."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import socket
@@ -122,6 +123,32 @@ def test_block_true_on_a_job_deleted_before_it_ran_exits_3(stack: Stack) -> None
 
 # -- the job's environment --------------------------------------------------------------
 
+
+def _host_name() -> str:
+    """This host as a job records it: its full name unless that is only `localhost`."""
+    fqdn = socket.getfqdn()
+    return socket.gethostname() if fqdn.startswith("localhost") else fqdn
+
+
+def test_submit_host_login_name_and_euser_tell_the_truth(stack: Stack, tmp_path: Path) -> None:
+    """PBS_O_HOST and Submit_Host name the same real host; PBS_O_LOGNAME comes from the
+    password database when LOGNAME is unset; a token's user owns the job (Job_Owner)
+    while euser names the account its processes really run as."""
+    account = pwd.getpwuid(os.geteuid()).pw_name
+    alice = {**stack.as_user("alice"), "LOGNAME": ""}  # empty: as if unset
+    job_id = submit(stack, "-h", "-N", "who", input="id -un\n", cwd=tmp_path, env=alice)
+    held = stack.job(job_id)
+    host = _host_name()
+    assert host != "localhost" or socket.gethostname() == "localhost"
+    assert held["Submit_Host"] == held["Variable_List"]["PBS_O_HOST"] == host
+    assert held["Variable_List"]["PBS_O_LOGNAME"] == account
+    assert held["Job_Owner"] == f"alice@{host}"
+    assert "euser" not in held  # not known before a worker runs it
+    assert cli(stack, "qrls", job_id, env=alice).returncode == 0
+    job = stack.wait_state(job_id, "F")
+    assert (job["Exit_status"], job["euser"], job["Job_Owner"]) == (0, account, f"alice@{host}")
+    assert _output(stack, job_id, "who", tmp_path / "out") == f"{account}\n"
+
 ENV_SCRIPT = """\
 env | grep -E '^(PBS_|NCPUS=|OMP_NUM_THREADS=|TMPDIR=|ENVIRONMENT=|A=|B=|C=|VFROM=)' | sort
 echo "pwd=$(pwd)"
@@ -167,7 +194,7 @@ def test_job_environment(stack: Stack, tmp_path: Path, resources: str) -> None:
     assert env["PBS_O_LOGNAME"] == "envtester"
     assert env["PBS_O_PATH"] == f"{BIN}:/usr/bin:/bin"
     assert env["PBS_O_SHELL"] == "/bin/bash"
-    assert env["PBS_O_HOST"] == socket.getfqdn()
+    assert env["PBS_O_HOST"] == _host_name()
     assert env["PBS_O_QUEUE"] == "workq"
     assert env["PBS_O_SYSTEM"] == os.uname().sysname
     assert "PBS_ARRAY_INDEX" not in env and "PBS_ARRAY_ID" not in env

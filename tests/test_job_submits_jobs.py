@@ -73,7 +73,7 @@ def test_counter_chain_submits_until_the_limit(stack: Stack, tmp_path: Path) -> 
 
     # Submitted from inside the previous job: qsub ran in that job's directory
     # on the worker, which the next job records as its PBS_O_WORKDIR.
-    assert jobs[first]["Variable_List"]["PBS_O_WORKDIR"] == str(Path.cwd())
+    assert jobs[first]["Variable_List"]["PBS_O_WORKDIR"] == str(stack.home)  # stackutil's cwd
     for prev_dir, job_id in zip(workdirs, chain[1:], strict=False):
         assert jobs[job_id]["Variable_List"]["PBS_O_WORKDIR"] == prev_dir, jobs[job_id]
         assert jobs[job_id]["Submit_arguments"].startswith("-N counter -v COUNT="), jobs[job_id]

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from pkbs.worker.delivery import Delivery
 from pkbs.worker.runner import RunOutcome
 from pkbs.worker.service import Run, Worker
+from pkbs.worker.slots import Grant
 
 from bench.runlog import job_runs
 from pkbs.hookstore import HookTable
@@ -211,7 +212,7 @@ def finish(worker: Worker, stored: JobRecord, started: JobRecord) -> tuple[JobRe
     ends while the store holds `stored`. The record after, and whether it was acked."""
     store, msg = OneRecord(stored), Message()
     run = Run(number=7, index=None, token=str(started.run_token), msg=cast(Msg, msg), ncpus=1,
-              record=started, revision=1)
+              record=started, revision=1, grant=Grant(1))
     outcome = RunOutcome(exit_status=0, walltime=1.0, cput=0.5, max_rss_kb=1000, session_id=1)
 
     async def main() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pkbs import pbsvalues, qsuboptions
-from pkbs.errors import BadAttributeValue, UnknownJob
+from pkbs.errors import BadAttributeValue, UnknownJob, UnknownResource
 from pkbs.pbsvalues import ArrayRange, JobId
 from pkbs.qsuboptions import DirectiveError, QsubOptions, UsageError
 
@@ -308,6 +308,17 @@ def test_normalize_resource_by_kind() -> None:
 # --------------------------------------------------------------------------- resources
 
 
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [({"foo": "1"}, "Unknown resource Resource_List.foo"),
+     ({"select": "2:ncpus=1:Bar=x"}, "Unknown resource: bar")],
+)
+def test_unknown_resources_are_refused(resources: dict[str, str], message: str) -> None:
+    with pytest.raises(UnknownResource) as info:
+        pbsvalues.check_resources(resources)
+    assert (info.value.message, info.value.exit_status) == (message, 15035 & 0xFF)
+
+
 def test_known_resources() -> None:
     """The one list of resources pkbs knows: name, kind of value, host-level."""
     d, s, c, t = "duration", "size", "count", "text"
@@ -342,6 +353,9 @@ def test_known_resources() -> None:
         "accelerator_model": (t, True),
         "accelerator_group": (t, True),
         "nodes": (t, False),
+        "software": (t, False),
+        "site": (t, False),
+        "nice": (t, False),
         "select": ("select", False),
         "place": ("place", False),
     }

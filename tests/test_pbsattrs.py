@@ -61,6 +61,7 @@ def running_record() -> JobRecord:
         stime=NOV11 + 5,
         mtime=NOV11 + 5,
         exec_host="node1",
+        euser="batch",
         session_id=4242,
         run_count=1,
         resources_used={"walltime": "00:00:30", "cput": "00:00:29", "mem": "1024KB"},
@@ -99,7 +100,6 @@ def test_queued_job_golden_full_output() -> None:
         "    substate = 10\n"
         "    Variable_List = PBS_O_HOME=/home/alice,PBS_O_WORKDIR=/home/alice,\n"
         "\tPBS_O_QUEUE=workq,PBS_O_HOST=login1\n"
-        "    euser = alice\n"
         "    queue_rank = 7\n"
         "    queue_type = E\n"
         "    etime = Fri Nov 11 17:57:05 2016\n"

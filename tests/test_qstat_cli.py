@@ -82,13 +82,15 @@ def test_full_format_has_the_issue_keys(stack: Stack, finished: str) -> None:
     lines = result.stdout.split("\n")
     assert lines[0] == f"Job Id: {finished}"
     assert result.stdout.endswith("\n\n")  # a blank line follows each job
-    values = {}
+    values: dict[str, str] = {}
     for line in lines[1:]:
         m = re.fullmatch(r"    (\S+) = (.*)", line)
         if m:
             values[m.group(1)] = m.group(2)
+        elif line.startswith("\t"):  # a long value goes on (a folded path, a list)
+            values[list(values)[-1]] += line[1:]
         else:
-            assert line == "" or line.startswith("\t"), repr(line)  # blank or continuation
+            assert line == "", repr(line)
     missing = [k for k in FULL_KEYS if k not in values]
     assert not missing, result.stdout
     seq = job_number(finished)

@@ -9,6 +9,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+from pkbs import local
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +55,27 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "0.1.0" in result.stdout
+
+
+def test_stack_processes_ignore_a_decoy_package_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pkbs up` run inside a source checkout: every Python process of the stack (the
+    supervisor, WebDAV, the dispatcher, the workers) imports the installed pkbs, not the
+    `pkbs/` of the working directory."""
+    decoy = tmp_path / "checkout"
+    (decoy / "pkbs").mkdir(parents=True)
+    (decoy / "pkbs" / "__init__.py").write_text("raise SystemExit('decoy pkbs imported')\n")
+    monkeypatch.setenv("PKBS_DOCKER_HOST", "")
+    config = local.StackConfig(tmp_path / "home", workers=2, slots=1)
+    supervisor = local.Supervisor(config)
+    supervisor.plan()
+    commands = [local.supervisor_argv(config)]
+    commands += [c.argv for c in supervisor.children if c.argv[0] == sys.executable]
+    assert len(commands) == 5  # supervisor, webdav, dispatcher, 2 workers
+    for argv in commands:
+        probe = list(argv)
+        # The same command line, running a module that only imports pkbs.
+        probe[probe.index("-m") + 1 :] = ["pkbs.constants"]
+        result = subprocess.run(probe, cwd=decoy, capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr) == (0, ""), argv

@@ -24,6 +24,7 @@ from pkbs.models import JobRecord, ResultFile
 from pkbs.procs import jobs_root
 from pkbs.results import ResultStore, run_results_path
 from pkbs.settings import Settings
+from pkbs.stdpaths import local_target, std_outputs, this_host
 
 from . import metrics
 from .rundir import RunDir
@@ -107,6 +108,25 @@ class Delivery:
                     await self.webdav.ensure_collection(f"{base}{parent}/")
                 await self.webdav.upload_file(f"{base}{name}", path)
         return [ResultFile(name=name, size=size) for name, _, size in sizes]
+
+    def deliver_locally(self, record: JobRecord, files: RunDir) -> list[str]:
+        """A local stack's worker (PKBS_DELIVER_LOCAL: the submitters' host and account)
+        also copies stdout/stderr to their Output_Path / Error_Path when those are on
+        this host, as PBS's MoM does; the WebDAV copy stays. Notes on what failed."""
+        hosts = this_host()
+        workdir = record.spec.variables.get("PBS_O_WORKDIR")
+        produced = dict(files.outputs)
+        notes = []
+        for name, path in std_outputs(record):
+            target = local_target(path, name, hosts, workdir)
+            source = produced.get(name)
+            if target is None or source is None or not source.exists():
+                continue
+            try:
+                shutil.copyfile(source, target)
+            except OSError as exc:
+                notes.append(f"{name} not delivered to {target}: {exc.strerror or exc}")
+        return notes
 
     def keep_undelivered(self, record: JobRecord, files: RunDir, changed: list[str]) -> str:
         """Move the results that could not be stored out of the run directory (which

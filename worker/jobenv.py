@@ -19,7 +19,10 @@ def build_env(
     nodefile: Path,
     endpoint: str | None,
     token: str | None,
+    gpus: tuple[int, ...] | None = None,
 ) -> dict[str, str]:
+    """`gpus`: the devices the job holds on a worker that has GPUs (CUDA_VISIBLE_DEVICES,
+    empty for a job that asked none: it sees none)."""
     ncpus = str(job_ncpus(record.spec.resources))
     home = os.environ.get("HOME", str(job_dir))
     env = {
@@ -52,6 +55,8 @@ def build_env(
         env["PBS_ARRAY_ID"] = record.array_id
     if "Account_Name" in record.spec.attributes:
         env["PBS_ACCOUNT"] = record.spec.attributes["Account_Name"]
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpus)
     if endpoint and token:
         env["PKBS_ENDPOINT"] = endpoint
         env["PKBS_TOKEN"] = token

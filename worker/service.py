@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import pwd
 import random
 import shutil
 import socket
@@ -35,6 +36,7 @@ from pkbs.hookstore import EXECJOB_BEGIN, EXECJOB_END, HookTable
 from pkbs.jobstore import JobStore
 from pkbs.lifecycle import EXIT_RESULTS_NOT_STORED
 from pkbs.models import JobRecord, ResultFile, WorkItem
+from pkbs.nodes import Node, NodeRegistry, NodeResources, insufficient
 from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbsvalues import (
     format_duration,
@@ -66,7 +68,7 @@ from .runner import (
     RunRequest,
     RunUsage,
 )
-from .slots import Slots
+from .slots import Grant, job_request, worker_pool
 
 log = logging.getLogger("pkbs.worker")
 
@@ -76,6 +78,14 @@ FETCH_TIMEOUT = 1.0
 DISK_FULL_RETRY = 10.0
 # A job whose -a time is ahead goes back to the queue for at most this long at a time.
 MAX_DEFER_SECONDS = 300.0
+# A job this worker cannot start goes back for this long: when it could run here once
+# enough is free; when another live worker has enough (for that one to take it); when
+# none has (and it says "Can Never Run"), to look again for one that joined.
+NOT_NOW_RETRY = 1.0
+OTHER_WORKER_RETRY = 0.2
+NEVER_RUN_RETRY = 10.0
+# The node registry is written at most this often, however fast jobs come and go.
+ADVERTISE_PAUSE = 1.0
 # A job an execjob_begin hook refused is offered again after this long.
 HOOK_REJECT_RETRY = 1.0
 # Who asks for execjob_* events (PBS: the execution host's daemon).
@@ -105,6 +115,7 @@ class Run:
     ncpus: int
     record: JobRecord  # as this run's start wrote it
     revision: int  # ... and its KV revision then
+    grant: Grant  # what it holds of the worker's pool
     inline_payload: bytes | None = None  # small payloads ride in the work message
     ledger: str | None = None  # the run ledger it is recorded in (run limits: limitgate.py)
     job: RunningJob | None = None
@@ -124,6 +135,16 @@ class Run:
     ended: bool = False  # its job's processes are gone
 
 
+class _NoRoom(Exception):
+    """The job asks for more than this worker has free (raised inside a compare-and-set:
+    nothing is written)."""
+
+    def __init__(self, record: JobRecord, wanted: NodeResources) -> None:
+        super().__init__(record.job_id)
+        self.record = record
+        self.wanted = wanted
+
+
 class Worker:
     def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
         self.settings = settings
@@ -133,12 +154,15 @@ class Worker:
         self.runner = runner or LocalProcessRunner()
         # Jobs that name an image (PKBS_DOCKER_HOST: a daemon to run them on).
         self.containers: ContainerRunner | None = None
-        self.slots = Slots(settings.worker_slots)
+        self.slots = worker_pool(settings.worker_slots, settings.worker_ngpus,
+                                 settings.worker_mem)
+        self.node_changed = asyncio.Event()  # what the jobs hold changed: advertise it
         self.runs: dict[str, Run] = {}  # by run_key: "12" or "12.7"
         self.draining = asyncio.Event()
         self.hurried = asyncio.Event()  # a drain that is not to wait for running jobs
         self.stopped = asyncio.Event()
         self.host = socket.gethostname()
+        self.account = account_name()
         self.workspaces = WorkspacePool(self.base_dir)
         self.nodefiles = NodeFiles(self.base_dir, self.host)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -167,6 +191,10 @@ class Worker:
         if self.settings.docker_host:
             await self._open_containers(self.settings.docker_host)
         self.control = JobControl(self.store)
+        self.registry = await NodeRegistry.open(
+            self.store.js, self.settings.node_ttl_seconds, self.settings.stream_replicas
+        )
+        advertising = asyncio.create_task(self._advertise())
         self.gate = RunGate(self.store, await RunLedger.open(self.store.js), self.config)
         signal_sub = await self.store.nc.subscribe(
             f"{C.SIGNAL_SUBJECT_PREFIX}.>", cb=self._on_signal
@@ -199,7 +227,7 @@ class Worker:
                     levels = source_levels(self.config.config.queues)
                     source = await open_work_source(self.store.nc, self.config.config.queues)
                     log.info("work source follows the queues", extra={"consumers": levels})
-                if self.slots.free == 0:
+                if self.slots.free <= 0:
                     await self.slots.wait_free()  # or until request_drain wakes it
                     continue
                 try:
@@ -222,6 +250,9 @@ class Worker:
             await self._drain()
         finally:
             heartbeats.cancel()
+            advertising.cancel()
+            with contextlib.suppress(Exception):
+                await self.registry.remove(self.settings.worker_name)
             expiry.cancel()
             usage.cancel()
             with contextlib.suppress(Exception):
@@ -350,16 +381,25 @@ class Worker:
     # -- one job --------------------------------------------------------------
 
     async def _handle(self, msg: Msg) -> None:
-        held = 1
+        # The CPU counted for this message (run loop) until its job takes what it asks.
+        looking = True
+        grant: Grant | None = None
+
+        def stop_looking() -> None:
+            nonlocal looking
+            if looking:
+                looking = False
+                self.slots.release(1)
+
         run: Run | None = None
 
         async def free_slots() -> None:
-            """The job's processes are gone: its CPU slots serve the next job while
+            """The job's processes are gone: what it held serves the next job while
             this one's results are stored."""
-            nonlocal held
-            if held:
-                count, held = held, 0
-                self.slots.release(count)
+            nonlocal grant
+            if grant is not None:
+                held, grant = grant, None
+                self._give_back(held)
 
         try:
             item = WorkItem.model_validate_json(msg.data)
@@ -368,29 +408,71 @@ class Worker:
             if item.last is not None:
                 await self._expand(msg, item)
                 return
-            run = await self._begin(msg, item)
+            run = await self._begin(msg, item, stop_looking)
             if run is None:
                 return
-            if run.ncpus > held:
-                extra = min(run.ncpus, self.slots.total) - held
-                await self._wait_slots(run, extra)
-                held += extra
+            grant = run.grant
             await self._execute(run, free_slots)
         except Exception:
             log.exception("job handling failed")
             with contextlib.suppress(Exception):
                 await msg.nak(delay=1)
         finally:
+            stop_looking()
             await free_slots()
             if run is not None and run.ledger is not None:
                 await self.gate.release(run.ledger, run.token)
 
-    async def _wait_slots(self, run: Run, count: int) -> None:
-        acquiring = asyncio.create_task(self.slots.acquire(count))
-        while not acquiring.done():
-            await asyncio.wait({acquiring}, timeout=self.settings.ack_wait_seconds / 3)
-            if not acquiring.done():
-                await run.msg.in_progress()
+    def _give_back(self, grant: Grant) -> None:
+        self.slots.give_back(grant)
+        self.node_changed.set()
+
+    async def _cannot_fit(self, msg: Msg, item: WorkItem, record: JobRecord | None,
+                          wanted: NodeResources) -> None:
+        """A job this worker cannot start for want of CPUs, GPUs or memory goes back
+        to the queue, for another worker or for later; a queued job says why, as PBS's
+        scheduler would: `Not Running: ...` (not now), `Can Never Run: ...` (no live
+        worker has as much)."""
+        here = self.slots.available
+        free = here.minus(self.slots.assigned)
+        short = here.short_of(wanted)
+        if short is None:  # this worker has enough, not now
+            short = free.short_of(wanted) or "ncpus"
+            why = f"Not Running: {insufficient(short, wanted, free, here)}"
+            delay = NOT_NOW_RETRY
+        else:
+            nodes = await self.registry.nodes()
+            if any(node.available.short_of(wanted) is None for node in nodes):
+                await msg.nak(delay=OTHER_WORKER_RETRY)  # one that can may take it
+                return
+            best = max(nodes, key=lambda node: node.available.get(short), default=None)
+            if best is not None and best.available.get(short) > here.get(short):
+                here, free = best.available, best.free
+            why = f"Can Never Run: {insufficient(short, wanted, free, here)}"
+            delay = NEVER_RUN_RETRY
+        await msg.nak(delay=delay)
+        if item.index is None and record is not None and record.comment != why:
+            with contextlib.suppress(PkbsError):
+                await self.store.update(item.number, lambda r: lifecycle.not_run(r, why))
+
+    def _node(self) -> Node:
+        jobs = [(run.record.job_id, run.grant.ncpus) for run in self.runs.values()]
+        return Node(name=self.settings.worker_name, host=self.host,
+                    available=self.slots.available, assigned=self.slots.assigned, jobs=jobs)
+
+    async def _advertise(self) -> None:
+        """Keep this worker's entry in the node registry: renewed every third of its
+        time to live, and soon after what its jobs hold changes."""
+        interval = self.settings.node_ttl_seconds / 3
+        while True:
+            try:
+                await self.registry.publish(self._node())
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("node registry not updated: %s", exc)
+            self.node_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.node_changed.wait(), interval)
+            await asyncio.sleep(ADVERTISE_PAUSE)  # at most so often, however busy
 
     async def _expand(self, msg: Msg, span: WorkItem) -> None:
         """Queue the next subjobs of an array span (and the rest as a new span), unless
@@ -408,27 +490,59 @@ class Worker:
             await self.store.enqueue(array, range(span.index, span.last + 1, step))
         await msg.ack()
 
-    async def _begin(self, msg: Msg, item: WorkItem) -> Run | None:
-        """Take the job with a compare-and-set; None if it is not ours to run now."""
+    async def _begin(
+        self, msg: Msg, item: WorkItem, stop_looking: Callable[[], None]
+    ) -> Run | None:
+        """Take the job with a compare-and-set, and from the pool what it asks; None if
+        it is not ours to run now (with what it asks not free here, it goes back)."""
         seq = msg.metadata.sequence.stream
         token = uuid.uuid4().hex
         defer_for = 0.0
         lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
+        grant: Grant | None = None
         owner: tuple[str, str] | None = None  # (worker, run token) running the job now
         owner_asked = False
 
+        def give_back() -> None:
+            nonlocal grant
+            if grant is not None:
+                held, grant = grant, None
+                self._give_back(held)
+
+        def claim(record: JobRecord) -> None:
+            """All the job asks from the pool, in the same step as its start (no await
+            between)."""
+            nonlocal grant
+            stop_looking()
+            wanted = job_request(record.spec.resources)
+            grant = self.slots.take(wanted)
+            if grant is None:
+                raise _NoRoom(record, wanted)
+            self.node_changed.set()
+
+        async def not_started() -> None:
+            """What was taken for a run that does not start goes back."""
+            give_back()
+            if ledger is not None:
+                await self.gate.release(ledger, token)
+
         def this_run(record: JobRecord) -> lifecycle.RunStart:
             exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
-            return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host)
+            # A process job runs as this worker's account, whoever submitted it.
+            local = record.spec.image is None and self.settings.job_runner == "process"
+            euser = self.account if local else None
+            return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host, euser)
 
         def start(record: JobRecord) -> JobRecord | None:
             nonlocal defer_for, lost, owner
             defer_for, lost, owner = 0.0, None, None  # a retried compare-and-set decides afresh
+            give_back()
             now = time.time()
             if is_pending(record.state):
                 if record.spec.exec_time is not None and record.spec.exec_time > now:
                     defer_for = record.spec.exec_time - now
                     return None
+                claim(record)
                 return lifecycle.started(record, this_run(record), now)
             if not (is_active(record.state) and record.work_seq == seq):
                 return None  # held, deleted, finished, or a stale duplicate message
@@ -439,6 +553,7 @@ class Worker:
             lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
             if not record.spec.rerunnable:
                 return lifecycle.worker_lost(record, now)
+            claim(record)
             return lifecycle.restarted(record, this_run(record), now)
 
         async def take() -> tuple[JobRecord, int] | None:
@@ -458,21 +573,24 @@ class Worker:
                 # The message came again while its run may still be going: after the
                 # dispatchers arranged the consumers anew (qmgr), or a late heartbeat.
                 if await self._hand_over(msg, *owner):
-                    if ledger is not None:
-                        await self.gate.release(ledger, token)
+                    await not_started()
                     return None  # its run's worker holds this delivery now
                 owner_asked = True
                 started = await take()
-        except BaseException as exc:
-            if ledger is not None:
-                await self.gate.release(ledger, token)
-            if not isinstance(exc, UnknownJob):
-                raise
+        except UnknownJob:
+            await not_started()
             await msg.term()
             return None
+        except _NoRoom as no_room:
+            await not_started()
+            await self._cannot_fit(msg, item, no_room.record, no_room.wanted)
+            return None
+        except BaseException:
+            await not_started()
+            raise
         record, revision = started if started is not None else (None, 0)
-        if ledger is not None and (record is None or record.run_token != token):
-            await self.gate.release(ledger, token)  # not started after all
+        if record is None or record.run_token != token:
+            await not_started()
         if record is None and defer_for > 0:
             await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
             return None
@@ -490,6 +608,20 @@ class Worker:
             if self.containers is not None:
                 stale += await self.containers.end_run(run_id(lost[1]))
             log.warning("lost run ended", extra={"job": record.job_id, "processes": stale})
+        assert grant is not None
+        run = Run(
+            number=item.number,
+            index=item.index,
+            token=token,
+            msg=msg,
+            ncpus=grant.ncpus,
+            record=record,
+            revision=revision,
+            grant=grant,
+            inline_payload=item.payload_bytes(),
+            ledger=ledger,
+        )
+        grant = None  # the run's now: given back when its processes are gone
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
         if lost is not None:
@@ -500,17 +632,7 @@ class Worker:
             await self.control.subjob_started(record.number)
         if record.dependents:
             await self.control.notify_dependents(record)
-        return Run(
-            number=item.number,
-            index=item.index,
-            token=token,
-            msg=msg,
-            ncpus=job_ncpus(record.spec.resources),
-            record=record,
-            revision=revision,
-            inline_payload=item.payload_bytes(),
-            ledger=ledger,
-        )
+        return run
 
     async def _start_subjob(
         self, item: WorkItem, start: Callable[[JobRecord], JobRecord | None]
@@ -592,6 +714,8 @@ class Worker:
                 failed = dataclasses.replace(outcome, exit_status=EXIT_RESULTS_NOT_STORED)
                 await self._finish(run, failed, [], "; ".join([note, *notes]))
                 return
+            if self.settings.deliver_local:
+                notes += await asyncio.to_thread(self.delivery.deliver_locally, record, files)
             await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
@@ -718,7 +842,8 @@ class Worker:
                 time.time() + 7 * 24 * 3600,
             )
         env = build_env(
-            record, job_dir, files.tmp, files.nodefile, self.settings.job_endpoint, token
+            record, job_dir, files.tmp, files.nodefile, self.settings.job_endpoint, token,
+            gpus=run.grant.gpus if self.slots.available.ngpus else None,
         )
         image = record.spec.image
         request = RunRequest(
@@ -1019,6 +1144,14 @@ def resources_used(outcome: RunUsage, ncpus: int) -> dict[str, str]:
         "ncpus": str(ncpus),
         "cpupercent": str(int(100 * outcome.cput / max(outcome.walltime, 1e-3))),
     }
+
+
+def account_name() -> str:
+    """The name of the account this process runs as (its uid if it has none)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def write_entrypoint(path: Path, data: bytes) -> None:
