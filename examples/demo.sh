@@ -2,15 +2,18 @@
 # The tour `make demo` runs: start the local stack, submit the three kinds of job,
 # show qstat, fetch a result.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+examples=$(cd "$(dirname "$0")" && pwd)
+# As in PBS, each job's .o/.e also land in the directory it was submitted from: this one.
+work=$(mktemp -d)
+cd "$work"
 
 echo "==> pkbs up"
 pkbs up
 
 echo "==> submitting: a script on stdin, an executable file, a directory"
 j1=$(echo "sleep 1; echo slept" | qsub -N sleep)
-j2=$(qsub -N calc examples/calculation/calc.sh)
-j3=$(qsub -N hello-world examples/hello-world)
+j2=$(qsub -N calc "$examples/calculation/calc.sh")
+j3=$(qsub -N hello-world "$examples/hello-world")
 echo "$j1 $j2 $j3"
 
 echo "==> qstat"
@@ -21,6 +24,7 @@ for j in "$j1" "$j2" "$j3"; do
 done
 echo "==> qstat -x (finished jobs too)"
 qstat -x
+echo "==> their .o/.e, delivered to the submit directory $work: $(ls "$work" | tr '\n' ' ')"
 
 out=$(mktemp -d)
 echo "==> pkbs fetch $j3 $out"
