@@ -77,6 +77,9 @@ CHANGED_REQUEST = "changed"
 
 # Headers.
 MSG_ID_HEADER = "Nats-Msg-Id"
+# On a work message a worker gave back as a copy (worker/service.py): the stream
+# sequence of the message it copies, which is the one a running job's record names.
+WORK_SEQ_HEADER = "Pkbs-Work-Seq"
 # GET /v1/jobs/{id}/payload: how the payload is to be laid out (a job pod's init).
 PAYLOAD_FORMAT_HEADER = "X-Pkbs-Payload-Format"  # "zip" or "file"
 ENTRYPOINT_HEADER = "X-Pkbs-Entrypoint"  # a "file" payload's name

@@ -8,6 +8,7 @@ runs of one job overlapped. Fault durations use a timer; everything else polls.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
@@ -21,8 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import pytest
+from nats.aio.msg import Msg
+from pkbs.worker.fetch import open_work_source
+from pkbs.worker.service import Worker
 
+from pkbs import lifecycle
+from pkbs.jobstore import JobStore
+from pkbs.models import WorkItem
+from pkbs.queues import QueueConfig
 from tests.apiutil import call, submit_body
 from tests.stackutil import (
     BIN,
@@ -36,6 +45,9 @@ from tests.stackutil import (
     process_healthy,
     process_start,
     results_dir,
+    start_worker,
+    stop_worker,
+    store_settings,
     wait_restarted,
     worker_dir_running,
 )
@@ -112,6 +124,51 @@ def test_worker_sigkill_during_a_batch(fresh_stack: Stack, tmp_path: Path) -> No
     audit.check()
     assert kills >= 3, "the batch ended before the workers could be killed"
     assert audit.reruns >= 1, "no killed run was rerun"
+
+
+def test_lost_run_s_message_given_back_as_a_copy_still_reruns(fresh_stack: Stack) -> None:
+    """A run's worker is lost, and the redelivered work message reaches a worker that
+    gives it back untouched (a copy in the queue: it was draining, or had no room).
+    The copy stands for the original: the next worker reruns the job, which would
+    otherwise stay R for good (the copy's own sequence is not the one its record names)."""
+    fresh_stack.extra_env["PKBS_ACK_WAIT_SECONDS"] = "2"
+    fresh_stack.up(workers=0, slots=1)
+    job_id = fresh_stack.qsub("-N", "given-back", input="echo done\n")
+    settings = store_settings(fresh_stack)
+
+    async def lose_the_run_then_give_it_back() -> None:
+        store = await JobStore.open(settings, "fault-test")
+        source = await open_work_source(store.nc, {"workq": QueueConfig()})
+        try:
+            async def next_message() -> Msg:
+                for _ in range(40):  # up to ~40 s: the redelivery comes after ack_wait
+                    with contextlib.suppress(nats.errors.TimeoutError):
+                        if msgs := await source.fetch(1, 1.0):
+                            return msgs[0]
+                raise AssertionError("no work message delivered")
+
+            first = await next_message()
+            number = WorkItem.model_validate_json(first.data).number
+            run = lifecycle.RunStart("lost-run", first.metadata.sequence.stream, "gone",
+                                     "elsewhere/0*1")
+            await store.cas(number, lambda r: lifecycle.started(r, run, time.time()))
+            again = await next_message()  # not acked: it comes back after ack_wait
+            assert again.metadata.num_delivered == 2
+            giver = Worker(settings)
+            giver.store = store
+            await giver._return_untouched(again)
+        finally:
+            await source.finish()
+            await store.close()
+
+    asyncio.run(lose_the_run_then_give_it_back())
+    assert fresh_stack.job(job_id)["job_state"] == "R"
+    worker = start_worker(fresh_stack, "rescuer")
+    try:
+        done = fresh_stack.wait_state(job_id, "F", timeout=60)
+    finally:
+        stop_worker(worker)
+    assert done["Exit_status"] == 0 and done["run_count"] == 2, done
 
 
 def _worker_of(stack: Stack, job_id: str, workers: int) -> int:

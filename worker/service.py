@@ -336,11 +336,16 @@ class Worker:
     async def _return_untouched(self, msg: Msg) -> None:
         """Give back a message this worker will not run: a copy goes back in the queue
         and the original is terminated. (A nak is not stored: if the server stopped
-        now, as when the whole stack goes down, the job would wait out ack_wait.)"""
+        now, as when the whole stack goes down, the job would wait out ack_wait.) The
+        copy stands for the original: a run the original started (whose worker was
+        lost) is taken over by whoever gets the copy."""
         copy_id = f"{msg.header.get(C.MSG_ID_HEADER, '') if msg.header else ''}"
         copy_id += f"-returned-{msg.metadata.sequence.stream}"
-        await self.store.js.publish(msg.subject, msg.data, headers={C.MSG_ID_HEADER: copy_id})
+        headers = {C.MSG_ID_HEADER: copy_id, C.WORK_SEQ_HEADER: str(work_seq(msg))}
+        await self.store.js.publish(msg.subject, msg.data, headers=headers)
         await msg.term()
+        log.info("work message %d given back to the queue", msg.metadata.sequence.stream,
+                 extra={"worker": self.settings.worker_name})
 
     def request_drain(self) -> None:
         self.draining.set()
@@ -495,7 +500,7 @@ class Worker:
     ) -> Run | None:
         """Take the job with a compare-and-set, and from the pool what it asks; None if
         it is not ours to run now (with what it asks not free here, it goes back)."""
-        seq = msg.metadata.sequence.stream
+        seq = work_seq(msg)
         token = uuid.uuid4().hex
         defer_for = 0.0
         lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
@@ -1133,6 +1138,13 @@ class Worker:
         signo = signal_number(name)
         if signo is not None:
             run.job.send_signal(signo)
+
+
+def work_seq(msg: Msg) -> int:
+    """Which work message this is, as a job's record names the one that started its
+    run: its stream sequence, or for a copy given back to the queue, the original's."""
+    original = msg.headers.get(C.WORK_SEQ_HEADER) if msg.headers else None
+    return int(original) if original else msg.metadata.sequence.stream
 
 
 def resources_used(outcome: RunUsage, ncpus: int) -> dict[str, str]:
