@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pkbs.models import AlterRequest, JobRecord, JobSpec, ResultFile
-from pkbs.states import JobEvent, JobState, can, next_state
+from pkbs.states import JobEvent, JobState, can, is_pending, next_state
 
 # Exit_status of a job that did not end by itself: PBS's JOB_EXEC_* (src/include/job.h).
 EXIT_FAILED_BEFORE_START = -1  # JOB_EXEC_FAIL1: it could not start
@@ -374,10 +374,11 @@ def requeued(record: JobRecord, reason: str | None, *, fresh_message: bool) -> J
 
 
 def not_run(record: JobRecord, why: str) -> JobRecord | None:
-    """A queued job no worker could start: why, as PBS's scheduler comments it (`Not
-    Running: ...` for now, `Can Never Run: ...`). None if it is not queued any more or
-    already says so."""
-    if record.state != JobState.QUEUED or record.comment == why:
+    """A queued job that does not start now: why, as PBS's scheduler comments it (`Not
+    Running: ...` for a limit or resources busy now, `Can Never Run: ...` for more than
+    any worker has); starting clears it. None if it is not waiting to start any more,
+    or already says so."""
+    if not is_pending(record.state) or record.comment == why:
         return None
     return record.model_copy(update={"comment": why})
 
@@ -392,7 +393,3 @@ def start_rejected(record: JobRecord) -> JobRecord:
     return held(queued, SYSTEM_HOLD).model_copy(update={"comment": COMMENT_TOO_MANY_ATTEMPTS})
 
 
-def not_run_now(record: JobRecord, reason: str) -> JobRecord:
-    """A queued job a limit keeps from starting now: its comment says which, as PBS's
-    scheduler writes it (`Not Running: ...`); starting clears it."""
-    return record.model_copy(update={"comment": reason})

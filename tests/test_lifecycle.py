@@ -242,7 +242,8 @@ def test_delete_and_rerun_requested_of_a_running_job() -> None:
 
 
 def test_begun() -> None:
-    waiting = lifecycle.not_run_now(record(spec=spec(array="1-3")), "Not Running: limit")
+    waiting = lifecycle.not_run(record(spec=spec(array="1-3")), "Not Running: limit")
+    assert waiting is not None
     assert (waiting.state, waiting.comment) == (JobState.QUEUED, "Not Running: limit")
     array = lifecycle.begun(waiting, NOW)
     assert (array.state, array.stime) == (JobState.BEGUN, NOW)

@@ -20,7 +20,6 @@ from pkbs.jobstore import JobStore
 from pkbs.limits import ledger_key, run_limited, run_refusal
 from pkbs.models import JobRecord, WorkItem
 from pkbs.runledger import RunLedger, running_of
-from pkbs.states import is_pending
 
 log = logging.getLogger("pkbs.worker")
 
@@ -90,10 +89,5 @@ class RunGate:
         self._noted.move_to_end(job)
         while len(self._noted) > NOTES_KEPT:
             self._noted.popitem(last=False)
-        def note(current: JobRecord) -> JobRecord | None:
-            if current.comment == reason or not is_pending(current.state):
-                return None
-            return lifecycle.not_run_now(current, reason)
-
         with contextlib.suppress(UnknownJob):
-            await self.store.update(item.number, note)
+            await self.store.update(item.number, lambda r: lifecycle.not_run(r, reason))

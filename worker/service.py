@@ -41,7 +41,6 @@ from pkbs.payload import changed_files, safe_unpack, snapshot
 from pkbs.pbsvalues import (
     format_duration,
     job_mem_bytes,
-    job_ncpus,
     job_walltime,
     signal_number,
 )
@@ -49,13 +48,14 @@ from pkbs.procs import end_run, jobs_root, run_id
 from pkbs.retention import expire_undelivered, history_seconds
 from pkbs.runledger import RunLedger
 from pkbs.settings import Settings
-from pkbs.states import JobState, is_active, is_pending
+from pkbs.states import JobState, is_pending
 
 from . import metrics
 from .containers import ContainerCannotStart, ContainerRunner
 from .delivery import Delivery, ResultsNotStored, undelivered_root
 from .fetch import open_work_source, source_levels
 from .jobenv import build_command, build_env
+from .jobstart import NoRoom, StartAttempt
 from .limitgate import RunGate
 from .outputfeed import OutputFeed
 from .rundir import NodeFiles, RunDir, WorkspacePool
@@ -68,7 +68,7 @@ from .runner import (
     RunRequest,
     RunUsage,
 )
-from .slots import Grant, job_request, worker_pool
+from .slots import Grant, worker_pool
 
 log = logging.getLogger("pkbs.worker")
 
@@ -133,16 +133,6 @@ class Run:
     # When (monotonic) its usage so far is next written into its record.
     usage_due: float = field(default_factory=lambda: time.monotonic() + USAGE_FIRST_SECONDS)
     ended: bool = False  # its job's processes are gone
-
-
-class _NoRoom(Exception):
-    """The job asks for more than this worker has free (raised inside a compare-and-set:
-    nothing is written)."""
-
-    def __init__(self, record: JobRecord, wanted: NodeResources) -> None:
-        super().__init__(record.job_id)
-        self.record = record
-        self.wanted = wanted
 
 
 class Worker:
@@ -500,93 +490,37 @@ class Worker:
     ) -> Run | None:
         """Take the job with a compare-and-set, and from the pool what it asks; None if
         it is not ours to run now (with what it asks not free here, it goes back)."""
-        seq = work_seq(msg)
         token = uuid.uuid4().hex
-        defer_for = 0.0
-        lost: tuple[str, str] | None = None  # (host, run token) of a lost run replaced
-        grant: Grant | None = None
-        owner: tuple[str, str] | None = None  # (worker, run token) running the job now
-        owner_asked = False
-
-        def give_back() -> None:
-            nonlocal grant
-            if grant is not None:
-                held, grant = grant, None
-                self._give_back(held)
-
-        def claim(record: JobRecord) -> None:
-            """All the job asks from the pool, in the same step as its start (no await
-            between)."""
-            nonlocal grant
-            stop_looking()
-            wanted = job_request(record.spec.resources)
-            grant = self.slots.take(wanted)
-            if grant is None:
-                raise _NoRoom(record, wanted)
-            self.node_changed.set()
-
-        async def not_started() -> None:
-            """What was taken for a run that does not start goes back."""
-            give_back()
-            if ledger is not None:
-                await self.gate.release(ledger, token)
-
-        def this_run(record: JobRecord) -> lifecycle.RunStart:
-            exec_host = f"{self.host}/0*{job_ncpus(record.spec.resources)}"
-            # A process job runs as this worker's account, whoever submitted it.
-            local = record.spec.image is None and self.settings.job_runner == "process"
-            euser = self.account if local else None
-            return lifecycle.RunStart(token, seq, self.settings.worker_name, exec_host, euser)
-
-        def start(record: JobRecord) -> JobRecord | None:
-            nonlocal defer_for, lost, owner
-            defer_for, lost, owner = 0.0, None, None  # a retried compare-and-set decides afresh
-            give_back()
-            now = time.time()
-            if is_pending(record.state):
-                if record.spec.exec_time is not None and record.spec.exec_time > now:
-                    defer_for = record.spec.exec_time - now
-                    return None
-                claim(record)
-                return lifecycle.started(record, this_run(record), now)
-            if not (is_active(record.state) and record.work_seq == seq):
-                return None  # held, deleted, finished, or a stale duplicate message
-            if not owner_asked and record.worker and record.run_token:
-                owner = (record.worker, record.run_token)  # first: is that run alive?
-                return None
-            # This very message started a run whose worker was lost.
-            lost = ((record.exec_host or "").split("/", 1)[0], record.run_token or "")
-            if not record.spec.rerunnable:
-                return lifecycle.worker_lost(record, now)
-            claim(record)
-            return lifecycle.restarted(record, this_run(record), now)
-
-        async def take() -> tuple[JobRecord, int] | None:
-            if item.index is None:
-                queued = None if item.record is None or item.revision is None else (
-                    item.record, item.revision
-                )
-                return await self.store.cas(item.number, start, known=queued)
-            return await self._start_subjob(item, start)
-
         admitted, ledger = await self.gate.admit(msg, item, token)
         if not admitted:
             return None
+        attempt = StartAttempt(
+            seq=work_seq(msg), token=token, worker=self.settings.worker_name, host=self.host,
+            process_account=self.account if self.settings.job_runner == "process" else None,
+            slots=self.slots, stop_looking=stop_looking, pool_changed=self.node_changed.set,
+        )
+
+        async def not_started() -> None:
+            """What was taken for a run that does not start goes back."""
+            attempt.give_back()
+            if ledger is not None:
+                await self.gate.release(ledger, token)
+
         try:
-            started = await take()
-            if owner is not None:
+            started = await self._take(item, attempt)
+            if attempt.owner is not None:
                 # The message came again while its run may still be going: after the
                 # dispatchers arranged the consumers anew (qmgr), or a late heartbeat.
-                if await self._hand_over(msg, *owner):
+                if await self._hand_over(msg, *attempt.owner):
                     await not_started()
                     return None  # its run's worker holds this delivery now
-                owner_asked = True
-                started = await take()
+                attempt.owner_asked = True
+                started = await self._take(item, attempt)
         except UnknownJob:
             await not_started()
             await msg.term()
             return None
-        except _NoRoom as no_room:
+        except NoRoom as no_room:
             await not_started()
             await self._cannot_fit(msg, item, no_room.record, no_room.wanted)
             return None
@@ -596,16 +530,51 @@ class Worker:
         record, revision = started if started is not None else (None, 0)
         if record is None or record.run_token != token:
             await not_started()
-        if record is None and defer_for > 0:
-            await msg.nak(delay=min(defer_for, MAX_DEFER_SECONDS))
+            await self._left(msg, record, attempt)
             return None
-        if record is None or record.run_token != token:
-            if lost is not None and record is not None:  # ended: it is not rerunnable
-                metrics.count_exit(record.spec.queue, metrics.LOST)
-            await msg.ack()
-            if record is not None and record.dependents:
-                await self.control.notify_dependents(record)
-            return None
+        try:
+            await self._started(record, attempt.lost)
+        except BaseException:
+            await not_started()
+            raise
+        assert attempt.grant is not None
+        run = Run(
+            number=item.number,
+            index=item.index,
+            token=token,
+            msg=msg,
+            ncpus=attempt.grant.ncpus,
+            record=record,
+            revision=revision,
+            grant=attempt.grant,
+            inline_payload=item.payload_bytes(),
+            ledger=ledger,
+        )
+        attempt.grant = None  # the run's now: given back when its processes are gone
+        return run
+
+    async def _take(self, item: WorkItem, attempt: StartAttempt) -> tuple[JobRecord, int] | None:
+        """The attempt's compare-and-set on the job's (or subjob's) record."""
+        if item.index is None:
+            queued = None if item.record is None or item.revision is None else (
+                item.record, item.revision
+            )
+            return await self.store.cas(item.number, attempt.decide, known=queued)
+        return await self._start_subjob(item, attempt.decide)
+
+    async def _left(self, msg: Msg, record: JobRecord | None, attempt: StartAttempt) -> None:
+        """The message did not start a run: back for the job's -a time, or done with."""
+        if record is None and attempt.defer_for > 0:
+            await msg.nak(delay=min(attempt.defer_for, MAX_DEFER_SECONDS))
+            return
+        if attempt.lost is not None and record is not None:  # ended: it is not rerunnable
+            metrics.count_exit(record.spec.queue, metrics.LOST)
+        await msg.ack()
+        if record is not None and record.dependents:
+            await self.control.notify_dependents(record)
+
+    async def _started(self, record: JobRecord, lost: tuple[str, str] | None) -> None:
+        """A run began (`lost`: in place of a lost run, its host and token)."""
         # The lost run was on this host: whoever should have ended it with its worker
         # (the stack's supervisor) may not have yet. It must not overlap this one.
         if lost is not None and lost[0] == self.host and run_key(record) not in self.runs:
@@ -613,20 +582,6 @@ class Worker:
             if self.containers is not None:
                 stale += await self.containers.end_run(run_id(lost[1]))
             log.warning("lost run ended", extra={"job": record.job_id, "processes": stale})
-        assert grant is not None
-        run = Run(
-            number=item.number,
-            index=item.index,
-            token=token,
-            msg=msg,
-            ncpus=grant.ncpus,
-            record=record,
-            revision=revision,
-            grant=grant,
-            inline_payload=item.payload_bytes(),
-            ledger=ledger,
-        )
-        grant = None  # the run's now: given back when its processes are gone
         log.info("job started", extra={"job": record.job_id, "worker": self.settings.worker_name})
         metrics.STARTED.inc()
         if lost is not None:
@@ -637,7 +592,6 @@ class Worker:
             await self.control.subjob_started(record.number)
         if record.dependents:
             await self.control.notify_dependents(record)
-        return run
 
     async def _start_subjob(
         self, item: WorkItem, start: Callable[[JobRecord], JobRecord | None]
