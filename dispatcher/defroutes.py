@@ -11,16 +11,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from pkbs import constants as C
-from pkbs.control import JobControl
 from pkbs.definitions import NAME_PATTERN, Definition, check_definition
 from pkbs.defjobs import DefinitionSubmitRequest, job_of
 from pkbs.errors import InvalidRequest, Unauthorized
 from pkbs.jobstore import Identity
 from pkbs.models import SubmitRequest, SubmitResponse
 
-from . import jobhooks
-from .context import Caller, Config, Definitions, Hooks, ServerConf, Store
-from .jobroutes import admitted, submitted
+from .context import Caller, Definitions
+from .submission import Submitting
 
 router = APIRouter(prefix=C.API_PREFIX)
 
@@ -81,23 +79,14 @@ async def delete_definition(name: Name, who: Caller, defs: Definitions) -> Respo
 async def submit_from_definition(
     name: Name,
     body: DefinitionSubmitRequest,
-    who: Caller,
-    st: Store,
-    settings: Config,
-    conf: ServerConf,
     defs: Definitions,
-    hooks: Hooks,
+    submitter: Submitting,
 ) -> SubmitResponse:
     """Submit a job of the definition with these parameters and qsub options: checked
     (queuejob hooks too) and queued as POST /v1/jobs queues a job. A retry with the
     same submit_id returns the same job."""
     spec, script = job_of(await defs.get(name, body.version), body)
-    spec, comment = await jobhooks.queuejob(hooks, who, spec)
     request = SubmitRequest(
         submit_id=body.submit_id, spec=spec, payload_b64=base64.b64encode(script).decode()
     )
-    payload = admitted(settings, conf.config, request)
-    record, duplicate = await JobControl(st).submit(
-        who.user, request.spec, payload, request.submit_id, comment
-    )
-    return submitted(record, duplicate)
+    return await submitter.submit(request)

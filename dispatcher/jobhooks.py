@@ -5,6 +5,9 @@ came."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from pydantic import ValidationError
 
 from pkbs.errors import BadAttributeValue, HookRejected
@@ -21,10 +24,21 @@ from pkbs.hookstore import MODIFYJOB, QUEUEJOB, HookTable
 from pkbs.jobstore import Identity
 from pkbs.models import AlterRequest, JobRecord, JobSpec
 
+T = TypeVar("T")
 
-def _accepted(outcome: HookOutcome, job_id: str | None = None) -> None:
+
+def _outcome(
+    event: str, outcome: HookOutcome, changed: Callable[[], T], job_id: str | None = None
+) -> tuple[T, str | None]:
+    """What the hooks made of the request (`changed` applies their changes) and the
+    comment they gave the job; HookRejected if one rejected it."""
     if not outcome.accepted:
         raise HookRejected(outcome.message, job_id)
+    try:
+        result = changed()
+    except ValidationError as exc:
+        raise BadAttributeValue(f"{event} hook: {exc.errors()[0]['msg']}") from None
+    return result, changed_comment(outcome.changes)[1]
 
 
 async def queuejob(
@@ -42,12 +56,7 @@ async def queuejob(
         requestor=who.user,
         requestor_host=spec.submit_host,
     )
-    _accepted(outcome)
-    try:
-        changed = changed_spec(spec, outcome.changes)
-    except ValidationError as exc:
-        raise BadAttributeValue(f"queuejob hook: {exc.errors()[0]['msg']}") from None
-    return changed, changed_comment(outcome.changes)[1]
+    return _outcome(QUEUEJOB, outcome, lambda: changed_spec(spec, outcome.changes))
 
 
 async def modifyjob(
@@ -65,9 +74,6 @@ async def modifyjob(
         requestor=who.user,
         job_o=record_job(record),
     )
-    _accepted(outcome, record.job_id)
-    try:
-        changed = changed_request(change, outcome.changes)
-    except ValidationError as exc:
-        raise BadAttributeValue(f"modifyjob hook: {exc.errors()[0]['msg']}") from None
-    return changed, changed_comment(outcome.changes)[1]
+    return _outcome(
+        MODIFYJOB, outcome, lambda: changed_request(change, outcome.changes), record.job_id
+    )

@@ -4,8 +4,6 @@ qrls, qalter, qrerun, qsig)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import time
 from contextlib import suppress
 from typing import Annotated, Any, Literal
@@ -19,9 +17,6 @@ from pkbs.errors import (
     BadState,
     FinishedJob,
     InvalidRequest,
-    NoDefaultQueue,
-    PkbsError,
-    QueueDisabled,
     Unauthorized,
 )
 from pkbs.jobstore import Identity, JobStore, job_key
@@ -36,20 +31,19 @@ from pkbs.models import (
     SubmitRequest,
     SubmitResponse,
 )
-from pkbs.payload import check_size
 from pkbs.pbsattrs import job_attributes
 from pkbs.pbsvalues import RESUME, SUSPEND, is_subjob_range, parse_job_id
-from pkbs.queues import admit_image, apply_defaults, check_request
+from pkbs.queues import check_request
 from pkbs.retention import history_seconds, within_history
-from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
 from pkbs.states import JobState, is_active, is_final
 
 from . import jobhooks, metrics
 from .auth import check_hold_types, check_owner
-from .context import Caller, Config, Hooks, Index, Queued, ServerConf, Store
+from .context import Caller, Config, Hooks, Index, ServerConf, Store
 from .jobindex import COLUMNS, listing_body
 from .lookup import owned, owned_all
+from .submission import Submitting
 
 router = APIRouter(prefix=C.API_PREFIX)
 
@@ -76,33 +70,6 @@ def wire(settings: Settings, records: list[JobRecord]) -> dict[str, Any]:
     }
 
 
-def admitted(settings: Settings, config: ServerConfig, body: SubmitRequest) -> bytes:
-    """Check a submission against its queue (the server's default_queue when it names
-    none); its payload."""
-    if not body.spec.queue:
-        if not config.server.default_queue:
-            raise NoDefaultQueue()
-        body.spec.queue = config.server.default_queue
-    queue = config.queue(body.spec.queue)
-    if not queue.enabled:
-        raise QueueDisabled()
-    apply_defaults(queue, body.spec.resources)
-    check_request(body.spec.queue, queue, body.spec.resources, settings.max_job_ncpus)
-    admit_image(body.spec.queue, queue, body.spec)
-    try:
-        payload = base64.b64decode(body.payload_b64, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("payload_b64 is not valid base64") from None
-    check_size(payload)
-    return payload
-
-
-def submitted(record: JobRecord, duplicate: bool) -> SubmitResponse:
-    if not duplicate:
-        metrics.SUBMITTED.labels(record.spec.queue).inc()
-    return SubmitResponse(job_id=record.job_id, duplicate=duplicate)
-
-
 def no_subjob(record: JobRecord) -> None:
     if record.index is not None:
         raise InvalidRequest(
@@ -111,54 +78,16 @@ def no_subjob(record: JobRecord) -> None:
 
 
 @router.post("/jobs", response_model=SubmitResponse, status_code=201)
-async def submit(
-    body: SubmitRequest,
-    who: Caller,
-    st: Store,
-    settings: Config,
-    conf: ServerConf,
-    hooks: Hooks,
-    queued: Queued,
-) -> SubmitResponse:
-    spec, comment = await jobhooks.queuejob(hooks, who, body.spec)
-    if spec is not body.spec:
-        body = body.model_copy(update={"spec": spec})
-    payload = admitted(settings, conf.config, body)
-    async with queued.admit(conf.config, who.user, [body.spec]):
-        record, duplicate = await JobControl(st).submit(
-            who.user, body.spec, payload, body.submit_id, comment
-        )
-    return submitted(record, duplicate)
+async def submit(body: SubmitRequest, submitter: Submitting) -> SubmitResponse:
+    return await submitter.submit(body)
 
 
 @router.post("/jobs/batch", response_model=BatchSubmitResponse, status_code=201)
-async def submit_batch(
-    body: BatchSubmitRequest,
-    who: Caller,
-    st: Store,
-    settings: Config,
-    conf: ServerConf,
-    hooks: Hooks,
-    queued: Queued,
-) -> BatchSubmitResponse:
+async def submit_batch(body: BatchSubmitRequest, submitter: Submitting) -> BatchSubmitResponse:
     """Many jobs in one request, numbered in order. Every job is checked first (its
     queuejob hooks run): if one is refused, none is submitted (the error names its
     position). A retry of the same batch (same submit ids) returns the same jobs."""
-    jobs = []
-    comments = []
-    for position, item in enumerate(body.jobs):
-        try:
-            spec, comment = await jobhooks.queuejob(hooks, who, item.spec)
-            if spec is not item.spec:
-                item = item.model_copy(update={"spec": spec})
-            jobs.append((item.spec, admitted(settings, conf.config, item), item.submit_id))
-            comments.append(comment)
-        except PkbsError as exc:
-            exc.message = f"batch job {position}: {exc.message}"
-            raise
-    async with queued.admit(conf.config, who.user, [spec for spec, _, _ in jobs], batch=True):
-        done = await JobControl(st).submit_many(who.user, jobs, comments)
-    return BatchSubmitResponse(jobs=[submitted(*job) for job in done])
+    return await submitter.submit_many(body.jobs)
 
 
 @router.get(

@@ -147,14 +147,8 @@ class Queues:
         if operation == "delete":
             return await self.delete(name, ctx)
         if operation in ("set", "unset"):
-            def edit(config: ServerConfig) -> None:
-                queue = config.queue(name)
-                if operation == "set":
-                    qmgrattrs.set_queue(queue, request.attributes)
-                else:
-                    qmgrattrs.unset_queue(queue, request.attributes)
-
-            await ctx.change(edit)
+            change = qmgrattrs.set_queue if operation == "set" else qmgrattrs.unset_queue
+            await ctx.change(lambda config: change(config.queue(name), request.attributes))
             return ""
         raise InvalidRequest()
 
@@ -214,13 +208,8 @@ class Server:
         if operation in ("list", "print"):
             return await self.show(request, ctx)
         if operation in ("set", "unset"):
-            def edit(config: ServerConfig) -> None:
-                if operation == "set":
-                    qmgrattrs.set_server(config, request.attributes)
-                else:
-                    qmgrattrs.unset_server(config, request.attributes)
-
-            await ctx.change(edit)
+            change = qmgrattrs.set_server if operation == "set" else qmgrattrs.unset_server
+            await ctx.change(lambda config: change(config, request.attributes))
             return ""
         raise InvalidRequest()
 

@@ -176,17 +176,25 @@ def _wire(name: str, value: object) -> str:
     return str(value)
 
 
-class pbs_resource(dict[str, Any]):
-    """Resource_List / resources_used: a resource that is not set reads None; setting
-    one (None unsets it) is recorded as a change of the job."""
+class _job_dict(dict[str, Any]):
+    """A job attribute that is a dict: a key that is not set reads None; changes are
+    recorded on the job (`owner`) under `attribute`."""
 
     def __init__(self, owner: job, attribute: str, values: dict[str, Any]) -> None:
-        super().__init__({k: _typed(k, v) for k, v in values.items()})
+        super().__init__(values)
         self._owner = owner
         self._attribute = attribute
 
     def __missing__(self, name: str) -> None:
         return None
+
+
+class pbs_resource(_job_dict):
+    """Resource_List / resources_used: values typed as PBS types them; setting one
+    (None unsets it) is recorded as a change of the job."""
+
+    def __init__(self, owner: job, attribute: str, values: dict[str, Any]) -> None:
+        super().__init__(owner, attribute, {k: _typed(k, v) for k, v in values.items()})
 
     def __setitem__(self, name: str, value: object) -> None:
         self._owner._check_settable(self._attribute)
@@ -202,16 +210,8 @@ class pbs_resource(dict[str, Any]):
         self[name] = None
 
 
-class pbs_list(dict[str, str]):
+class pbs_list(_job_dict):
     """Variable_List: the job's environment variables; changes are recorded."""
-
-    def __init__(self, owner: job, attribute: str, values: dict[str, str]) -> None:
-        super().__init__(values)
-        self._owner = owner
-        self._attribute = attribute
-
-    def __missing__(self, name: str) -> None:
-        return None
 
     def __setitem__(self, name: str, value: object) -> None:
         self._owner._check_settable(self._attribute)

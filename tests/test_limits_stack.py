@@ -255,6 +255,7 @@ def test_max_queued_refuses_qsub_as_pbs_does(
 
 def test_server_max_queued_names_the_user(
     limits_stack: Stack, limited: Callable[[Callable[[ServerConfig], None]], None],
+    tmp_path: Path,
 ) -> None:
     stack = limits_stack
     limited(lambda c: setattr(c.server, "max_queued", "[u:dan=1]"))
@@ -263,6 +264,13 @@ def test_server_max_queued_names_the_user(
     refused = cli(stack, "qsub", "-h", input="true\n", env=dan)
     assert refused.stderr == "qsub: Maximum number of jobs for user dan already in complex\n"
     assert refused.returncode == 38
+    # A job of a definition (`pkbs run`) counts as a qsub does.
+    definition = tmp_path / "limited.yaml"
+    definition.write_text("name: limited\ncommand: 'true'\n")
+    assert cli(stack, "pkbs", "def", "apply", str(definition)).returncode == 0
+    by_definition = cli(stack, "pkbs", "run", "limited", "--", "-h", env=dan)
+    assert by_definition.returncode == 38, by_definition.stdout
+    assert "Maximum number of jobs for user dan already in complex" in by_definition.stderr
     assert cli(stack, "qdel", job_id, env=dan).returncode == 0
 
 
