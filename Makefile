@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install demo test test-stack test-containers browser lint typecheck check wheel bench clean
+.PHONY: install demo test test-stack test-containers browser screenshots lint typecheck check wheel bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test-stack: install browser
 
 browser:
 	bash scripts/browser-host.sh
+
+screenshots: install browser
+	PKBS_SCREENSHOTS=$(CURDIR)/docs/images $(PY) -m pytest tests/test_dashboard.py -n0
 
 test-containers: images
 	$(PY) -m pytest tests/containers -n0 -rA

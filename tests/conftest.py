@@ -47,3 +47,12 @@ def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
     yield s
     if (s.home / "run" / "stack.json").exists():
         s.down()
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_checkout(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test runs in a directory of its own: a local stack delivers a job's .o/.e
+    to the directory it was submitted from, as PBS does, and that is never the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd", numbered=True))

@@ -2,7 +2,9 @@
 installed by scripts/browser-host.sh) driven by Playwright, against a real local stack.
 A user signs in with a token, submits through the CLI, watches the job appear, opens
 it, sees its output arrive and its state turn F; another user does not see it; the
-token never appears in a URL. The screenshots in docs/images/ are taken here."""
+token never appears in a URL. The screenshots in docs/images/ are taken here, with
+PKBS_SCREENSHOTS=docs/images (`make screenshots`); otherwise they go to the test's
+temporary directory."""
 
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[
 expect = sync_api.expect
 
 CHROMIUM = os.environ.get("PKBS_TEST_CHROMIUM", "/usr/bin/chromium")
-IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 WAIT_MS = 20_000  # the longest a page may take to show what a test waits for
 expect.set_options(timeout=WAIT_MS)
 
@@ -100,7 +101,8 @@ def test_user_watches_a_job_from_submission_to_its_end(
     expect(row.locator(".state")).to_have_text("R")
     # The worker running it lists it.
     expect(page.locator("#workers")).to_contain_text(job_id)
-    page.screenshot(path=str(IMAGES / "dashboard-overview.png"))
+    images = Path(os.environ.get("PKBS_SCREENSHOTS") or tmp_path)
+    page.screenshot(path=str(images / "dashboard-overview.png"))
 
     row.locator("a").click()
     expect(page.locator("#job-title")).to_have_text(job_id)
@@ -117,12 +119,13 @@ def test_user_watches_a_job_from_submission_to_its_end(
     expect(attribute(page, "job_state")).to_have_text("F")
     expect(attribute(page, "Exit_status")).to_have_text("0")
     expect(page.locator("#output")).to_have_text("hello from the dashboard test\nbye\n")
-    page.screenshot(path=str(IMAGES / "dashboard-job.png"))
+    page.screenshot(path=str(images / "dashboard-job.png"))
 
     # Self-contained: every request went to the dispatcher, none carried the token.
     endpoint = ui_stack.state()["endpoint"]
     assert requests and all(url.startswith(endpoint + "/") for url in requests), requests
     assert not [url for url in requests if token in url]
+    assert (images / "dashboard-job.png").stat().st_size > 0
 
 
 def test_other_users_jobs_are_not_shown(page: Any, ui_stack: Stack) -> None:
