@@ -622,6 +622,10 @@ class JobIndex:
         """Numbers of the finished jobs and arrays that ended before `cutoff`."""
         return sorted(number for number, ended in self._ended_at.items() if ended < cutoff)
 
+    def has(self, number: int) -> bool:
+        """Whether job or array `number` has a record."""
+        return entry_key(number, None) in self._jobs
+
     def held(self) -> list[int]:
         """Numbers of the held jobs and arrays."""
         return [

@@ -1,7 +1,8 @@
 """The dispatchers' periodic work: the repair of jobs a crash left between two steps
 (JobControl.reconcile) and of the run ledgers (runlimits.py), every
 PKBS_RECONCILE_SECONDS, and the deletion of jobs whose history has expired
-(pkbs/retention.py), every PKBS_RETENTION_SWEEP_SECONDS."""
+(pkbs/retention.py) and of payloads that never became jobs (pkbs/orphans.py), every
+PKBS_RETENTION_SWEEP_SECONDS."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pkbs.configstore import ConfigStore
 from pkbs.control import JobControl
 from pkbs.errors import UnknownJob
 from pkbs.jobstore import JobStore
+from pkbs.orphans import OrphanPayloads
 from pkbs.results import ResultStore
 from pkbs.retention import Sweep, SweepResult, history_seconds
 from pkbs.settings import Settings
@@ -65,12 +67,14 @@ async def expire_forever(
     if interval <= 0:
         return
     sweep = Sweep(store, results)
+    orphans = OrphanPayloads(store)
     while True:
         await asyncio.sleep(interval * random.uniform(0.8, 1.2))
         if not index.ready:
             continue
         try:
             await expire_once(sweep, index, history_seconds(config.config.server))
+            await orphans.sweep(index.has, time.time())
         except Exception:  # NATS or WebDAV away: try again next round
             log.exception("history retention sweep failed")
 

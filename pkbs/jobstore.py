@@ -45,6 +45,8 @@ CAS_ATTEMPTS = 50
 PUBLISH_WINDOW = 4096  # async publishes in flight while queueing an array
 DISCARD_MARKER_TTL = 600.0  # seconds the marker of a refused submission's record stays
 INLINE_PAYLOAD_BYTES = 4096  # payloads up to this size travel in the work message too
+# A retried submission (same submit id) within this many seconds finds its payload.
+SUBMIT_DUPLICATE_WINDOW = 600.0
 # PKBS_OUTPUT's bounds: chunks kept per job and stream, the largest chunk (a
 # catch-up of what a job wrote before it was watched, plus a marker), their age.
 OUTPUT_MSGS_PER_SUBJECT = 200
@@ -562,7 +564,7 @@ async def ensure_layout(
             retention=jsapi.RetentionPolicy.LIMITS,
             storage=jsapi.StorageType.FILE,
             max_msg_size=C.MAX_PAYLOAD_BYTES + 64 * 1024,
-            duplicate_window=600.0,
+            duplicate_window=SUBMIT_DUPLICATE_WINDOW,
             num_replicas=replicas,
         ),
         jsapi.StreamConfig(

@@ -20,6 +20,7 @@ from pkbs import lifecycle
 from pkbs.errors import UnknownJob
 from pkbs.jobstore import JobStore
 from pkbs.models import JobRecord, JobSpec
+from pkbs.orphans import ORPHAN_AGE, OrphanPayloads
 from pkbs.results import ResultStore
 from pkbs.retention import Sweep, expire_undelivered, history_seconds
 from pkbs.serverconfig import ServerAttrs
@@ -265,6 +266,39 @@ def test_two_sweeps_at_once_delete_each_expired_job_once_and_nothing_else(
     for job_id in (held, running):
         assert probe.record(job_number(job_id)) and probe.payload(job_number(job_id))
         assert stack.run(str(BIN / "qdel"), job_id).returncode == 0
+
+
+def test_a_payload_that_never_became_a_job_is_deleted_after_the_duplicate_window(
+    stack: Stack,
+) -> None:
+    """A submission's payload stored with no record made after it (its dispatcher
+    stopped in between) is deleted once no retry can make the record any more; jobs'
+    payloads stay, and a sweep stops at a payload too young to judge."""
+    history(stack, "336:00:00")
+    held = stack.qsub("-h", "-N", "kept", input="true\n")
+    settings = store_settings(stack)
+
+    async def orphan_then_sweep() -> tuple[int, int, list[int], list[int]]:
+        store = await JobStore.open(settings, "test-orphans")
+        try:
+            ack = await store.js.publish(
+                C.SUBMIT_SUBJECT, b"payload", headers={C.MSG_ID_HEADER: os.urandom(8).hex()}
+            )
+            young = OrphanPayloads(store)
+            too_early = await young.sweep(lambda _: False, time.time())
+            later = time.time() + ORPHAN_AGE + 1
+            swept = await OrphanPayloads(store).sweep(lambda _: False, later)
+            return ack.seq, young.next_number, too_early, swept
+        finally:
+            await store.close()
+
+    orphan, stopped_at, too_early, swept = asyncio.run(orphan_then_sweep())
+    assert too_early == [] and stopped_at <= orphan
+    assert swept == [orphan]
+    probe = Probe(stack)
+    assert not probe.payload(orphan)
+    assert probe.payload(job_number(held)) and probe.record(job_number(held))
+    assert stack.run(str(BIN / "qdel"), held).returncode == 0
 
 
 def test_undelivered_results_expire_on_the_same_clock(stack: Stack) -> None:
