@@ -34,12 +34,14 @@ from pkbs.errors import (
 )
 from pkbs.hookcommands import apply_hook_command, parse_hook_command
 from pkbs.jobstore import Identity, JobStore, ensure_consumers
+from pkbs.nodes import NodeRegistry
+from pkbs.nodes import total as summed
 from pkbs.qmgrsyntax import QmgrSyntaxError, Request, parse
 from pkbs.qsuboptions import MAX_QUEUE_NAME, validate_queue_name
 from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
 
-from .context import Caller, Config, Index, ServerConf, Store
+from .context import Caller, Config, Index, Nodes, ServerConf, Store
 from .jobindex import JobIndex
 
 router = APIRouter(prefix=C.API_PREFIX)
@@ -70,6 +72,7 @@ class QmgrContext:
     config: ConfigStore
     index: JobIndex
     store: JobStore
+    nodes: NodeRegistry
 
     async def counts(self) -> dict[str, Counter[str]]:
         await self.index.sync()
@@ -218,7 +221,12 @@ class Server:
         counts = await ctx.counts()
         total: Counter[str] = sum(counts.values(), Counter())
         server_name = ctx.settings.server_name
-        view = qmgrattrs.server_view(server_name, config, total, socket.gethostname())
+        live = await ctx.nodes.nodes()
+        view = qmgrattrs.server_view(
+            server_name, config, total, socket.gethostname(),
+            resources_available=summed(live).as_pbs(),
+            resources_assigned=summed(live, assigned=True).as_pbs(),
+        )
         wanted = _wanted(request, view)
         if request.operation == "list":
             return qmgrformat.list_object(f"Server {server_name}", dict(wanted))
@@ -303,9 +311,10 @@ async def qmgr(
     conf: ServerConf,
     index: Index,
     store: Store,
+    nodes: Nodes,
 ) -> QmgrReply:
     """Run one qmgr request (its stdout, stderr and exit status come back)."""
-    context = QmgrContext(who, settings, conf, index, store)
+    context = QmgrContext(who, settings, conf, index, store, nodes)
     if is_hook_request(body.command):
         return await run_hook_request(body.command, body.content, context, body.check_only)
     return await run_request(body.command, context, body.check_only)

@@ -242,8 +242,9 @@ READ_ONLY = {
         {"total_jobs", "state_count", "resources_assigned", "hasnodes", "max_running"}
     ),
     "server": frozenset(
-        {"server_state", "server_host", "total_jobs", "state_count", "resources_assigned",
-         "default_chunk", "query_other_jobs", "flatuid", "pbs_version", "max_job_sequence_id"}
+        {"server_state", "server_host", "total_jobs", "state_count", "resources_available",
+         "resources_assigned", "default_chunk", "query_other_jobs", "flatuid", "pbs_version",
+         "max_job_sequence_id"}
     ),
 }
 TABLES = {"queue": QUEUE_ATTRIBUTES, "server": SERVER_ATTRIBUTES}

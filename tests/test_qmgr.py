@@ -285,6 +285,25 @@ def test_queue_round_trip_refusals_and_exit_statuses(stack: Stack) -> None:
     assert qmgr(stack, f"l q {name}").returncode == 1
 
 
+def test_list_server_shows_the_live_workers_resources_which_are_not_set(stack: Stack) -> None:
+    qstat = cli(stack, "qstat", "-Bf").stdout
+    capacity = [line for line in qstat.splitlines() if ".ncpus = " in line]
+    assert any("resources_available.ncpus" in line for line in capacity), qstat
+    listed = qmgr(stack, "list server")
+    assert listed.returncode == 0
+    for line in capacity:
+        if "resources_available" in line:  # (assigned moves with the other tests' jobs)
+            assert f"{line.strip()}\n" in listed.stdout.replace("    ", ""), listed.stdout
+    assert "    resources_assigned.ncpus = " in listed.stdout
+    assert "resources_" not in qmgr(stack, "list server resources_max").stdout
+    assert "resources_available" not in qmgr(stack, "print server").stdout
+    refused = qmgr(stack, "set server resources_available.ncpus = 64")
+    assert refused.stderr.startswith(
+        "qmgr obj= svr=default: Cannot set attribute, read only or insufficient permission\n"
+    ), refused.stderr
+    assert refused.returncode == 15003 & 0xFF
+
+
 def _order_job(log: Path, label: str) -> str:
     return f"echo {label} >> {log}\n"
 
