@@ -68,6 +68,12 @@ def usage(command: str, message: str = "") -> str:
     return (f"{command}: {message}\n" if message else "") + USAGE[command]
 
 
+def click_usage(command: str, message: str) -> str:
+    """What `pkbs` and its subcommands print after a usage error: the command's usage."""
+    usage = {"pkbs": "[OPTIONS] COMMAND [ARGS]...", "pkbs logs": "[OPTIONS] JOB_ID"}[command]
+    return f"{command}: {message}\nUsage: {command} {usage}\nTry '{command} -h' for help.\n"
+
+
 ROWS = {
     # qdel
     "qdel-no-operand": Row(("qdel",), usage("qdel"), 2),
@@ -119,6 +125,7 @@ ROWS = {
     "qstat-u-no-value": Row(
         ("qstat", "-u"), usage("qstat", "option requires an argument -- 'u'"), 2
     ),
+    "qstat-F-bad-value": Row(("qstat", "-F", "xml"), usage("qstat", "invalid -F value"), 2),
     "qstat-conflict": Row(("qstat", "-f", "-1"), usage("qstat", "conflicting options."), 2),
     "qstat-unknown": Row(("qstat", "999999.pkbs"), "qstat: Unknown Job Id 999999.pkbs\n", 153),
     "qstat-finished": Row(
@@ -160,6 +167,12 @@ ROWS = {
         "qsub: Unknown resource Resource_List.foo\n",
         187,
     ),
+    "qsub-illegal-value": Row(
+        ("qsub", "-l", "walltime=abc", "--", "/bin/true"),
+        "qsub: Illegal attribute or resource value Resource_List.walltime: "
+        "'abc' is not a duration [[hh:]mm:]ss[.ms]\n",
+        166,
+    ),
     "qsub-no-script": Row(
         ("qsub", "/nonexistent"),
         "qsub: could not open script file /nonexistent: No such file or directory\n",
@@ -167,6 +180,32 @@ ROWS = {
     ),
     "qsub-bad-token": Row(("qsub", "--", "/bin/true"), f"qsub: {NO_TOKEN}\n", 171, "bad-token"),
     "qsub-no-server": Row(("qsub", "--", "/bin/true"), f"qsub: {NO_SERVER}\n", 162, "no-server"),
+    # pkbs: click's usage errors and the server's refusals, named by the command called
+    "pkbs-no-such-command": Row(
+        ("pkbs", "nosuch"), click_usage("pkbs", "No such command 'nosuch'."), 2
+    ),
+    "pkbs-logs-no-operand": Row(
+        ("pkbs", "logs"), click_usage("pkbs logs", "Missing argument 'JOB_ID'."), 2
+    ),
+    "pkbs-logs-bad-option": Row(
+        ("pkbs", "logs", "--bad", "{R}"), click_usage("pkbs logs", "No such option '--bad'."), 2
+    ),
+    "pkbs-logs-unknown": Row(
+        ("pkbs", "logs", "999999.pkbs"), "pkbs logs: Unknown Job Id 999999.pkbs\n", 153
+    ),
+    "pkbs-logs-no-server": Row(
+        ("pkbs", "logs", "{R}"), f"pkbs logs: {NO_SERVER}\n", 162, "no-server"
+    ),
+    "pkbs-fetch-unfinished": Row(
+        ("pkbs", "fetch", "{H}", "/nonexistent/dest"),
+        "pkbs fetch: Request invalid for state of job {H}: it is held (H); "
+        "its results are stored when it ends\n",
+        168,
+    ),
+    "pkbs-token-not-operator": Row(
+        ("pkbs", "token", "create", "eve"), "pkbs token create: Only operators create tokens\n",
+        159, "bob",
+    ),
 }
 
 
