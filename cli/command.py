@@ -4,7 +4,7 @@ q-command shares before that: its options read as glibc's getopt reads them (and
 worded as it words a bad one), a job id told from what is not one.
 
 Standard library only and cheap to import: every q-command starts here. `pkbs` (click)
-uses `report` through its group class (cli/admin.py).
+uses `report` through its click classes (cli/group.py).
 """
 
 from __future__ import annotations

@@ -127,6 +127,8 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
             payload = client.request("GET", "/jobs/" + urllib.parse.quote(job_id, safe=""))
         except PkbsError as error:
             status = report("qstat", error)
+            if not error.names_job:  # the connection's or the caller's: said once
+                return status
             continue
         server, timestamp = payload["server"], payload["timestamp"]
         for found_id, attrs in formats.jobs_from_wire(payload):

@@ -104,10 +104,12 @@ ROWS = {
         ("qsig", "-s", "FOO", "{R}"), "qsig: Unknown/illegal signal name {R}\n", 165
     ),
     "qsig-bad-state": Row(("qsig", "{H}"), "qsig: Request invalid for state of job {H}\n", 168),
+    "qsig-finished": Row(("qsig", "{F}"), f"qsig: {FINISHED} {{F}}\n", 35),
     # qrerun
     "qrerun-no-operand": Row(("qrerun",), usage("qrerun"), 2),
     "qrerun-W-bad-value": Row(("qrerun", "-W", "bogus", "{R}"), usage("qrerun"), 2),
     "qrerun-not-rerunnable": Row(("qrerun", "{N}"), "qrerun: Job is not rerunnable {N}\n", 190),
+    "qrerun-finished": Row(("qrerun", "{F}"), f"qrerun: {FINISHED} {{F}}\n", 35),
     # qalter
     "qalter-bad-option": Row(("qalter", "-Z", "1"), usage("qalter", "invalid option -- 'Z'"), 2),
     "qalter-unknown-resource": Row(
@@ -136,6 +138,7 @@ ROWS = {
     "qstat-unknown-queue": Row(("qstat", "nosuch"), "qstat: Unknown queue nosuch\n", 170),
     "qstat-Q-unknown-queue": Row(("qstat", "-Q", "nosuch"), "qstat: Unknown queue nosuch\n", 170),
     "qstat-bad-token": Row(("qstat",), f"qstat: {NO_TOKEN}\n", 171, "bad-token"),
+    "qstat-no-server": Row(("qstat", "{R}", "{H}"), f"qstat: {NO_SERVER}\n", 162, "no-server"),
     # pbsnodes (PBS's exits 1 after its usage and after an unknown node)
     "pbsnodes-no-operand": Row(("pbsnodes",), usage("pbsnodes"), 1),
     "pbsnodes-bad-option": Row(
