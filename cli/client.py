@@ -17,7 +17,7 @@ import time
 
 from pkbs import clientconfig, wirejson
 from pkbs.constants import MAX_BATCH_JOBS, MAX_SUBMIT_BODY_BYTES
-from pkbs.errors import PBSE_SYSTEM, PkbsError, ServiceUnavailable, from_reply
+from pkbs.errors import PBSE_SYSTEM, PkbsError, Unreachable, from_reply
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs milliseconds
 if TYPE_CHECKING:
@@ -398,7 +398,7 @@ class Client:
     ) -> Any:
         """JSON in, JSON out. Connection failures and 503s are retried: every call
         the CLI makes is idempotent (submits carry a client submit id). An error reply
-        raises the dispatcher's error (see reply_error); no connection, ServiceUnavailable."""
+        raises the dispatcher's error (see reply_error); no connection, Unreachable."""
         url = self.base + "/v1" + path
         if query:
             url += "?" + urlencode(query)
@@ -416,9 +416,7 @@ class Client:
             except self._errors as exc:
                 self.close()
                 if attempt == retries:
-                    raise ServiceUnavailable(
-                        f"cannot connect to server {self.config.endpoint} ({exc})"
-                    ) from None
+                    raise Unreachable.connecting(self.config.endpoint, exc) from None
                 time.sleep(delay)
                 delay *= 2
                 continue
@@ -499,18 +497,21 @@ class Client:
         once it has begun). An error reply raises the dispatcher's error."""
         url = self.base + "/v1" + path + ("?" + urlencode(query) if query else "")
         headers = {"Authorization": f"Bearer {self.config.token}", "Accept": accept}
+        answered = False
         try:
             conn = self._connection()
             conn.request("GET", url, headers=headers)
             response = conn.getresponse()
+            answered = True
             if response.status >= 400:
                 raise reply_error(response.status, response.read())
             while chunk := response.read(64 * 1024):
                 yield chunk
         except self._errors as exc:
             self.close()
-            raise ServiceUnavailable(
-                f"connection to server {self.config.endpoint} lost ({exc})"
+            endpoint = self.config.endpoint
+            raise (Unreachable.lost if answered else Unreachable.connecting)(
+                endpoint, exc
             ) from None
 
     def close(self) -> None:

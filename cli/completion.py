@@ -12,6 +12,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from .client import Client
+from .group import Command
 
 # Each q-command and where its usage text is (the one list of its options).
 Q_COMMANDS: dict[str, tuple[str, str]] = {
@@ -107,7 +108,7 @@ def install_path(shell: str) -> Path:
     }[shell]
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("shell", type=click.Choice(SHELLS), required=False)
 @click.option("--install", is_flag=True, help="Write the script where SHELL finds it.")
 @click.option("--job-ids", is_flag=True, hidden=True, help="Print the caller's job ids.")

@@ -19,7 +19,7 @@ from pkbs.errors import BadAttributeValue, UsageError
 from pkbs.qsuboptions import QsubOptions, merge, parse_destination, parse_qsub_args
 
 from .client import Client
-from .group import Group
+from .group import Command, Group
 from .qsub import (
     array_option,
     attributes_of,
@@ -114,6 +114,7 @@ def delete(name: str) -> None:
 
 
 @click.command(
+    cls=Command,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @click.argument("definition")

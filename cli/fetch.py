@@ -54,8 +54,8 @@ def _attributes(client: Client, job_id: str) -> tuple[str, dict[str, Any]]:
 
 def _not_finished(job_id: str, state: str) -> BadState:
     shown = STATE_NAMES.get(state, state)
-    return BadState(f"Request invalid for state of job: {job_id} is {shown} ({state}); "
-                    "its results are stored when it ends", job_id=None)
+    return BadState(f"{BadState.default_message} {job_id}: it is {shown} ({state}); "
+                    "its results are stored when it ends")
 
 
 def _inside(base: Path, name: str) -> Path:
@@ -105,11 +105,11 @@ def _plan_array(client: Client, array_id: str, attrs: dict[str, Any],
             continue
         plan += _plan_job(client, sub_id, sub, base / sub_id)
     if waiting:
-        click.echo(f"pkbs: {len(waiting)} subjobs not finished, not fetched: "
+        click.echo(f"pkbs fetch: {len(waiting)} subjobs not finished, not fetched: "
                    f"{' '.join(waiting)}", err=True)
     if not plan and waiting:
-        raise BadState(f"Request invalid for state of job: no subjob of {array_id} has "
-                       "finished yet")
+        raise BadState(f"{BadState.default_message} {array_id}: none of its subjobs "
+                       "has finished yet")
     return plan
 
 

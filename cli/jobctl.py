@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import getopt
 import urllib.parse
 from typing import Any
 
 from pkbs.errors import UsageError
 
 from .client import Client
-from .command import each_job, run
+from .command import each_job, options, run
 
 
 def _parse(args: list[str], optstring: str) -> tuple[dict[str, str], list[str]]:
-    try:
-        pairs, ids = getopt.getopt(args, optstring)
-    except getopt.GetoptError as exc:
-        raise UsageError(exc.msg) from None
+    pairs, ids = options(args, optstring)
     if not ids:
         raise UsageError()
     return {flag[1]: value for flag, value in pairs}, ids
@@ -39,11 +35,14 @@ def _each(
     return each_job(command, ids, act)
 
 
-QDEL_USAGE = "usage: qdel [-W force|suppress_email=X] [-x] job_identifier...\n"
-QHOLD_USAGE = "usage: qhold [-h hold_list] job_identifier ...\n"
-QRLS_USAGE = "usage: qrls [-h hold_list] job_identifier ...\n"
-QSIG_USAGE = "usage: qsig [-s signal] job_identifier...\n"
-QRERUN_USAGE = "usage: qrerun [-W force] job_identifier...\n"
+# PBS's usage texts (src/cmds/q*.c), printed after a usage error.
+QDEL_USAGE = (
+    "usage:\n\tqdel [-W force|suppress_email=X] [-x] job_identifier...\n\tqdel --version\n"
+)
+QHOLD_USAGE = "usage: qhold [-h hold_list] job_identifier...\n       qhold --version\n"
+QRLS_USAGE = "usage: qrls [-h hold_list] job_identifier...\n       qrls --version\n"
+QSIG_USAGE = "usage: qsig [-s signal] job_identifier...\n       qsig --version\n"
+QRERUN_USAGE = "usage: qrerun [-W force] job_identifier...\n       qrerun --version\n"
 
 
 def qdel(argv: list[str] | None = None) -> None:
@@ -68,12 +67,20 @@ def qrerun(argv: list[str] | None = None) -> None:
 
 def _qdel(args: list[str]) -> int:
     opts, ids = _parse(args, "W:x")
+    if "W" in opts and not _qdel_w_value(opts["W"]):
+        raise UsageError("illegal -W value")
     query = {}
     if opts.get("W") == "force":
         query["force"] = "true"
     if "x" in opts:
         query["purge"] = "true"
     return _each("qdel", ids, "DELETE", query=query)
+
+
+def _qdel_w_value(value: str) -> bool:
+    """What qdel's -W takes: force, suppress_email=N, or a number (a delay PBS ignores)."""
+    key, equals, number = value.partition("=")
+    return value == "force" or value.isdigit() or (key == "suppress_email" and bool(equals))
 
 
 def _qhold(args: list[str]) -> int:
@@ -92,7 +99,9 @@ def _qsig(args: list[str]) -> int:
 
 
 def _qrerun(args: list[str]) -> int:
-    _, ids = _parse(args, "W:")
+    opts, ids = _parse(args, "W:")
+    if opts.get("W", "force") != "force":
+        raise UsageError()  # PBS's qrerun prints only its usage
     return _each("qrerun", ids, "POST", "/rerun")
 
 

@@ -14,6 +14,7 @@ from pkbs import wirejson
 from pkbs.errors import PBSE_SYSTEM, ServiceUnavailable, exit_code, from_reply
 
 from .client import Client
+from .group import Command
 
 
 def sse_events(body: Iterable[bytes]) -> Iterator[tuple[str, str]]:
@@ -35,7 +36,7 @@ def sse_events(body: Iterable[bytes]) -> Iterator[tuple[str, str]]:
                 yield event, "\n".join(data)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("job_id")
 @click.option("-e", "stderr", is_flag=True, help="The job's stderr instead of its stdout.")
 @click.option("-f", "--follow", is_flag=True,

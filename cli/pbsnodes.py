@@ -6,19 +6,20 @@ per node (`-j`: with its jobs and free/total resources; `-L`: values not cut).
 
 from __future__ import annotations
 
-import getopt
 import sys
 from collections.abc import Iterable, Mapping
 
-from pkbs.errors import PBSE_UNKNODE, UsageError, exit_code
+from pkbs.errors import UnknownNode, UsageError
 
 from .client import Client
-from .command import run
+from .command import options, run
 
 USAGE = """usage:\tpbsnodes -a[S[j][L]]
 \tpbsnodes -[S[j][L]] host host ...
 \tpbsnodes --version
 """
+EXIT_USAGE = 1  # PBS's pbsnodes exits 1 after its usage
+EXIT_UNKNOWN_NODE = 1  # ... and after a node it does not know
 Attributes = Mapping[str, object]
 SUFFIXES = " kmgtp?"
 
@@ -38,14 +39,11 @@ JOBS_HEADER = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    run("pbsnodes", _pbsnodes, argv, USAGE)
+    run("pbsnodes", _pbsnodes, argv, USAGE, usage_status=EXIT_USAGE)
 
 
 def _pbsnodes(args: list[str]) -> int:
-    try:
-        pairs, hosts = getopt.getopt(args, "aSjLs:")
-    except getopt.GetoptError as exc:
-        raise UsageError(exc.msg) from None
+    pairs, hosts = options(args, "aSjLs:")
     flags = {flag[1] for flag, _ in pairs}
     if ("a" in flags) == bool(hosts) or (flags & {"j", "L"} and "S" not in flags):
         raise UsageError()
@@ -60,8 +58,9 @@ def _pbsnodes(args: list[str]) -> int:
             if host in by_name:
                 chosen.append((host, by_name[host]))
             else:
-                sys.stderr.write(f"pbsnodes: Unknown node {host}\n")
-                status = exit_code(PBSE_UNKNODE)
+                # PBS's words for a host it cannot list (pbsnodes.c, LISTSP)
+                sys.stderr.write(f"Node: {host},  Error: {UnknownNode.default_message}\n")
+                status = EXIT_UNKNOWN_NODE
         nodes = chosen
     elif not nodes:
         sys.stderr.write("pbsnodes: No nodes found\n")

@@ -5,7 +5,6 @@ status to exit with; quit, exit and help are answered here."""
 
 from __future__ import annotations
 
-import getopt
 import os
 import sys
 
@@ -13,7 +12,7 @@ from pkbs.errors import exit_code
 from pkbs.qmgrsyntax import LOCAL_OPERATIONS, operation_of, requests
 
 from .client import Client
-from .command import run
+from .command import options, run
 
 USAGE = "Usage: qmgr [-a] [-c command] [-e] [-n] [-z] [server...]\n       qmgr --version\n"
 EXIT_USAGE = 1  # PBS's qmgr exits 1 after its usage
@@ -92,13 +91,9 @@ def _read_line(prompt: str) -> str | None:
 
 
 def _qmgr(args: list[str]) -> int:
-    try:
-        options, _servers = getopt.getopt(args, "ac:enz")
-    except getopt.GetoptError:
-        sys.stderr.write(USAGE)
-        return EXIT_USAGE
-    given = dict(options)
-    flags = {flag for flag, _ in options}
+    pairs, _servers = options(args, "ac:enz")
+    given = dict(pairs)
+    flags = {flag for flag, _ in pairs}
     session = _Session("-a" in flags, "-e" in flags, "-n" in flags, "-z" in flags)
     if "-c" in given:
         status = session.one(given["-c"])
@@ -114,6 +109,6 @@ def _qmgr(args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run("qmgr", _qmgr, argv, USAGE)
+    run("qmgr", _qmgr, argv, USAGE, usage_status=EXIT_USAGE)
 
 

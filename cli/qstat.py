@@ -5,7 +5,6 @@ Standard library only (formats.py and the stdlib HTTP client).
 
 from __future__ import annotations
 
-import getopt
 import sys
 import urllib.parse
 from typing import Any
@@ -14,7 +13,7 @@ from pkbs.errors import FinishedJob, PkbsError, UnknownQueue, UsageError
 
 from . import formats
 from .client import Client
-from .command import report, run
+from .command import options, report, run
 
 USAGE = """usage:
 qstat [-f] [-F json|dsv] [-D delim] [-J] [-p] [-t] [-x] [-w]
@@ -46,10 +45,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _qstat(args: list[str]) -> int:
-    try:
-        pairs, operands = getopt.gnu_getopt(args, "1aBD:fF:GHiJMnpqQrsTtu:wxz")
-    except getopt.GetoptError as exc:
-        raise UsageError(exc.msg) from None
+    pairs, operands = options(args, "1aBD:fF:GHiJMnpqQrsTtu:wxz", gnu=True)
     opts: dict[str, str] = {}
     for flag, value in pairs:
         opts[flag[1]] = value
@@ -64,7 +60,7 @@ def _qstat(args: list[str]) -> int:
     if "B" in opts:
         _server(client, opts)
     elif "Q" in opts or "q" in opts:
-        _queues(client, opts)
+        return _queues(client, opts, operands)
     else:
         return _jobs(client, opts, operands)
     return 0
@@ -93,8 +89,10 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
         info = client.request("GET", "/server")
         for destination in destinations:
             queue, _, host = destination.partition("@")
-            if (queue and queue not in info["queues"]) or (host and host != info["name"]):
+            if host and host != info["name"]:
                 return report("qstat", UnknownQueue(f"Unknown queue destination {destination}"))
+            if queue and queue not in info["queues"]:
+                return report("qstat", UnknownQueue(job_id=queue))
             if queue:
                 queues.add(queue)
     full = "f" in opts or bool(opts.get("F"))
@@ -129,12 +127,15 @@ def _jobs(client: Client, opts: dict[str, str], operands: list[str]) -> int:
             payload = client.request("GET", "/jobs/" + urllib.parse.quote(job_id, safe=""))
         except PkbsError as error:
             status = report("qstat", error)
+            if not error.names_job:  # the connection's or the caller's: said once
+                return status
             continue
         server, timestamp = payload["server"], payload["timestamp"]
         for found_id, attrs in formats.jobs_from_wire(payload):
             if attrs.get("job_state") == "F" and not history:
-                # PBS's qstat names the job first here.
-                status = report("qstat", FinishedJob(f"{found_id} {FinishedJob.default_message}"))
+                # PBS's qstat names the job first here, and says what to do.
+                finished = f"{found_id} {FinishedJob.default_message}, {FinishedJob.HISTORY_HINT}"
+                status = report("qstat", FinishedJob(finished))
                 continue
             if table:
                 rows.append(formats.table_row(found_id, attrs))
@@ -185,9 +186,24 @@ def _render_jobs(
     return formats.default_table(records, wide)
 
 
-def _queues(client: Client, opts: dict[str, str]) -> None:
+def _queues(client: Client, opts: dict[str, str], destinations: list[str]) -> int:
+    """qstat -Q / -q: every queue, or those named (`workq`, `workq@server`, `@server`);
+    `qstat: Unknown queue <name>` for each one the server lacks, as PBS's."""
     payload = client.request("GET", "/queues")
     queues = [(q["name"], q["attributes"]) for q in payload["queues"]]
+    status = 0
+    if destinations:
+        by_name = dict(queues)
+        chosen: list[tuple[str, Any]] = []
+        for destination in destinations:
+            name = destination.partition("@")[0]
+            if not name:
+                chosen += queues
+            elif name in by_name:
+                chosen.append((name, by_name[name]))
+            else:
+                status = report("qstat", UnknownQueue(job_id=name))
+        queues = chosen
     fmt = opts.get("F", "").lower()
     if "q" in opts:
         _print(formats.queue_summary(payload["server"], queues))
@@ -201,6 +217,7 @@ def _queues(client: Client, opts: dict[str, str]) -> None:
         _print(formats.queue_full(queues, "w" in opts))
     else:
         _print(formats.queue_table(queues))
+    return status
 
 
 def _server(client: Client, opts: dict[str, str]) -> None:

@@ -18,7 +18,7 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise BadCredential("Missing bearer token")
+        raise BadCredential.because("no bearer token")
     return token.strip()
 
 
@@ -30,7 +30,7 @@ async def authenticate(token: str, settings: Settings, store: JobStore) -> Ident
         return await _job_identity(token, settings, store)
     identity = await store.identity(token)
     if identity is None:
-        raise BadCredential("Invalid or expired token")
+        raise BadCredential.because("the token is unknown or expired")
     return identity
 
 
@@ -47,14 +47,14 @@ async def _job_identity(token: str, settings: Settings, store: JobStore) -> Iden
     secret = settings.job_token_secret
     claim = tokens.verify(secret.get_secret_value(), token) if secret else None
     if claim is None:
-        raise BadCredential("Invalid or expired token")
+        raise BadCredential.because("the token is unknown or expired")
     user, job = claim
     try:
         record, _ = await store.get(job)
     except UnknownJob:
-        raise BadCredential("Token of an unknown job") from None
+        raise BadCredential.because("the token's job is unknown") from None
     if record.owner != user or not (is_active(record.state) or record.state == JobState.BEGUN):
-        raise BadCredential("Token of a job that is no longer running")
+        raise BadCredential.because("the token's job is no longer running")
     return Identity(user, "job", job=job)
 
 

@@ -234,9 +234,13 @@ async def alter_job(
 
 async def each_running(records: list[JobRecord], act: Any, job_id: str) -> None:
     """`act` on each record of a job or range; of a range only on the subjobs that
-    run, refused (PBSE_BADSTATE) if none does (PBS's req_signaljob, req_rerunjob)."""
+    run, refused (PBSE_BADSTATE) if none does (PBS's req_signaljob, req_rerunjob). A
+    job, or an array, that has finished: PBSE_HISTJOBID, as PBS's chk_job_request."""
     if not is_subjob_range(job_id):
-        await act(records[0])
+        record = records[0]
+        if record.index is None and is_final(record.state):
+            raise FinishedJob(job_id=record.job_id)
+        await act(record)
         return
     running = [r for r in records if is_active(r.state)]
     if not running:

@@ -44,7 +44,8 @@ PBSE_SAVE_ERR = 15161
 EXIT_SCRIPT = 1  # qsub: the script cannot be used (OpenPBS: read or tmp-file error)
 EXIT_FAILURE = 1  # pkbs up / down: the local stack did not start or stop
 EXIT_NOT_READY = 1  # pkbs status, pkbs cluster status: a part is not running or not ready
-EXIT_USAGE = 2  # every command: usage or illegal option
+EXIT_USAGE = 2  # every command: usage or illegal option (qmgr and pbsnodes: 1, as PBS's)
+EXIT_BAD_JOB_ID = 1  # qdel, qhold...: an operand that is not a job id (PBS's any_failed = 1)
 EXIT_NO_CLUSTER = 2  # pkbs cluster: no Kubernetes cluster to ask
 EXIT_BLOCK_DELETED = 3  # qsub -W block=true: the job was deleted before it ran
 EXIT_OPEN_SCRIPT = 8  # qsub: the script file cannot be opened
@@ -62,6 +63,9 @@ class PkbsError(Exception):
     pbs_errno: int = PBSE_SYSTEM
     http_status: int = 500
     default_message: str = "System error"
+    # False for an error of the connection or the caller rather than of a job: a command
+    # acting on several jobs reports it once, naming no job, and stops (cli/command.py).
+    names_job: bool = True
 
     def __init__(self, message: str | None = None, job_id: str | None = None) -> None:
         self.message = message or self.default_message
@@ -91,9 +95,13 @@ class UnknownJob(PkbsError):
 
 
 class FinishedJob(PkbsError):
+    """A request for a job whose history is all that is left. qstat adds PBS's hint after
+    it (HISTORY_HINT), naming the job first: `qstat: 5.svr Job has finished, use -x ...`."""
+
     pbs_errno = PBSE_HISTJOBID
     http_status = 409
-    default_message = "Job has finished, use -x or -H to obtain historical job information"
+    default_message = "Job has finished"
+    HISTORY_HINT = "use -x or -H to obtain historical job information"
 
 
 class UnknownQueue(PkbsError):
@@ -217,6 +225,14 @@ class UnknownHook(HookError):
     default_message = "hook does not exist!"
 
 
+class UnknownNode(PkbsError):
+    """A node (a worker) the server does not know."""
+
+    pbs_errno = PBSE_UNKNODE
+    http_status = 404
+    default_message = "Unknown node"
+
+
 class EntityLimitReached(PkbsError):
     """A submission that would pass a max_queued limit (pkbs/limits.py): PBS's
     message says which (`Maximum number of jobs for user bob already in queue workq`)."""
@@ -238,11 +254,16 @@ class Unauthorized(PkbsError):
 
 
 class BadCredential(PkbsError):
-    """Missing, unknown or expired token."""
+    """Missing, unknown or expired token: PBS's words, then why (`because`)."""
 
     pbs_errno = PBSE_BADCRED
     http_status = 401
     default_message = "Invalid credential"
+    names_job = False
+
+    @classmethod
+    def because(cls, reason: str) -> BadCredential:
+        return cls(f"{cls.default_message}: {reason}")
 
 
 # --------------------------------------------------------------------------- requests
@@ -320,6 +341,16 @@ class UsageError(InvalidRequest):
         self.show_usage = show_usage
 
 
+class IllegalJobId(InvalidRequest):
+    """An operand of qdel, qhold, ... that is not a job id (PBS's commands check this
+    before asking the server): `qdel: illegally formed job identifier: foo`, exit 1."""
+
+    exit_status = EXIT_BAD_JOB_ID
+
+    def __init__(self, operand: str) -> None:
+        super().__init__("illegally formed job identifier:", job_id=operand)
+
+
 class ScriptError(InvalidRequest):
     """A job script qsub cannot submit: empty, not a script, a directory without run.sh."""
 
@@ -366,8 +397,32 @@ class ServiceUnavailable(PkbsError):
     default_message = "Service temporarily unavailable, retry"
 
 
+class Unreachable(ServiceUnavailable):
+    """The CLI cannot reach its dispatcher (after its retries): PBS's `cannot connect
+    to server <server> (errno=<n>)`, with the endpoint and the reason."""
+
+    names_job = False
+
+    @classmethod
+    def connecting(cls, endpoint: str, exc: BaseException) -> Unreachable:
+        return cls(f"cannot connect to server {endpoint} ({_reason(exc)})")
+
+    @classmethod
+    def lost(cls, endpoint: str, exc: BaseException) -> Unreachable:
+        return cls(f"connection to server {endpoint} lost ({_reason(exc)})")
+
+
+def _reason(exc: BaseException) -> str:
+    """`errno=111, Connection refused` for an OSError with a number, else its text."""
+    if isinstance(exc, OSError) and exc.errno and exc.strerror:
+        return f"errno={exc.errno}, {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
 class NoConfig(PkbsError):
     """The CLI knows no dispatcher to ask (pkbs/clientconfig.py)."""
+
+    names_job = False
 
     default_message = (
         "no pkbs endpoint configured: run `pkbs up` or `pkbs login`, "

@@ -718,12 +718,13 @@ def test_no_cluster_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("pkbs cluster: no Kubernetes cluster to ask: kubeconfig:")
+    assert proc.stderr.startswith("pkbs cluster status: no Kubernetes cluster to ask: kubeconfig:")
 
     proc = run_status(tmp_path / "absent")
     assert (proc.returncode, proc.stderr) == (
         2,
-        f"pkbs cluster: no Kubernetes cluster to ask: no kubeconfig at {tmp_path / 'absent'}\n",
+        "pkbs cluster status: no Kubernetes cluster to ask: "
+        f"no kubeconfig at {tmp_path / 'absent'}\n",
     )
 
 
@@ -756,7 +757,7 @@ def test_api_unreachable_exits_2(tmp_path: Path) -> None:
     proc = run_status(kubeconfig(tmp_path / "config", port))
     assert proc.returncode == 2, proc
     assert proc.stderr.startswith(
-        f"pkbs cluster: no Kubernetes cluster to ask: cannot reach the Kubernetes API at "
+        f"pkbs cluster status: no Kubernetes cluster to ask: cannot reach the Kubernetes API at "
         f"http://127.0.0.1:{port}: "
     ), proc.stderr
     assert proc.stderr.count("\n") == 1
@@ -885,7 +886,7 @@ def test_status_forbidden_exits_2(fake_api: FakeApi, tmp_path: Path) -> None:
     proc = run_status(kubeconfig(tmp_path / "config", port))
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == (
-        f"pkbs cluster: no Kubernetes cluster to ask: the Kubernetes API at "
+        f"pkbs cluster status: no Kubernetes cluster to ask: the Kubernetes API at "
         f'http://127.0.0.1:{port} refused: 403 Forbidden: pods is forbidden: User "me" cannot '
         f"list resource\n"
     )

@@ -117,7 +117,7 @@ def test_apply_list_show_delete_and_versions(stack: Stack, tmp_path: Path) -> No
     for ref in ("lifecycle", "lifecycle@1"):
         gone = cli(stack, "pkbs", "def", "show", ref)
         assert gone.returncode == EXIT_INVALID
-        assert gone.stderr == f"pkbs def: Unknown job definition {ref}\n"
+        assert gone.stderr == f"pkbs def show: Unknown job definition {ref}\n"
     assert "lifecycle" not in cli(stack, "pkbs", "def", "list").stdout
     again = cli(stack, "pkbs", "def", "delete", "lifecycle")
     assert again.returncode == EXIT_INVALID, again.stderr
@@ -171,19 +171,19 @@ def test_refusals_are_clear_and_queue_nothing(stack: Stack, tmp_path: Path) -> N
     before = _last_number(stack)
     cases = [
         (["strict"], EXIT_INVALID,
-         "pkbs: definition strict@1: parameter who is required (it has no default)\n"),
+         "pkbs run: definition strict@1: parameter who is required (it has no default)\n"),
         (["strict", "who=x", "whom=y"], EXIT_INVALID,
-         "pkbs: definition strict@1 has no parameter whom (who)\n"),
+         "pkbs run: definition strict@1 has no parameter whom (who)\n"),
         (["strict", "who=two\nlines"], EXIT_BAD_VALUE,
-         "pkbs: definition strict@1: parameter who holds a newline:"
+         "pkbs run: definition strict@1: parameter who holds a newline:"
          " a parameter value may not\n"),
-        (["nosuchdef", "who=x"], EXIT_INVALID, "pkbs: Unknown job definition nosuchdef\n"),
-        (["strict@9", "who=x"], EXIT_INVALID, "pkbs: Unknown job definition strict@9\n"),
+        (["nosuchdef", "who=x"], EXIT_INVALID, "pkbs run: Unknown job definition nosuchdef\n"),
+        (["strict@9", "who=x"], EXIT_INVALID, "pkbs run: Unknown job definition strict@9\n"),
         (["strict", "who=x", "--", "-l", "mem=lots"], EXIT_BAD_VALUE, None),
         (["strict", "-N", "x"], errors.EXIT_USAGE,
-         "pkbs: expected KEY=VALUE, not '-N' (qsub options go after --)\n"),
+         "pkbs run: expected KEY=VALUE, not '-N' (qsub options go after --)\n"),
         (["strict", "who=x", "--", "-q", "nosuchqueue"], errors.exit_code(errors.PBSE_UNKQUE),
-         "pkbs: Unknown queue\n"),
+         "pkbs run: Unknown queue\n"),
     ]
     for args, status, stderr in cases:
         result = cli(stack, "pkbs", "run", *args)
@@ -197,13 +197,15 @@ def test_refusals_are_clear_and_queue_nothing(stack: Stack, tmp_path: Path) -> N
     refused = cli(stack, "pkbs", "def", "apply", str(bad))
     assert refused.returncode == EXIT_BAD_VALUE
     assert refused.stderr == (
-        "pkbs def: definition strict: command uses {{whom}}, which is not one of its"
+        "pkbs def apply: definition strict: command uses {{whom}}, which is not one of its"
         " parameters (who)\n"
     )
     malformed = write_file(tmp_path / "malformed.yaml", "name: a.b\ncommand: true\n")
     refused = cli(stack, "pkbs", "def", "apply", str(malformed))
     assert refused.returncode == EXIT_BAD_VALUE
-    assert refused.stderr.startswith(f"pkbs def: {malformed}: name: 'a.b' is not a definition")
+    assert refused.stderr.startswith(
+        f"pkbs def apply: {malformed}: name: 'a.b' is not a definition"
+    )
     shown = cli(stack, "pkbs", "def", "show", "strict")
     assert yaml.safe_load(shown.stdout)["version"] == 1  # not applied
     assert _last_number(stack) == before + 1  # nothing queued in between
@@ -215,10 +217,10 @@ def test_only_operators_apply_and_delete(stack: Stack, tmp_path: Path) -> None:
     path = write_file(tmp_path / "mine.yaml", "name: guarded\ncommand: echo mine\n")
     refused = cli(stack, "pkbs", "def", "apply", str(path), env=alice)
     assert refused.returncode == EXIT_PERM
-    assert refused.stderr == "pkbs def: Only operators apply job definitions\n"
+    assert refused.stderr == "pkbs def apply: Only operators apply job definitions\n"
     refused = cli(stack, "pkbs", "def", "delete", "guarded", env=alice)
     assert refused.returncode == EXIT_PERM
-    assert refused.stderr == "pkbs def: Only operators delete job definitions\n"
+    assert refused.stderr == "pkbs def delete: Only operators delete job definitions\n"
     # Users read and run them; the job is theirs.
     assert "guarded" in cli(stack, "pkbs", "def", "list", env=alice).stdout
     assert cli(stack, "pkbs", "def", "show", "guarded", env=alice).returncode == 0

@@ -82,7 +82,7 @@ def test_fetch_of_other_users_job_is_refused(stack: Stack, tmp_path: Path) -> No
     dest = tmp_path / "stolen"
     refused = cli(stack, "pkbs", "fetch", job_id, str(dest), env=bob)
     assert refused.returncode == 15007 & 0xFF
-    assert (refused.stdout, refused.stderr) == ("", f"pkbs: Unauthorized Request {job_id}\n")
+    assert (refused.stdout, refused.stderr) == ("", f"pkbs fetch: Unauthorized Request {job_id}\n")
     assert not dest.exists()
     # alice herself gets it.
     wait_state_as(stack, job_id, "F", alice)
@@ -142,7 +142,7 @@ def test_fetch_refuses_to_overwrite_unless_forced(stack: Stack, tmp_path: Path) 
     result = cli(stack, "pkbs", "fetch", job_id, str(dest))
     assert result.returncode == 15004 & 0xFF, result.stderr  # PBSE_IVALREQ
     assert result.stderr == (
-        "pkbs: refusing to overwrite 1 existing file (--force overwrites them):\n"
+        "pkbs fetch: refusing to overwrite 1 existing file (--force overwrites them):\n"
         f"  {dest / 'data.txt'}\n")
     assert (dest / "data.txt").read_text() == "mine\n"
     assert files_under(dest) == {"data.txt": 5}  # nothing else written either
@@ -159,8 +159,8 @@ def test_fetch_of_an_unfinished_job_says_why(stack: Stack, tmp_path: Path) -> No
         result = cli(stack, "pkbs", "fetch", job_id, str(tmp_path))
         assert (result.returncode, result.stdout) == (15016 & 0xFF, "")  # PBSE_BADSTATE
         assert result.stderr == (
-            f"pkbs: Request invalid for state of job: {job_id} is held (H); its "
-            "results are stored when it ends\n")
+            f"pkbs fetch: Request invalid for state of job {job_id}: it is held (H); "
+            "its results are stored when it ends\n")
     finally:
         cli(stack, "qdel", job_id)
 

@@ -106,7 +106,9 @@ def test_job_token_stops_working_when_the_job_ends(stack: Stack, tmp_path: Path)
         result = cli(stack, *command, env=job_env, input="true\n")
         assert result.returncode != 0, result
         assert result.stdout == ""
-        assert result.stderr == f"{command[0]}: Token of a job that is no longer running\n"
+        assert result.stderr == (
+            f"{command[0]}: Invalid credential: the token's job is no longer running\n"
+        )
     # The user's own token still works.
     assert job_as(stack, job_id, alice)["job_state"] == "F"
 

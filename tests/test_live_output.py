@@ -121,7 +121,7 @@ def test_another_users_job_is_refused(stack: Stack) -> None:
     stack.wait_state(job)
     other = cli(stack, "pkbs", "logs", job, env=stack.as_user("mallory"))
     assert other.returncode == 15007 & 0xFF, other.stderr
-    assert other.stderr == f"pkbs: Unauthorized Request {job}\n"
+    assert other.stderr == f"pkbs logs: Unauthorized Request {job}\n"
     assert other.stdout == ""
 
 
@@ -131,7 +131,7 @@ def test_job_deleted_while_queued_never_ran(stack: Stack) -> None:
     assert cli(stack, "qdel", job).returncode == 0
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 15016 & 0xFF
-    assert err == f"pkbs: Job never ran, it has no output {job}\n"
+    assert err == f"pkbs logs: Job never ran, it has no output {job}\n"
     again = cli(stack, "pkbs", "logs", job)
     assert (again.returncode, again.stderr) == (proc.returncode, err)
 

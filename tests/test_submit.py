@@ -192,7 +192,7 @@ def test_dispatcher_refuses_wrong_token_with_401(stack: Stack) -> None:
     before = _last_number(stack)
     status, data = _post_jobs(stack, _submit_body(b"PK\x05\x06" + bytes(18)), token="bogus")
     assert status == 401
-    assert data["error"]["message"] == "Invalid or expired token"
+    assert data["error"]["message"] == "Invalid credential: the token is unknown or expired"
     assert _last_number(stack) == before + 1  # nothing queued in between
 
 
@@ -234,7 +234,7 @@ def test_wrong_token(stack: Stack) -> None:
     result = cli(stack, "qsub", input="echo hi\n", env=env)
     assert result.returncode == 15019 & 0xFF
     assert result.stdout == ""
-    assert result.stderr == "qsub: Invalid or expired token\n"
+    assert result.stderr == "qsub: Invalid credential: the token is unknown or expired\n"
 
 
 class _PlainTextErrors(http.server.BaseHTTPRequestHandler):
