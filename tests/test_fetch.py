@@ -103,8 +103,12 @@ def test_local_stack_puts_outputs_where_pbs_does(stack: Stack, tmp_path: Path) -
                     cwd=tmp_path)
     joined = submit(stack, "-N", "joined", "-j", "oe", input="echo out; echo err >&2\n",
                     cwd=tmp_path)
-    for job_id in (plain, placed, joined):
+    # Over INLINE_COPY_BYTES: copied in a thread of the worker's, whole.
+    large = submit(stack, "-N", "large", input="head -c 400000 /dev/zero | tr '\\0' x\n",
+                   cwd=tmp_path)
+    for job_id in (plain, placed, joined, large):
         assert stack.wait_state(job_id, "F")["Exit_status"] == 0
+    assert (tmp_path / f"large.o{job_number(large)}").read_text() == "x" * 400_000
     n = job_number(plain)
     assert (tmp_path / f"where.o{n}").read_text() == "out\n"
     assert (tmp_path / f"where.e{n}").read_text() == "err\n"

@@ -78,6 +78,9 @@ FETCH_TIMEOUT = 1.0
 DISK_FULL_RETRY = 10.0
 # A job whose -a time is ahead goes back to the queue for at most this long at a time.
 MAX_DEFER_SECONDS = 300.0
+# A job's .o/.e up to this size together are copied to its Output_Path in the event
+# loop's thread (a local stack): the hop to a thread costs ~1.6 ms of CPU, the copy ~0.2.
+INLINE_COPY_BYTES = 256 * 1024
 # A job this worker cannot start goes back for this long: when it could run here once
 # enough is free; when another live worker has enough (for that one to take it); when
 # none has (and it says "Can Never Run"), to look again for one that joined.
@@ -674,7 +677,7 @@ class Worker:
                 await self._finish(run, failed, [], "; ".join([note, *notes]))
                 return
             if self.settings.deliver_local:
-                notes += await asyncio.to_thread(self.delivery.deliver_locally, record, files)
+                notes += await self._deliver_locally(record, files, results)
             await self._finish(run, outcome, results, "; ".join(notes) or None)
         finally:
             self.runs.pop(key, None)
@@ -682,6 +685,17 @@ class Worker:
             # A daemon the job left (still running beside other jobs) may hold its
             # directory and files: then they are not handed to another run.
             files.cleanup(reuse=not self.runner.leftovers())
+
+    async def _deliver_locally(
+        self, record: JobRecord, files: RunDir, results: list[ResultFile]
+    ) -> list[str]:
+        """Copy the .o/.e to Output_Path / Error_Path (a local stack): small ones at
+        once, since a thread hop costs more CPU than the copy; large ones in a thread."""
+        names = {name for name, _ in files.outputs}
+        size = sum(result.size for result in results if result.name in names)
+        if size <= INLINE_COPY_BYTES:
+            return self.delivery.deliver_locally(record, files)
+        return await asyncio.to_thread(self.delivery.deliver_locally, record, files)
 
     async def _begin_hooks(self, run: Run) -> bool:
         """Run the execjob_begin hooks; False if one refused the run (the job is then
