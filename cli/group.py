@@ -49,14 +49,8 @@ class Command(click.Command):
             return super().invoke(ctx)
 
 
-class Group(click.Group):
+class Group(Command, click.Group):
+    """Reports as Command does (its methods come first, then click.Group's)."""
+
     command_class = Command
     group_class = type  # its subgroups are Groups too
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        with _reported(ctx):
-            return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        with _reported(ctx):
-            return super().invoke(ctx)
