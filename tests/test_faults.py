@@ -25,6 +25,7 @@ from typing import Any
 import nats.errors
 import pytest
 from nats.aio.msg import Msg
+from pkbs.worker import metrics as worker_metrics
 from pkbs.worker.fetch import open_work_source
 from pkbs.worker.service import Worker
 
@@ -156,7 +157,9 @@ def test_lost_run_s_message_given_back_as_a_copy_still_reruns(fresh_stack: Stack
             assert again.metadata.num_delivered == 2
             giver = Worker(settings)
             giver.store = store
+            given_back = worker_metrics.GIVEN_BACK._value.get()
             await giver._return_untouched(again)
+            assert worker_metrics.GIVEN_BACK._value.get() == given_back + 1
         finally:
             await source.finish()
             await store.close()

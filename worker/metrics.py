@@ -49,6 +49,10 @@ REDELIVERIES = Counter(
     "pkbs_work_redeliveries_total",
     "Work messages JetStream delivered again (num_delivered > 1), per queue", ["queue"],
 )
+GIVEN_BACK = Counter(
+    "pkbs_work_given_back_total",
+    "Work messages a worker put back in the queue unread (no room for them, or draining)",
+)
 
 # How a run ended (EXITS' exit_class).
 OK, NONZERO, WALLTIME, MEMORY, DELETED = "ok", "nonzero", "walltime", "memory", "deleted"

@@ -337,6 +337,7 @@ class Worker:
         headers = {C.MSG_ID_HEADER: copy_id, C.WORK_SEQ_HEADER: str(work_seq(msg))}
         await self.store.js.publish(msg.subject, msg.data, headers=headers)
         await msg.term()
+        metrics.GIVEN_BACK.inc()
         log.info("work message %d given back to the queue", msg.metadata.sequence.stream,
                  extra={"worker": self.settings.worker_name})
 
