@@ -170,7 +170,7 @@ class UnknownSignal(PkbsError):
 class NoOutput(BadState):
     """`pkbs logs` of a job that never ran (deleted while queued, or could not start)."""
 
-    default_message = "Job never ran, it has no output"
+    default_message = "Never ran, so there is no output of job"
 
 
 class ModifyRunning(PkbsError):

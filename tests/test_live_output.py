@@ -131,7 +131,7 @@ def test_job_deleted_while_queued_never_ran(stack: Stack) -> None:
     assert cli(stack, "qdel", job).returncode == 0
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 15016 & 0xFF
-    assert err == f"pkbs logs: Job never ran, it has no output {job}\n"
+    assert err == f"pkbs logs: Never ran, so there is no output of job {job}\n"
     again = cli(stack, "pkbs", "logs", job)
     assert (again.returncode, again.stderr) == (proc.returncode, err)
 
