@@ -5,25 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from pkbs import servers
-from tests.stackutil import Stack
+from tests.stackutil import Stack, bare_nats
 
 
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A bare nats-server with JetStream (no auth) for the session: for tests of one
     store or client, without the rest of the stack."""
-    where = tmp_path_factory.mktemp("nats")
-    port = servers.free_port()
-    servers.write_nats_config(
-        where / "nats.conf", port=port, store_dir=where / "js", user=None, password=None
-    )
-    proc = servers.start_nats(where / "nats.conf", where / "nats.log")
-    try:
-        servers.wait_for_port("127.0.0.1", port, 10, proc)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        servers.stop(proc)
+    with bare_nats(tmp_path_factory.mktemp("nats")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

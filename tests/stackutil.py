@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,22 @@ from pkbs.serverconfig import ServerConfig
 from pkbs.settings import Settings
 
 BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def bare_nats(where: Path) -> Iterator[str]:
+    """A nats-server with JetStream and no auth, its files in `where`, for tests of one
+    store or client without the rest of the stack; its URL while the block runs."""
+    port = servers.free_port()
+    servers.write_nats_config(
+        where / "nats.conf", port=port, store_dir=where / "js", user=None, password=None
+    )
+    proc = servers.start_nats(where / "nats.conf", where / "nats.log")
+    try:
+        servers.wait_for_port("127.0.0.1", port, 20, proc)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        servers.stop(proc)
 
 
 def poll(

@@ -6,28 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
 
 from pkbs import constants as C
-from pkbs import servers
 from pkbs.jobstore import JobStore, _bucket
 from pkbs.settings import Settings
+from tests.stackutil import bare_nats
 
 
 @pytest.fixture(scope="module")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root: Path = tmp_path_factory.mktemp("layout-nats")
-    port = servers.free_port()
-    servers.write_nats_config(
-        root / "nats.conf", port=port, store_dir=root / "js", user=None, password=None
-    )
-    proc = servers.start_nats(root / "nats.conf", root / "nats.log")
-    servers.wait_for_port("127.0.0.1", port, 20, proc)
-    yield f"nats://127.0.0.1:{port}"
-    servers.stop(proc)
+    with bare_nats(tmp_path_factory.mktemp("layout-nats")) as url:
+        yield url
 
 
 def test_buckets_answer_reads_directly(nats_url: str) -> None:

@@ -9,11 +9,10 @@ import json
 from pathlib import Path
 
 from pkbs import constants as C
-from pkbs import servers
 from pkbs.jobstore import JobStore
 from pkbs.queues import QueueConfig, consumer_levels
 from pkbs.settings import Settings
-from tests.stackutil import Stack, cli, store_settings
+from tests.stackutil import Stack, bare_nats, cli, store_settings
 
 QUEUES = {"workq": {}, "high": {"priority": 10}, "low": {"priority": -5}}
 
@@ -48,14 +47,7 @@ def _consumers(stack: Stack) -> dict[str, list[str]]:
 
 
 def test_the_dispatcher_arranges_consumers_when_priorities_change(tmp_path: Path) -> None:
-    port = servers.free_port()
-    servers.write_nats_config(
-        tmp_path / "nats.conf", port=port, store_dir=tmp_path / "js", user=None, password=None
-    )
-    proc = servers.start_nats(tmp_path / "nats.conf", tmp_path / "nats.log")
-    try:
-        servers.wait_for_port("127.0.0.1", port, 10, proc)
-        url = f"nats://127.0.0.1:{port}"
+    with bare_nats(tmp_path) as url:
         plain = Settings(nats_url=url)
         levels = Settings(nats_url=url, queues={n: QueueConfig(**c) for n, c in QUEUES.items()})
         one = {"workers": ["pkbs.work.>"]}
@@ -68,8 +60,6 @@ def test_the_dispatcher_arranges_consumers_when_priorities_change(tmp_path: Path
             "workers-n5": ["pkbs.work.low.>"],
         }
         assert asyncio.run(_read_consumers(plain, arrange=True)) == one
-    finally:
-        servers.stop(proc)
 
 
 def test_higher_priority_queues_start_first(fresh_stack: Stack, tmp_path: Path) -> None:
